@@ -1,0 +1,97 @@
+//! The archive format, version 1 (specified in prose in `docs/format.md`).
+//!
+//! An archive is one logical byte stream (possibly split into parts by the
+//! store): a 64-byte plaintext header, a sequence of authenticated frames, and
+//! a 24-byte tail. The frames carry the *payload*: entry records followed by
+//! an index. This module tree owns the byte layout and nothing else: it reads
+//! and writes `Read`/`Write` streams and never touches the file system.
+//!
+//! - `header`: the plaintext header and which keys it needs;
+//! - `frame`: deflate + AES-CTR + HMAC of one frame (the STREAM-like layer);
+//! - `record`: entry, index and footer records inside the payload;
+//! - `writer` / `reader`: the archive as a whole;
+//! - `sidecar`: the authenticated postcard metadata file next to an archive.
+
+pub mod frame;
+pub mod header;
+pub mod reader;
+pub mod record;
+pub mod sidecar;
+pub mod writer;
+
+use crate::crypto::KeyId;
+
+pub use header::Header;
+pub use reader::ArchiveReader;
+pub use record::{EntryHeader, EntryKind, IndexRecord};
+pub use writer::ArchiveWriter;
+
+/// Everything that can be wrong with an archive's bytes or the key used to
+/// read them. Messages say what an operator can do about it.
+#[derive(Debug)]
+pub enum FormatError {
+    Io(std::io::Error),
+    NotAnArchive,
+    UnsupportedVersion(u16),
+    BadHeader(&'static str),
+    NeedKey(KeyId),
+    WrongKey { needed: KeyId, have: KeyId },
+    Tampered { frame: u64 },
+    Truncated,
+    Corrupt(String),
+    UnsafePath(String),
+    ContentMismatch(String),
+    SidecarTampered,
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use FormatError::*;
+        match self {
+            Io(e) => write!(f, "cannot read archive: {e}"),
+            NotAnArchive => write!(f, "not an rvm-backup archive (bad magic bytes)"),
+            UnsupportedVersion(v) => {
+                write!(f, "archive format version {v} is not supported by this rvm-backup; upgrade rvm-backup")
+            }
+            BadHeader(why) => write!(f, "archive header is damaged: {why}"),
+            NeedKey(id) => write!(f, "archive is encrypted with key {id}; set key_file to that key"),
+            WrongKey { needed, have } => write!(
+                f,
+                "archive needs key {needed} but the configured key is {have}; point key_file at key {needed}"
+            ),
+            Tampered { frame } => write!(
+                f,
+                "authentication failed at frame {frame}: the archive is corrupted or was tampered with; restore from another archive"
+            ),
+            Truncated => write!(f, "archive is truncated (its final frame is missing); restore from another archive"),
+            Corrupt(why) => write!(f, "archive is inconsistent: {why}"),
+            UnsafePath(p) => write!(f, "archive holds an unsafe path {p:?}; refusing it"),
+            ContentMismatch(p) => write!(f, "content of {p} does not match its SHA-256 in the archive"),
+            SidecarTampered => write!(
+                f,
+                "sidecar authentication failed: the metadata file is corrupted, tampered with, or made with another key"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+impl From<std::io::Error> for FormatError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FormatError::Truncated
+        } else {
+            FormatError::Io(e)
+        }
+    }
+}
+
+/// Where a record starts: the frame that holds its first byte, that frame's
+/// byte offset in the archive stream, and the offset inside its plaintext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Location {
+    pub frame_index: u64,
+    pub frame_offset: u64,
+    pub offset_in_frame: u32,
+}

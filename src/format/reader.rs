@@ -1,0 +1,352 @@
+//! Reads an archive: sequentially (verify, full restore) or by index (one file).
+//!
+//! Sequential reading checks everything a reader can: every frame tag, that
+//! the frames end on exactly one final frame followed by the tail, every
+//! entry's SHA-256, and that the index and footer agree with the entries
+//! actually seen. Content is handed out only from authenticated frames.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use sha2::{Digest, Sha256};
+
+use super::frame::FrameOpener;
+use super::header::{Header, HEADER_LEN};
+use super::record::{
+    decode_tail, ByteSource, EntryHeader, EntryKind, Footer, IndexRecord, INDEX_MARKER, TAIL_LEN,
+    TRAILER_LEN,
+};
+use super::{FormatError, Location};
+use crate::crypto::{ct_eq, MasterKey};
+
+/// An entry's trailer: status byte and the SHA-256 the writer computed.
+#[derive(Clone, Copy, Debug)]
+pub struct Trailer {
+    pub status: u8,
+    pub sha256: [u8; 32],
+}
+
+struct OpenEntry {
+    path: Vec<u8>,
+    remaining: u64,
+    hasher: Sha256,
+}
+
+pub struct ArchiveReader<R> {
+    src: R,
+    header: Header,
+    opener: FrameOpener,
+    /// Offset and index of the frame whose plaintext we are consuming.
+    frame_offset: u64,
+    frame_index: u64,
+    next_offset: u64,
+    pos: usize,
+    len: usize,
+    frame_is_last: bool,
+    started: bool,
+    footer: Option<Footer>,
+    payload_read: u64,
+    open: Option<OpenEntry>,
+    /// Entries seen in a sequential pass, to check the index against.
+    seen: Vec<IndexRecord>,
+    sequential: bool,
+}
+
+impl<R: Read + Seek> ArchiveReader<R> {
+    /// Read and check the header; `key` must be the archive's key if it is
+    /// encrypted.
+    pub fn open(mut src: R, key: Option<&MasterKey>) -> Result<Self, FormatError> {
+        let mut head = [0u8; HEADER_LEN];
+        src.read_exact(&mut head).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FormatError::NotAnArchive,
+            _ => FormatError::Io(e),
+        })?;
+        let header = Header::decode(&head)?;
+        let protection = header.protection(key)?;
+        let opener = FrameOpener::new(protection, &head, header.frame_size, header.compressed());
+        Ok(ArchiveReader {
+            src,
+            header,
+            opener,
+            frame_offset: HEADER_LEN as u64,
+            frame_index: 0,
+            next_offset: HEADER_LEN as u64,
+            pos: 0,
+            len: 0,
+            frame_is_last: false,
+            started: false,
+            footer: None,
+            payload_read: 0,
+            open: None,
+            seen: Vec::new(),
+            sequential: true,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn into_inner(self) -> R {
+        self.src
+    }
+
+    fn open_frame(&mut self) -> Result<(), FormatError> {
+        if self.frame_is_last {
+            return Err(FormatError::Corrupt("payload ends inside a record".into()));
+        }
+        let index = self.opener.next_index();
+        let info = self.opener.open_next(&mut self.src)?;
+        self.frame_index = index;
+        self.frame_offset = self.next_offset;
+        self.next_offset += info.stored_bytes;
+        self.pos = 0;
+        self.len = self.opener.plain().len();
+        self.frame_is_last = info.last;
+        self.started = true;
+        if info.last {
+            self.footer = Some(Footer::decode(self.opener.plain())?);
+            self.len = 0;
+        }
+        Ok(())
+    }
+
+    /// Where the next payload byte is.
+    fn location(&self) -> Location {
+        if !self.started || (self.pos == self.len && !self.frame_is_last) {
+            let frame_index = if self.started {
+                self.frame_index + 1
+            } else {
+                0
+            };
+            return Location {
+                frame_index,
+                frame_offset: self.next_offset,
+                offset_in_frame: 0,
+            };
+        }
+        Location {
+            frame_index: self.frame_index,
+            frame_offset: self.frame_offset,
+            offset_in_frame: self.pos as u32,
+        }
+    }
+
+    /// True once no payload byte is left (opens the next frame to find out).
+    fn at_payload_end(&mut self) -> Result<bool, FormatError> {
+        while self.pos == self.len {
+            if self.frame_is_last {
+                return Ok(true);
+            }
+            self.open_frame()?;
+        }
+        Ok(false)
+    }
+
+    /// The next entry, or `None` once the index is reached (in a sequential
+    /// pass the index, footer and tail are then checked).
+    pub fn next_entry(&mut self) -> Result<Option<EntryHeader>, FormatError> {
+        if self.open.is_some() {
+            return Err(FormatError::Corrupt(
+                "next entry requested before the last one was read".into(),
+            ));
+        }
+        let at = self.location();
+        let kind = self.u8()?;
+        if kind == INDEX_MARKER {
+            if self.sequential {
+                self.check_index(at)?;
+            }
+            return Ok(None);
+        }
+        let header = EntryHeader::decode_after_kind(EntryKind::from_byte(kind)?, self)?;
+        if self.sequential {
+            self.seen.push(IndexRecord {
+                kind: header.kind,
+                path: header.path.clone(),
+                size: header.size,
+                at,
+                status: 0,
+                sha256: [0; 32],
+            });
+        }
+        self.open = Some(OpenEntry {
+            path: header.path.clone(),
+            remaining: header.size,
+            hasher: Sha256::new(),
+        });
+        Ok(Some(header))
+    }
+
+    /// The next piece of the open entry's content; `None` when all is read.
+    pub fn content_chunk(&mut self) -> Result<Option<&[u8]>, FormatError> {
+        let remaining = match &self.open {
+            Some(o) if o.remaining > 0 => o.remaining,
+            _ => return Ok(None),
+        };
+        if self.pos == self.len {
+            self.open_frame()?;
+            if self.frame_is_last {
+                return Err(FormatError::Corrupt("payload ends inside an entry".into()));
+            }
+        }
+        let n = (self.len - self.pos).min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let start = self.pos;
+        self.pos += n;
+        self.payload_read += n as u64;
+        let chunk = &self.opener.plain()[start..start + n];
+        if let Some(o) = self.open.as_mut() {
+            o.remaining -= n as u64;
+            o.hasher.update(chunk);
+        }
+        Ok(Some(chunk))
+    }
+
+    /// Finish the open entry (skipping unread content) and check its hash.
+    pub fn end_entry(&mut self) -> Result<Trailer, FormatError> {
+        while self.content_chunk()?.is_some() {}
+        let open = self
+            .open
+            .take()
+            .ok_or_else(|| FormatError::Corrupt("no open entry".into()))?;
+        let mut t = [0u8; TRAILER_LEN];
+        self.bytes(&mut t)?;
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(&t[1..]);
+        let actual: [u8; 32] = open.hasher.finalize().into();
+        if !ct_eq(&actual, &sha256) {
+            return Err(FormatError::ContentMismatch(
+                String::from_utf8_lossy(&open.path).into_owned(),
+            ));
+        }
+        if let Some(rec) = self.seen.last_mut().filter(|_| self.sequential) {
+            rec.status = t[0];
+            rec.sha256 = sha256;
+        }
+        Ok(Trailer {
+            status: t[0],
+            sha256,
+        })
+    }
+
+    fn check_index(&mut self, index_at: Location) -> Result<(), FormatError> {
+        let seen = std::mem::take(&mut self.seen);
+        for expected in &seen {
+            if self.at_payload_end()? {
+                return Err(FormatError::Corrupt(
+                    "index is shorter than the entries".into(),
+                ));
+            }
+            let rec = IndexRecord::decode(self)?;
+            if &rec != expected {
+                return Err(FormatError::Corrupt(format!(
+                    "index disagrees with entry {}",
+                    String::from_utf8_lossy(&rec.path)
+                )));
+            }
+        }
+        if !self.at_payload_end()? {
+            return Err(FormatError::Corrupt(
+                "index is longer than the entries".into(),
+            ));
+        }
+        let footer = self.footer.clone().ok_or(FormatError::Truncated)?;
+        let consistent = footer.entry_count == seen.len() as u64
+            && footer.index_at == index_at
+            && footer.payload_len == self.payload_read;
+        if !consistent {
+            return Err(FormatError::Corrupt(
+                "footer disagrees with the payload".into(),
+            ));
+        }
+        self.check_tail()
+    }
+
+    fn check_tail(&mut self) -> Result<(), FormatError> {
+        let mut tail = [0u8; TAIL_LEN];
+        self.src.read_exact(&mut tail)?;
+        let (offset, index) = decode_tail(&tail)?;
+        if offset != self.frame_offset || index != self.frame_index {
+            return Err(FormatError::Corrupt(
+                "tail does not point at the final frame".into(),
+            ));
+        }
+        let mut extra = [0u8; 1];
+        if self.src.read(&mut extra)? != 0 {
+            return Err(FormatError::Corrupt(
+                "bytes after the end of the archive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Random access: read the footer through the tail and return the index.
+    pub fn read_index(&mut self) -> Result<Vec<IndexRecord>, FormatError> {
+        self.sequential = false;
+        self.src
+            .seek(SeekFrom::End(-(TAIL_LEN as i64)))
+            .map_err(|_| FormatError::Truncated)?;
+        let mut tail = [0u8; TAIL_LEN];
+        self.src.read_exact(&mut tail)?;
+        let (final_offset, final_index) = decode_tail(&tail)?;
+        self.jump(final_offset, final_index)?;
+        let footer = self.footer.clone().ok_or(FormatError::Corrupt(
+            "tail does not point at the final frame".into(),
+        ))?;
+        self.seek_to(footer.index_at)?;
+        if self.u8()? != INDEX_MARKER {
+            return Err(FormatError::Corrupt(
+                "footer does not point at the index".into(),
+            ));
+        }
+        let mut records = Vec::new();
+        for _ in 0..footer.entry_count {
+            records.push(IndexRecord::decode(self)?);
+        }
+        Ok(records)
+    }
+
+    /// Random access: position at a record location from the index.
+    pub fn seek_to(&mut self, at: Location) -> Result<(), FormatError> {
+        self.sequential = false;
+        self.open = None;
+        self.jump(at.frame_offset, at.frame_index)?;
+        if at.offset_in_frame as usize > self.len {
+            return Err(FormatError::Corrupt(
+                "index points outside its frame".into(),
+            ));
+        }
+        self.pos = at.offset_in_frame as usize;
+        Ok(())
+    }
+
+    fn jump(&mut self, offset: u64, index: u64) -> Result<(), FormatError> {
+        if offset < HEADER_LEN as u64 {
+            return Err(FormatError::Corrupt("offset inside the header".into()));
+        }
+        self.src.seek(SeekFrom::Start(offset))?;
+        self.opener.reposition(index);
+        self.next_offset = offset;
+        self.frame_is_last = false;
+        self.open_frame()
+    }
+}
+
+impl<R: Read + Seek> ByteSource for ArchiveReader<R> {
+    fn bytes(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            if self.pos == self.len {
+                self.open_frame()?;
+                if self.frame_is_last {
+                    return Err(FormatError::Corrupt("payload ends inside a record".into()));
+                }
+            }
+            let n = (self.len - self.pos).min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&self.opener.plain()[self.pos..self.pos + n]);
+            self.pos += n;
+            filled += n;
+        }
+        self.payload_read += buf.len() as u64;
+        Ok(())
+    }
+}

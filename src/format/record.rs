@@ -1,0 +1,364 @@
+//! Records inside the payload: entries, the index and the footer.
+//!
+//! All integers are little-endian. Paths are the raw bytes of an absolute
+//! Unix path; every decoder runs [`check_path`], so no reader ever hands out
+//! a path with `..`, `.`, empty components or NUL bytes.
+
+use super::{FormatError, Location};
+
+/// Kind byte that starts the index section of the payload.
+pub const INDEX_MARKER: u8 = 0xFE;
+pub const FOOTER_MAGIC: [u8; 8] = *b"RVBFOOT1";
+pub const FOOTER_LEN: usize = 48;
+pub const TAIL_MAGIC: [u8; 8] = *b"RVBTAIL1";
+pub const TAIL_LEN: usize = 24;
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Size of an entry header without its path.
+const ENTRY_FIXED_LEN: usize = 1 + 2 + 4 + 4 + 4 + 8 + 4 + 8;
+pub const TRAILER_LEN: usize = 1 + 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum EntryKind {
+    File = 1,
+    Dir = 2,
+    Symlink = 3,
+    /// A consistent page image of an SQLite database.
+    Database = 4,
+}
+
+impl EntryKind {
+    pub fn from_byte(b: u8) -> Result<EntryKind, FormatError> {
+        match b {
+            1 => Ok(EntryKind::File),
+            2 => Ok(EntryKind::Dir),
+            3 => Ok(EntryKind::Symlink),
+            4 => Ok(EntryKind::Database),
+            // 5 (content in an earlier archive) and 6 (WAL segment) are
+            // reserved for incremental and point-in-time backups.
+            5 | 6 => Err(FormatError::Corrupt(format!(
+                "entry kind {b} needs a newer rvm-backup (incremental/WAL entries)"
+            ))),
+            _ => Err(FormatError::Corrupt(format!("unknown entry kind {b}"))),
+        }
+    }
+}
+
+/// Status byte in an entry trailer.
+pub const STATUS_CLEAN: u8 = 0;
+/// The file changed while it was read; its content may mix old and new.
+pub const STATUS_CHANGED: u8 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryHeader {
+    pub kind: EntryKind,
+    pub path: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Content bytes that follow (symlinks: the target; directories: 0).
+    pub size: u64,
+}
+
+impl EntryHeader {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.kind as u8);
+        out.extend_from_slice(&(self.path.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.path);
+        out.extend_from_slice(&self.mode.to_le_bytes());
+        out.extend_from_slice(&self.uid.to_le_bytes());
+        out.extend_from_slice(&self.gid.to_le_bytes());
+        out.extend_from_slice(&self.mtime.to_le_bytes());
+        out.extend_from_slice(&self.mtime_nsec.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+    }
+
+    /// Decode the rest of an entry header whose kind byte was already read.
+    pub fn decode_after_kind(
+        kind: EntryKind,
+        r: &mut impl ByteSource,
+    ) -> Result<Self, FormatError> {
+        let path = read_path(r)?;
+        let mode = r.u32()?;
+        let uid = r.u32()?;
+        let gid = r.u32()?;
+        let mtime = r.u64()? as i64;
+        let mtime_nsec = r.u32()?;
+        if mtime_nsec >= 1_000_000_000 {
+            return Err(FormatError::Corrupt(
+                "mtime nanoseconds out of range".into(),
+            ));
+        }
+        let size = r.u64()?;
+        let h = EntryHeader {
+            kind,
+            path,
+            mode,
+            uid,
+            gid,
+            mtime,
+            mtime_nsec,
+            size,
+        };
+        if h.kind == EntryKind::Dir && h.size != 0
+            || h.kind == EntryKind::Symlink && h.size > MAX_PATH_LEN as u64
+        {
+            return Err(FormatError::Corrupt(format!(
+                "entry {} has an impossible size",
+                h.display_path()
+            )));
+        }
+        Ok(h)
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        ENTRY_FIXED_LEN + self.path.len()
+    }
+
+    pub fn display_path(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+}
+
+/// One line of the index: where an entry is and what it must hash to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexRecord {
+    pub kind: EntryKind,
+    pub path: Vec<u8>,
+    pub size: u64,
+    pub at: Location,
+    pub status: u8,
+    pub sha256: [u8; 32],
+}
+
+impl IndexRecord {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.kind as u8);
+        out.extend_from_slice(&(self.path.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.path);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        encode_location(&self.at, out);
+        out.push(self.status);
+        out.extend_from_slice(&self.sha256);
+    }
+
+    pub fn decode(r: &mut impl ByteSource) -> Result<Self, FormatError> {
+        let kind = EntryKind::from_byte(r.u8()?)?;
+        let path = read_path(r)?;
+        let size = r.u64()?;
+        let at = decode_location(r)?;
+        let status = r.u8()?;
+        let mut sha256 = [0u8; 32];
+        r.bytes(&mut sha256)?;
+        Ok(IndexRecord {
+            kind,
+            path,
+            size,
+            at,
+            status,
+            sha256,
+        })
+    }
+}
+
+/// The plaintext of the final frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Footer {
+    pub entry_count: u64,
+    pub payload_len: u64,
+    pub index_at: Location,
+}
+
+impl Footer {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FOOTER_LEN);
+        out.extend_from_slice(&FOOTER_MAGIC);
+        out.extend_from_slice(&self.entry_count.to_le_bytes());
+        out.extend_from_slice(&self.payload_len.to_le_bytes());
+        encode_location(&self.index_at, &mut out);
+        out.resize(FOOTER_LEN, 0);
+        out
+    }
+
+    pub fn decode(mut b: &[u8]) -> Result<Self, FormatError> {
+        if b.len() != FOOTER_LEN || b[..8] != FOOTER_MAGIC {
+            return Err(FormatError::Corrupt("final frame is not a footer".into()));
+        }
+        b = &b[8..];
+        let entry_count = b.u64()?;
+        let payload_len = b.u64()?;
+        let index_at = decode_location(&mut b)?;
+        Ok(Footer {
+            entry_count,
+            payload_len,
+            index_at,
+        })
+    }
+}
+
+/// The 24 plaintext bytes after the final frame: where that frame is.
+pub fn encode_tail(final_offset: u64, final_index: u64) -> [u8; TAIL_LEN] {
+    let mut t = [0u8; TAIL_LEN];
+    t[0..8].copy_from_slice(&final_offset.to_le_bytes());
+    t[8..16].copy_from_slice(&final_index.to_le_bytes());
+    t[16..24].copy_from_slice(&TAIL_MAGIC);
+    t
+}
+
+pub fn decode_tail(t: &[u8; TAIL_LEN]) -> Result<(u64, u64), FormatError> {
+    if t[16..24] != TAIL_MAGIC {
+        return Err(FormatError::Truncated);
+    }
+    let mut b = &t[..16];
+    Ok((b.u64()?, b.u64()?))
+}
+
+fn encode_location(at: &Location, out: &mut Vec<u8>) {
+    out.extend_from_slice(&at.frame_index.to_le_bytes());
+    out.extend_from_slice(&at.frame_offset.to_le_bytes());
+    out.extend_from_slice(&at.offset_in_frame.to_le_bytes());
+}
+
+fn decode_location(r: &mut impl ByteSource) -> Result<Location, FormatError> {
+    Ok(Location {
+        frame_index: r.u64()?,
+        frame_offset: r.u64()?,
+        offset_in_frame: r.u32()?,
+    })
+}
+
+fn read_path(r: &mut impl ByteSource) -> Result<Vec<u8>, FormatError> {
+    let len = r.u16()? as usize;
+    if len == 0 || len > MAX_PATH_LEN {
+        return Err(FormatError::Corrupt(format!(
+            "path length {len} out of range"
+        )));
+    }
+    let mut path = vec![0u8; len];
+    r.bytes(&mut path)?;
+    check_path(&path)?;
+    Ok(path)
+}
+
+/// An archive path must be absolute and normal: `/a/b`, never `/a/../b`,
+/// `/a/./b`, `/a//b`, `/a/` or anything with a NUL byte.
+pub fn check_path(path: &[u8]) -> Result<(), FormatError> {
+    let bad = || FormatError::UnsafePath(String::from_utf8_lossy(path).into_owned());
+    if path.first() != Some(&b'/') || path.contains(&0) {
+        return Err(bad());
+    }
+    if path == b"/" {
+        return Ok(());
+    }
+    for comp in path[1..].split(|&c| c == b'/') {
+        if comp.is_empty() || comp == b"." || comp == b".." {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+/// Little-endian reads from the payload; an early end is a format error.
+pub trait ByteSource {
+    fn bytes(&mut self, buf: &mut [u8]) -> Result<(), FormatError>;
+
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        let mut b = [0u8; 1];
+        self.bytes(&mut b)?;
+        Ok(b[0])
+    }
+    fn u16(&mut self) -> Result<u16, FormatError> {
+        let mut b = [0u8; 2];
+        self.bytes(&mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        let mut b = [0u8; 4];
+        self.bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64(&mut self) -> Result<u64, FormatError> {
+        let mut b = [0u8; 8];
+        self.bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+impl ByteSource for &[u8] {
+    fn bytes(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
+        if self.len() < buf.len() {
+            return Err(FormatError::Corrupt("record ends early".into()));
+        }
+        let (head, rest) = self.split_at(buf.len());
+        buf.copy_from_slice(head);
+        *self = rest;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for p in [
+            &b"relative"[..],
+            b"/a/../b",
+            b"/a/./b",
+            b"/a//b",
+            b"/a/",
+            b"/..",
+            b"/a\0b",
+            b"",
+        ] {
+            assert!(check_path(p).is_err(), "{:?}", String::from_utf8_lossy(p));
+        }
+        for p in [
+            &b"/"[..],
+            b"/etc/myrvm/a b.env",
+            "/opt/é".as_bytes(),
+            b"/a/..b",
+        ] {
+            assert!(check_path(p).is_ok());
+        }
+    }
+
+    #[test]
+    fn entry_header_roundtrip() {
+        let h = EntryHeader {
+            kind: EntryKind::File,
+            path: b"/x/y".to_vec(),
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            mtime: -5,
+            mtime_nsec: 7,
+            size: 99,
+        };
+        let mut buf = Vec::new();
+        h.encode(&mut buf);
+        assert_eq!(buf.len(), h.encoded_len());
+        let mut r = &buf[1..];
+        assert_eq!(
+            EntryHeader::decode_after_kind(EntryKind::File, &mut r).unwrap(),
+            h
+        );
+    }
+
+    #[test]
+    fn footer_roundtrip() {
+        let f = Footer {
+            entry_count: 3,
+            payload_len: 77,
+            index_at: Location {
+                frame_index: 1,
+                frame_offset: 2,
+                offset_in_frame: 3,
+            },
+        };
+        assert_eq!(Footer::decode(&f.encode()).unwrap(), f);
+    }
+}

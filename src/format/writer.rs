@@ -1,0 +1,211 @@
+//! Writes one archive as a stream: header, entry records, index, footer, tail.
+//!
+//! Memory is fixed: one frame of payload buffer plus the sealer's scratch and
+//! deflate state, whatever the size of the data. The only thing that grows is
+//! the index (one small record per entry, not per byte).
+
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
+use super::frame::FrameSealer;
+use super::header::{Header, HEADER_LEN};
+use super::record::{encode_tail, EntryHeader, Footer, IndexRecord, INDEX_MARKER, STATUS_CLEAN};
+use super::{FormatError, Location};
+use crate::crypto::Protection;
+
+/// What a finished archive looked like.
+#[derive(Clone, Debug, Default)]
+pub struct WriteSummary {
+    pub archive_bytes: u64,
+    pub payload_bytes: u64,
+    pub frames: u64,
+    pub entries: u64,
+}
+
+struct OpenEntry {
+    record: IndexRecord,
+    written: u64,
+    hasher: Sha256,
+}
+
+pub struct ArchiveWriter<W: Write> {
+    out: W,
+    sealer: FrameSealer,
+    buf: Vec<u8>,
+    frame_size: usize,
+    /// Archive offset where the frame now being filled will start.
+    frame_offset: u64,
+    payload_len: u64,
+    index: Vec<IndexRecord>,
+    open: Option<OpenEntry>,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Start an archive: writes the header at once.
+    pub fn new(
+        mut out: W,
+        header: &Header,
+        protection: Protection,
+        level: Option<u8>,
+    ) -> Result<Self, FormatError> {
+        let head = header.encode();
+        out.write_all(&head)?;
+        let level = level.filter(|_| header.compressed());
+        Ok(ArchiveWriter {
+            out,
+            sealer: FrameSealer::new(protection, &head, header.frame_size, level),
+            buf: Vec::with_capacity(header.frame_size as usize),
+            frame_size: header.frame_size as usize,
+            frame_offset: HEADER_LEN as u64,
+            payload_len: 0,
+            index: Vec::new(),
+            open: None,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn location(&self) -> Location {
+        Location {
+            frame_index: self.sealer.next_index(),
+            frame_offset: self.frame_offset,
+            offset_in_frame: self.buf.len() as u32,
+        }
+    }
+
+    /// Append payload bytes, sealing every frame as soon as it is full so the
+    /// buffer is never full between calls.
+    fn push(&mut self, mut data: &[u8]) -> Result<(), FormatError> {
+        self.payload_len += data.len() as u64;
+        while !data.is_empty() {
+            let take = (self.frame_size - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == self.frame_size {
+                self.seal(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, last: bool) -> Result<(), FormatError> {
+        self.frame_offset += self.sealer.seal(&self.buf, last, &mut self.out)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Start an entry; exactly `header.size` content bytes must follow.
+    pub fn begin_entry(&mut self, header: &EntryHeader) -> Result<(), FormatError> {
+        if self.open.is_some() {
+            return Err(FormatError::Corrupt(
+                "entry started before the previous one ended".into(),
+            ));
+        }
+        let at = self.location();
+        let mut enc = std::mem::take(&mut self.scratch);
+        enc.clear();
+        header.encode(&mut enc);
+        let r = self.push(&enc);
+        self.scratch = enc;
+        r?;
+        let record = IndexRecord {
+            kind: header.kind,
+            path: header.path.clone(),
+            size: header.size,
+            at,
+            status: STATUS_CLEAN,
+            sha256: [0; 32],
+        };
+        self.open = Some(OpenEntry {
+            record,
+            written: 0,
+            hasher: Sha256::new(),
+        });
+        Ok(())
+    }
+
+    /// Content of the open entry, in any number of pieces.
+    pub fn write_content(&mut self, data: &[u8]) -> Result<(), FormatError> {
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| FormatError::Corrupt("content outside an entry".into()))?;
+        open.written += data.len() as u64;
+        if open.written > open.record.size {
+            return Err(FormatError::Corrupt(format!(
+                "more content than declared for {}",
+                String::from_utf8_lossy(&open.record.path)
+            )));
+        }
+        open.hasher.update(data);
+        self.push(data)
+    }
+
+    /// End the open entry with its status; returns the content's SHA-256.
+    pub fn end_entry(&mut self, status: u8) -> Result<[u8; 32], FormatError> {
+        let open = self
+            .open
+            .take()
+            .ok_or_else(|| FormatError::Corrupt("no entry to end".into()))?;
+        if open.written != open.record.size {
+            return Err(FormatError::Corrupt(format!(
+                "{} bytes written for {} but {} declared",
+                open.written,
+                String::from_utf8_lossy(&open.record.path),
+                open.record.size
+            )));
+        }
+        let sha256: [u8; 32] = open.hasher.finalize().into();
+        let mut trailer = [0u8; 33];
+        trailer[0] = status;
+        trailer[1..].copy_from_slice(&sha256);
+        self.push(&trailer)?;
+        self.index.push(IndexRecord {
+            status,
+            sha256,
+            ..open.record
+        });
+        Ok(sha256)
+    }
+
+    /// Write the index, the footer frame and the tail; hand back the sink.
+    pub fn finish(mut self) -> Result<(W, WriteSummary), FormatError> {
+        if self.open.is_some() {
+            return Err(FormatError::Corrupt(
+                "archive finished inside an entry".into(),
+            ));
+        }
+        let index_at = self.location();
+        self.push(&[INDEX_MARKER])?;
+        let index = std::mem::take(&mut self.index);
+        let mut enc = Vec::new();
+        for rec in &index {
+            enc.clear();
+            rec.encode(&mut enc);
+            self.push(&enc)?;
+        }
+        if !self.buf.is_empty() {
+            self.seal(false)?;
+        }
+        let footer = Footer {
+            entry_count: index.len() as u64,
+            payload_len: self.payload_len,
+            index_at,
+        };
+        let final_offset = self.frame_offset;
+        let final_index = self.sealer.next_index();
+        self.buf.extend_from_slice(&footer.encode());
+        self.seal(true)?;
+        self.out
+            .write_all(&encode_tail(final_offset, final_index))?;
+        self.out.flush()?;
+        let summary = WriteSummary {
+            archive_bytes: self.frame_offset + super::record::TAIL_LEN as u64,
+            payload_bytes: self.payload_len,
+            frames: self.sealer.next_index(),
+            entries: index.len() as u64,
+        };
+        Ok((self.out, summary))
+    }
+}

@@ -1,0 +1,27 @@
+//! rvm-backup: backup and recovery for reverse vending machine boards.
+//!
+//! Data flows one way (see docs/architecture.md):
+//! `sources` → `backup` → `format` (hash, deflate, encrypt, frame) →
+//! `store` (parts, sidecar, crash-safe publish); and back through
+//! `store` → `format` (authenticate, inflate, hash) → `verify` / `restore`.
+//! `cli` parses the command line and drives these on a smol executor.
+
+#![forbid(unsafe_code)]
+
+pub mod backup;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod error;
+pub mod format;
+pub mod fsutil;
+pub mod keys;
+pub mod logger;
+pub mod progress;
+pub mod restore;
+pub mod sources;
+pub mod store;
+pub mod strategy;
+pub mod timefmt;
+pub mod verify;

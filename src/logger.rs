@@ -1,0 +1,34 @@
+//! Log lines on stderr: `rvm-backup: warning: …`. Keys are never logged.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct StderrLogger;
+
+static LOGGER: StderrLogger = StderrLogger;
+
+impl Log for StderrLogger {
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record) {
+        if self.enabled(r.metadata()) {
+            let level = match r.level() {
+                Level::Error => "error",
+                Level::Warn => "warning",
+                Level::Info => "info",
+                Level::Debug => "debug",
+                Level::Trace => "trace",
+            };
+            eprintln!("rvm-backup: {level}: {}", r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Install the logger (once; later calls only change the level).
+pub fn init(level: LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}

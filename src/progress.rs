@@ -1,0 +1,71 @@
+//! A one-line progress display on a terminal; silent for scripts.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+pub struct Progress {
+    enabled: bool,
+    label: String,
+    total: Option<u64>,
+    done: u64,
+    started: Instant,
+    last_draw: Instant,
+}
+
+impl Progress {
+    /// Draws only when stderr is a terminal and `quiet` is off.
+    pub fn new(quiet: bool) -> Progress {
+        let now = Instant::now();
+        Progress {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            label: String::new(),
+            total: None,
+            done: 0,
+            started: now,
+            last_draw: now,
+        }
+    }
+
+    pub fn silent() -> Progress {
+        Progress {
+            enabled: false,
+            ..Progress::new(true)
+        }
+    }
+
+    pub fn start(&mut self, label: &str, total: Option<u64>) {
+        self.label = label.to_string();
+        self.total = total;
+        self.done = 0;
+        self.started = Instant::now();
+    }
+
+    pub fn add(&mut self, bytes: u64) {
+        self.done += bytes;
+        if self.enabled && self.last_draw.elapsed().as_millis() >= 200 {
+            self.last_draw = Instant::now();
+            self.draw();
+        }
+    }
+
+    fn draw(&self) {
+        let mib = self.done as f64 / 1048576.0;
+        let rate = mib / self.started.elapsed().as_secs_f64().max(0.001);
+        let pct = self
+            .total
+            .filter(|t| *t > 0)
+            .map(|t| format!(" {:3.0}%", 100.0 * self.done as f64 / t as f64));
+        let _ = write!(
+            std::io::stderr(),
+            "\r\x1b[K{}: {mib:.1} MiB{} ({rate:.1} MiB/s)",
+            self.label,
+            pct.unwrap_or_default()
+        );
+    }
+
+    pub fn finish(&mut self) {
+        if self.enabled {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}
