@@ -30,10 +30,12 @@ pub fn generate(out: &Path) -> Result<MasterKey> {
         .open(out)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(msg(format!(
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(msg(format!(
             "{} already exists; refusing to overwrite a key (archives made with it would be lost)",
             out.display()
-        ))),
+        )))
+        }
         Err(e) => return Err(e).at("create key file", out),
     };
     f.write_all(text.as_bytes()).at("write key file", out)?;

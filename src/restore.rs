@@ -109,6 +109,10 @@ struct Stage {
     files: Vec<Staged>,
     links: Vec<Staged>,
     dirs: Vec<(PathBuf, EntryHeader)>,
+    /// Every archive path staged so far and whether it was a directory:
+    /// an entry below a staged non-directory (say, below a symlink the
+    /// archive itself creates) or a repeated path is refused.
+    seen: std::collections::HashMap<Vec<u8>, bool>,
     counter: u64,
 }
 
@@ -128,6 +132,7 @@ pub async fn run(
         files: Vec::new(),
         links: Vec::new(),
         dirs: Vec::new(),
+        seen: std::collections::HashMap::new(),
         counter: 0,
     };
     let mut done = Restored {
@@ -253,6 +258,7 @@ impl Stage {
             id: id.to_string(),
             source,
         };
+        self.check_unique_and_below_dirs(&h)?;
         let (dest, root) = self.destination(&h.path)?;
         self.ensure_dirs(parent(&dest), &root)?;
         let existing = fs::symlink_metadata(&dest).ok();
@@ -332,6 +338,27 @@ impl Stage {
             done.changed_while_read += 1;
         }
         Ok(trailer.sha256)
+    }
+
+    fn check_unique_and_below_dirs(&mut self, h: &EntryHeader) -> Result<()> {
+        let path = Path::new(std::ffi::OsStr::from_bytes(&h.path));
+        if self.seen.contains_key(&h.path) {
+            return Err(msg(format!(
+                "archive holds {} twice; refusing it",
+                path.display()
+            )));
+        }
+        for a in path.ancestors().skip(1) {
+            if self.seen.get(a.as_os_str().as_bytes()) == Some(&false) {
+                return Err(msg(format!(
+                    "archive entry {} lies below {}, which is not a directory (a symlink trick?); refusing it",
+                    path.display(),
+                    a.display()
+                )));
+            }
+        }
+        self.seen.insert(h.path.clone(), h.kind == EntryKind::Dir);
+        Ok(())
     }
 
     /// Where an archive path lands, and the root below which no directory
