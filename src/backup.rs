@@ -62,7 +62,7 @@ pub async fn run(
         ))
     })?;
     let started = Instant::now();
-    let created = crate::timefmt::now_unix();
+    let (created, created_nanos) = crate::timefmt::now_precise();
     let id = new_id(strategy, created)?;
     let header = new_header(cfg, key, created)?;
     let archive_err = |source: FormatError| Error::Archive {
@@ -101,6 +101,7 @@ pub async fn run(
         id: id.clone(),
         strategy: strategy.name().into(),
         created,
+        created_nanos,
         duration_ms: started.elapsed().as_millis() as u64,
         host: hostname(),
         tool_version: env!("CARGO_PKG_VERSION").into(),

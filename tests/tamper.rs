@@ -232,6 +232,7 @@ fn craft(b: &Board, sources: &[&Path], entries: &[(EntryKind, PathBuf, Vec<u8>)]
         id: id.clone(),
         strategy: "config".into(),
         created,
+        created_nanos: 0,
         duration_ms: 0,
         host: "evil".into(),
         tool_version: "0".into(),

@@ -38,6 +38,8 @@ pub struct Meta {
     pub strategy: String,
     /// Unix seconds when the backup started (also in the header).
     pub created: i64,
+    /// Sub-second part of the start time: orders archives made in one second.
+    pub created_nanos: u32,
     pub duration_ms: u64,
     pub host: String,
     pub tool_version: String,

@@ -149,7 +149,7 @@ impl Store {
         }
         listing
             .archives
-            .sort_by(|a, b| (a.meta.created, &a.meta.id).cmp(&(b.meta.created, &b.meta.id)));
+            .sort_by_key(|a| (a.meta.created, a.meta.created_nanos, a.meta.id.clone()));
         listing
     }
 }
