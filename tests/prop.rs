@@ -1,0 +1,140 @@
+//! Property tests for every parser of untrusted bytes: arbitrary or mutated
+//! input gives an error, never a panic.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use proptest::prelude::*;
+use rvm_backup::crypto::MasterKey;
+use rvm_backup::format::header::{Header, FLAG_COMPRESSED, FLAG_ENCRYPTED};
+use rvm_backup::format::{sidecar, ArchiveReader, ArchiveWriter, EntryHeader, EntryKind};
+
+fn key() -> MasterKey {
+    MasterKey::from_bytes([0x42; 32])
+}
+
+/// A small valid archive to mutate.
+fn sample_archive() -> Vec<u8> {
+    let k = key();
+    let header = Header {
+        flags: FLAG_COMPRESSED | FLAG_ENCRYPTED,
+        frame_size: 4096,
+        key_id: k.id(),
+        salt: [1; 32],
+        created: 0,
+    };
+    let mut w = ArchiveWriter::new(
+        Vec::new(),
+        &header,
+        header.protection(Some(&k)).unwrap(),
+        Some(1),
+    )
+    .unwrap();
+    for (i, content) in [&b"hello"[..], &[7u8; 9000], b""].iter().enumerate() {
+        let h = EntryHeader {
+            kind: EntryKind::File,
+            path: format!("/etc/f{i}").into_bytes(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            size: content.len() as u64,
+        };
+        w.begin_entry(&h).unwrap();
+        w.write_content(content).unwrap();
+        w.end_entry(0).unwrap();
+    }
+    w.finish().unwrap().0
+}
+
+/// Read everything, sequentially and through the index; Ok only if the
+/// whole archive checked out.
+fn read_all(bytes: &[u8]) -> Result<usize, String> {
+    let k = key();
+    let mut r = ArchiveReader::open(Cursor::new(bytes), Some(&k)).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    while r.next_entry().map_err(|e| e.to_string())?.is_some() {
+        r.end_entry().map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    let mut r = ArchiveReader::open(Cursor::new(bytes), Some(&k)).map_err(|e| e.to_string())?;
+    for rec in r.read_index().map_err(|e| e.to_string())? {
+        r.seek_to(rec.at).map_err(|e| e.to_string())?;
+        r.next_entry().map_err(|e| e.to_string())?;
+        r.end_entry().map_err(|e| e.to_string())?;
+    }
+    Ok(n)
+}
+
+#[test]
+fn sample_reads() {
+    assert_eq!(read_all(&sample_archive()), Ok(3));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = read_all(&bytes);
+        let _ = sidecar::decode(&bytes, Some(&key()));
+        let _ = sidecar::decode(&bytes, None);
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_valid_header_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let mut bytes = sample_archive()[..64].to_vec();
+        bytes.extend_from_slice(&tail);
+        prop_assert!(read_all(&bytes).is_err());
+    }
+
+    #[test]
+    fn mutated_archives_are_rejected(edits in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4)) {
+        let mut bytes = sample_archive();
+        for (at, x) in &edits {
+            let i = at.index(bytes.len());
+            bytes[i] ^= x;
+        }
+        prop_assert!(read_all(&bytes).is_err());
+    }
+
+    #[test]
+    fn truncated_or_extended_archives_are_rejected(cut in 0usize..20_000, extra in proptest::collection::vec(any::<u8>(), 1..64)) {
+        let bytes = sample_archive();
+        let cut = cut % bytes.len();
+        prop_assert!(read_all(&bytes[..cut]).is_err());
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&extra);
+        prop_assert!(read_all(&longer).is_err());
+    }
+
+    #[test]
+    fn config_parser_never_panics(text in "\\PC{0,400}") {
+        let _ = rvm_backup::config::Config::parse(&text, Path::new("fuzz.toml"));
+    }
+
+    #[test]
+    fn config_like_input_never_panics(
+        key in "[a-z_]{1,24}",
+        value in prop_oneof!["\"[0-9]{0,30}[smhdwKMG]?\"", "[0-9]{1,25}", "true", "\\[\"/[a-z]{0,8}\"\\]", "\"/[ -~]{0,20}\""],
+        section in prop_oneof!["", "[database]\n", "[config]\n", "[access.admin]\n", "[logs]\npaths = [\"/x\"]\n"],
+    ) {
+        let text = format!("{section}{key} = {value}\n");
+        let _ = rvm_backup::config::Config::parse(&text, Path::new("fuzz.toml"));
+    }
+
+    #[test]
+    fn accepted_paths_have_no_dot_components(path in proptest::collection::vec(prop_oneof![Just(b'/'), Just(b'.'), Just(b'a'), Just(0u8)], 0..24)) {
+        if rvm_backup::format::record::check_path(&path).is_ok() {
+            let s = String::from_utf8(path).unwrap();
+            prop_assert!(s.starts_with('/'));
+            prop_assert!(s == "/" || s[1..].split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+        }
+    }
+
+    #[test]
+    fn time_parser_never_panics(s in "\\PC{0,40}") {
+        let _ = rvm_backup::timefmt::parse(&s);
+    }
+}
