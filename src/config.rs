@@ -481,6 +481,25 @@ exclude = ["*.pyc", "__pycache__"]
     }
 
     #[test]
+    fn board_profiles_parse() {
+        for (name, text) in [
+            (
+                "development",
+                include_str!("../board/profiles/development.toml"),
+            ),
+            ("staging", include_str!("../board/profiles/staging.toml")),
+            (
+                "production",
+                include_str!("../board/profiles/production.toml"),
+            ),
+        ] {
+            let c = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(format!("{:?}", c.environment).to_lowercase(), name);
+            assert_eq!(c.configured().len(), 4, "{name}");
+        }
+    }
+
+    #[test]
     fn durations_and_sizes() {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(

@@ -35,8 +35,19 @@ impl Drop for TempDir {
     }
 }
 
+/// The real binary; under `cross/test-aarch64.sh` it runs through the
+/// emulator named by `RVM_BACKUP_TEST_RUNNER` (no binfmt_misc needed).
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rvm-backup"))
+    let exe = env!("CARGO_BIN_EXE_rvm-backup");
+    match std::env::var("RVM_BACKUP_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut c = Command::new(words.next().unwrap_or_default());
+            c.args(words).arg(exe);
+            c
+        }
+        _ => Command::new(exe),
+    }
 }
 
 /// A scratch board: source trees, a database, a config, a key.

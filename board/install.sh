@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Install rvm-backup on a board: the binary, a config profile, a master key, the systemd
+# units and the udev rule. Safe to run again: an existing config or key is never replaced.
+#
+# usage: board/install.sh [--profile development|staging|production] [--binary PATH] [--dry-run]
+#   --profile NAME  config profile from board/profiles/ (default: production)
+#   --binary PATH   the aarch64 rvm-backup binary (default: target/board/rvm-backup as built
+#                   by cross/build-release.sh, else ./rvm-backup next to this script)
+#   --dry-run       print what would be done, change nothing
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+BIN_DEST=/usr/local/bin/rvm-backup
+ETC=/etc/rvm-backup
+CONFIG="$ETC/rvm-backup.toml"
+KEY="$ETC/master.key"
+STATE=/var/lib/rvm-backup
+UNIT_DIR=/etc/systemd/system
+RULES_DIR=/etc/udev/rules.d
+UNITS=(
+    rvm-backup.service
+    rvm-backup-backup.service
+    rvm-backup-backup.timer
+    rvm-backup-usb-restore.service
+    'media-rvm\x2drecovery.mount'
+)
+RULES=99-rvm-backup-usb.rules
+
+usage() {
+    sed -n '/^# usage:/,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+die() {
+    printf 'install.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+profile=production
+binary=""
+dry_run=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --profile)
+            [ $# -ge 2 ] || die "--profile needs a name"
+            profile=$2
+            shift 2
+            ;;
+        --profile=*)
+            profile=${1#*=}
+            shift
+            ;;
+        --binary)
+            [ $# -ge 2 ] || die "--binary needs a path"
+            binary=$2
+            shift 2
+            ;;
+        --binary=*)
+            binary=${1#*=}
+            shift
+            ;;
+        --dry-run)
+            dry_run=1
+            shift
+            ;;
+        -h | --help) usage 0 ;;
+        *)
+            printf 'install.sh: unknown argument: %s\n' "$1" >&2
+            usage 2
+            ;;
+    esac
+done
+
+profile_file="$here/profiles/$profile.toml"
+if [ ! -f "$profile_file" ]; then
+    known=$(cd "$here/profiles" && for f in *.toml; do printf '%s ' "${f%.toml}"; done)
+    die "no profile '$profile' (have: ${known% })"
+fi
+
+if [ -z "$binary" ]; then
+    for candidate in "$here/../target/board/rvm-backup" "$here/rvm-backup"; do
+        if [ -f "$candidate" ]; then
+            binary=$candidate
+            break
+        fi
+    done
+    [ -n "$binary" ] || die "no binary found; pass --binary PATH"
+fi
+[ -f "$binary" ] || die "binary not found: $binary"
+for f in "${UNITS[@]}" "$RULES"; do
+    [ -f "$here/$f" ] || die "missing $here/$f"
+done
+
+if [ "$dry_run" = 0 ] && [ "$(id -u)" -ne 0 ]; then
+    die "run as root (or use --dry-run)"
+fi
+
+# run CMD...: do it, or with --dry-run only show it.
+run() {
+    if [ "$dry_run" = 1 ]; then
+        printf 'would run:'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+note() { printf '%s\n' "$*"; }
+
+[ "$dry_run" = 1 ] && note "dry run: nothing is changed"
+note "profile: $profile ($profile_file)"
+note "binary:  $binary"
+
+# Binary: a temporary name, then an atomic rename, so a running daemon keeps its file.
+run install -D -m 0755 "$binary" "$BIN_DEST.new"
+run mv -f "$BIN_DEST.new" "$BIN_DEST"
+
+# Config directory: root and the root group only (it holds the master key).
+run install -d -m 0750 "$ETC"
+if [ -e "$CONFIG" ]; then
+    note "keeping existing $CONFIG"
+else
+    run install -m 0640 "$profile_file" "$CONFIG"
+fi
+
+if [ -e "$KEY" ]; then
+    note "keeping existing $KEY"
+else
+    # keygen writes the key with mode 0600 and prints its key id.
+    run "$BIN_DEST" --config "$CONFIG" keygen --out "$KEY"
+fi
+
+run install -d -m 0750 "$STATE"
+
+for unit in "${UNITS[@]}"; do
+    run install -m 0644 "$here/$unit" "$UNIT_DIR/$unit"
+done
+run install -m 0644 "$here/$RULES" "$RULES_DIR/$RULES"
+
+if command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then
+    run udevadm control --reload
+fi
+# Only when systemd is running (not, say, in a chroot building an SD card image).
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    run systemctl daemon-reload
+fi
+
+if [ "$dry_run" = 1 ]; then
+    done_msg="Dry run finished; nothing was changed."
+else
+    done_msg="Installed."
+fi
+cat <<EOF
+
+$done_msg Next, pick how backups run on this board:
+  with the daemon:     systemctl enable --now rvm-backup.service
+  without the daemon:  systemctl enable --now rvm-backup-backup.timer
+USB disaster recovery at boot:
+  systemctl enable rvm-backup-usb-restore.service
+Keep a copy of $KEY somewhere safe off the board: without it no backup can be read.
+EOF
