@@ -25,6 +25,10 @@ commands:
   verify [ID...|--all]               read every byte of archives and check it
   restore STRATEGY [ID|latest] [--at TIME] [--target DIR] [--file PATH]
                                      restore an archive (in place unless --target)
+  prune [--dry-run]                  apply retention (keep_* and retention_days)
+  daemon                             scheduler, jobs and control socket, in the foreground
+  ctl LINE...                        send one request line to the daemon; exits 1 on ERR
+  audit verify                       check the audit log's hash chain
   demo [--dir DIR]                   make a sample board tree, back it up, verify and restore it
   help                               this text
 
@@ -76,7 +80,7 @@ fn run(args: Vec<String>) -> Result<i32> {
         }
         "keygen" => keygen(args),
         "demo" => crate::demo::run(args, global.quiet),
-        "backup" | "list" | "verify" | "restore" => {
+        "backup" | "list" | "verify" | "restore" | "prune" | "daemon" | "ctl" | "audit" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;
             crate::logger::init(if global.quiet {
                 cfg.log_level.min(log::LevelFilter::Warn)
@@ -91,6 +95,13 @@ fn run(args: Vec<String>) -> Result<i32> {
                 "backup" => ctx.backup(args),
                 "list" => ctx.list(args),
                 "verify" => ctx.verify(args),
+                "prune" => ctx.prune(args),
+                "daemon" => {
+                    no_unknown_flags(args)?;
+                    crate::daemon::run(&ctx.cfg.file)
+                }
+                "ctl" => ctl(&ctx.cfg.socket, args),
+                "audit" => audit(&ctx.cfg, args),
                 _ => ctx.restore(args),
             }
         }
@@ -315,6 +326,40 @@ impl Ctx {
         Ok(if failed > 0 { 1 } else { 0 })
     }
 
+    fn prune(&self, args: &[String]) -> Result<i32> {
+        let mut args = args.to_vec();
+        let dry_run = take_flag(&mut args, "--dry-run");
+        no_unknown_flags(&args)?;
+        if let Some(extra) = args.first() {
+            return Err(Error::Usage(format!("unexpected argument {extra:?}")));
+        }
+        let key = self.key()?;
+        let store = self.store();
+        let lock = store.lock()?;
+        let (plans, archives) =
+            crate::prune::plan(&self.cfg, &store, key.as_ref(), crate::timefmt::now_unix())?;
+        for p in &plans {
+            for d in &p.decisions {
+                let verdict = if d.keep {
+                    "keep"
+                } else if dry_run {
+                    "would delete"
+                } else {
+                    "delete"
+                };
+                self.say(&format!(
+                    "{verdict:<12} {}  ({})",
+                    d.id,
+                    d.reasons.join(", ")
+                ));
+            }
+        }
+        if !dry_run {
+            crate::prune::apply(&plans, &archives, &lock)?;
+        }
+        Ok(0)
+    }
+
     fn restore(&self, args: &[String]) -> Result<i32> {
         let mut args = args.to_vec();
         let at = take_value(&mut args, "--at")?;
@@ -357,7 +402,12 @@ impl Ctx {
         for (path, e) in &listing.problems {
             log::warn!("ignoring unreadable sidecar {}: {e}", path.display());
         }
-        let archive = crate::restore::select(&listing.archives, strategy, &selector)?;
+        let archive = match crate::restore::select(&listing.archives, strategy, &selector) {
+            Ok(a) => a,
+            // An unreadable sidecar (wrong key, damage) explains better than
+            // "no archive".
+            Err(e) => return Err(listing.problems.into_iter().next().map_or(e, |(_, p)| p)),
+        };
         let mut progress = self.progress();
         let r = smol::block_on(crate::restore::run(
             archive,
@@ -378,6 +428,54 @@ impl Ctx {
                 .unwrap_or_default()
         ));
         Ok(0)
+    }
+}
+
+/// `ctl LINE…`: one request to the daemon, its reply on stdout.
+fn ctl(socket: &Path, args: &[String]) -> Result<i32> {
+    use std::io::{BufRead, BufReader, Write};
+    if args.is_empty() {
+        return Err(Error::Usage(
+            "ctl needs a request, e.g. `rvm-backup ctl STATUS`".into(),
+        ));
+    }
+    let line = args.join(" ");
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        msg(format!(
+            "cannot reach the daemon on {}: {e} (is `rvm-backup daemon` running?)",
+            socket.display()
+        ))
+    })?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| msg(e.to_string()))?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| msg(format!("cannot send to the daemon: {e}")))?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .map_err(|e| msg(format!("no reply from the daemon: {e}")))?;
+    if reply.is_empty() {
+        return Err(msg("the daemon closed the connection without a reply"));
+    }
+    print!("{reply}");
+    Ok(if reply.starts_with("OK") { 0 } else { 1 })
+}
+
+/// `audit verify`: check the audit log's chain and head.
+fn audit(cfg: &Config, args: &[String]) -> Result<i32> {
+    match args {
+        [v] if v == "verify" => {
+            let state = crate::audit::verify(&cfg.audit_log)?;
+            println!(
+                "audit log {} OK: {} records, chain intact",
+                cfg.audit_log.display(),
+                state.records
+            );
+            Ok(0)
+        }
+        _ => Err(Error::Usage("audit takes one subcommand: verify".into())),
     }
 }
 

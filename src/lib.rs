@@ -8,10 +8,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod daemon;
 pub mod demo;
 pub mod error;
 pub mod format;
@@ -19,8 +21,12 @@ pub mod fsutil;
 pub mod keys;
 pub mod logger;
 pub mod progress;
+pub mod prune;
 pub mod restore;
+pub mod retention;
+pub mod server;
 pub mod sources;
+pub mod state;
 pub mod store;
 pub mod strategy;
 pub mod timefmt;

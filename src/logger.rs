@@ -1,4 +1,6 @@
 //! Log lines on stderr: `rvm-backup: warning: …`. Keys are never logged.
+//! Under journald (`$JOURNAL_STREAM` set) each line starts with its syslog
+//! priority, `<3>` for errors to `<7>` for debug, which journald reads.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -20,7 +22,17 @@ impl Log for StderrLogger {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            eprintln!("rvm-backup: {level}: {}", r.args());
+            if std::env::var_os("JOURNAL_STREAM").is_some() {
+                let priority = match r.level() {
+                    Level::Error => 3,
+                    Level::Warn => 4,
+                    Level::Info => 6,
+                    Level::Debug | Level::Trace => 7,
+                };
+                eprintln!("<{priority}>{level}: {}", r.args());
+            } else {
+                eprintln!("rvm-backup: {level}: {}", r.args());
+            }
         }
     }
 

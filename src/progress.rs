@@ -1,9 +1,16 @@
 //! A one-line progress display on a terminal; silent for scripts.
 
+use std::cell::Cell;
 use std::io::{IsTerminal, Write};
+use std::rc::Rc;
 use std::time::Instant;
 
+/// Bytes done and expected (0: unknown), shared with whoever reports on a
+/// job (the daemon's `JOB` verb).
+pub type Counter = Rc<Cell<(u64, u64)>>;
+
 pub struct Progress {
+    observer: Option<Counter>,
     enabled: bool,
     label: String,
     total: Option<u64>,
@@ -17,6 +24,7 @@ impl Progress {
     pub fn new(quiet: bool) -> Progress {
         let now = Instant::now();
         Progress {
+            observer: None,
             enabled: !quiet && std::io::stderr().is_terminal(),
             label: String::new(),
             total: None,
@@ -33,7 +41,18 @@ impl Progress {
         }
     }
 
+    /// No terminal output; progress goes to `counter`.
+    pub fn observed(counter: Counter) -> Progress {
+        Progress {
+            observer: Some(counter),
+            ..Progress::silent()
+        }
+    }
+
     pub fn start(&mut self, label: &str, total: Option<u64>) {
+        if let Some(o) = &self.observer {
+            o.set((0, total.unwrap_or(0)));
+        }
         self.label = label.to_string();
         self.total = total;
         self.done = 0;
@@ -42,6 +61,9 @@ impl Progress {
 
     pub fn add(&mut self, bytes: u64) {
         self.done += bytes;
+        if let Some(o) = &self.observer {
+            o.set((self.done, o.get().1));
+        }
         if self.enabled && self.last_draw.elapsed().as_millis() >= 200 {
             self.last_draw = Instant::now();
             self.draw();

@@ -38,7 +38,7 @@ use crate::store::Listed;
 use crate::strategy::Strategy;
 
 /// Which archive of a strategy to restore.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
     Latest,
     Id(String),
@@ -116,6 +116,15 @@ struct Stage {
     counter: u64,
 }
 
+impl Drop for Stage {
+    /// A restore abandoned in phase 1 (error, or its task dropped by a
+    /// cancel or shutdown) leaves nothing; after `publish` there is nothing
+    /// left to undo.
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
 /// Restore `archive` (all of it, or only the entry at `only`) into `target`,
 /// or in place when `target` is `None`.
 pub async fn run(
@@ -148,10 +157,7 @@ pub async fn run(
         Some(path) => stage_one(archive, key, path, &mut stage, &mut done, progress).await,
     };
     progress.finish();
-    if let Err(e) = staged {
-        stage.undo();
-        return Err(e);
-    }
+    staged?;
     done.previous_database = stage.publish()?;
     Ok(done)
 }
@@ -422,10 +428,10 @@ impl Stage {
 
     /// Remove everything phase 1 wrote.
     fn undo(&mut self) {
-        for s in self.files.iter().chain(&self.links) {
+        for s in self.files.drain(..).chain(self.links.drain(..)) {
             let _ = fs::remove_file(&s.tmp);
         }
-        for d in self.created_dirs.iter().rev() {
+        for d in self.created_dirs.drain(..).rev() {
             let _ = fs::remove_dir(d);
         }
     }
@@ -433,6 +439,8 @@ impl Stage {
     /// Phase 2: rename staged files into place, then links, then fix up
     /// directories. Returns where a replaced live database was saved.
     fn publish(mut self) -> Result<Option<PathBuf>> {
+        // From here on the new tree stays: nothing to undo on drop.
+        self.created_dirs.clear();
         let mut touched = BTreeSet::new();
         let mut previous = None;
         for s in std::mem::take(&mut self.files) {

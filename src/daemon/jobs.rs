@@ -1,0 +1,212 @@
+//! Jobs: long work the daemon does one at a time, in submission order.
+//!
+//! A job has an id, a kind, who asked for it, a state and a progress
+//! counter. Submitting work equal to a job already queued or running returns
+//! that job instead of queueing a duplicate. The last `HISTORY` finished
+//! jobs are kept for `HISTORY` and `JOB`; older ones are forgotten.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::audit::Actor;
+use crate::progress::Counter;
+use crate::restore::Selector;
+use crate::strategy::Strategy;
+
+const HISTORY: usize = 50;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    Backup(Strategy),
+    /// Archive ids; empty means all.
+    Verify(Vec<String>),
+    Restore {
+        strategy: Strategy,
+        selector: Selector,
+        target: Option<PathBuf>,
+    },
+    Prune {
+        dry_run: bool,
+    },
+}
+
+impl JobKind {
+    pub fn describe(&self) -> String {
+        match self {
+            JobKind::Backup(s) => format!("backup {s}"),
+            JobKind::Verify(ids) if ids.is_empty() => "verify all".into(),
+            JobKind::Verify(ids) => format!("verify {}", ids.join(" ")),
+            JobKind::Restore {
+                strategy,
+                selector,
+                target,
+            } => format!(
+                "restore {strategy} {selector:?}{}",
+                target
+                    .as_ref()
+                    .map(|t| format!(" into {}", t.display()))
+                    .unwrap_or_default()
+            ),
+            JobKind::Prune { dry_run } => if *dry_run { "prune (dry run)" } else { "prune" }.into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+pub struct Job {
+    pub id: u64,
+    pub kind: JobKind,
+    pub actor: Actor,
+    pub state: JobState,
+    pub progress: Counter,
+    pub queued_at: i64,
+    pub finished_at: Option<i64>,
+    pub outcome: Option<String>,
+}
+
+impl Job {
+    pub fn to_json(&self) -> Value {
+        let (done, total) = self.progress.get();
+        json!({
+            "id": self.id,
+            "what": self.kind.describe(),
+            "state": format!("{:?}", self.state).to_lowercase(),
+            "bytes_done": done,
+            "bytes_total": total,
+            "queued": crate::timefmt::rfc3339(self.queued_at),
+            "finished": self.finished_at.map(crate::timefmt::rfc3339),
+            "outcome": self.outcome,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct Jobs {
+    next_id: u64,
+    jobs: VecDeque<Job>,
+}
+
+impl Jobs {
+    /// Queue work; returns the job id and whether it is new.
+    pub fn submit(&mut self, kind: JobKind, actor: Actor) -> (u64, bool) {
+        let active = |j: &&Job| matches!(j.state, JobState::Queued | JobState::Running);
+        if let Some(j) = self.jobs.iter().filter(active).find(|j| j.kind == kind) {
+            return (j.id, false);
+        }
+        self.next_id += 1;
+        self.jobs.push_back(Job {
+            id: self.next_id,
+            kind,
+            actor,
+            state: JobState::Queued,
+            progress: Default::default(),
+            queued_at: crate::timefmt::now_unix(),
+            finished_at: None,
+            outcome: None,
+        });
+        self.forget_old();
+        (self.next_id, true)
+    }
+
+    fn forget_old(&mut self) {
+        while self.jobs.len() > HISTORY {
+            match self
+                .jobs
+                .iter()
+                .position(|j| !matches!(j.state, JobState::Queued | JobState::Running))
+            {
+                Some(i) => {
+                    self.jobs.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The next queued job, now marked running.
+    pub fn start_next(&mut self) -> Option<(u64, JobKind, Counter)> {
+        let j = self.jobs.iter_mut().find(|j| j.state == JobState::Queued)?;
+        j.state = JobState::Running;
+        Some((j.id, j.kind.clone(), j.progress.clone()))
+    }
+
+    pub fn finish(&mut self, id: u64, state: JobState, outcome: String) {
+        if let Some(j) = self.get_mut(id) {
+            j.state = state;
+            j.finished_at = Some(crate::timefmt::now_unix());
+            j.outcome = Some(outcome);
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Job> {
+        self.jobs.iter_mut().find(|j| j.id == id)
+    }
+
+    pub fn running(&self) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.state == JobState::Running)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.jobs
+            .iter()
+            .filter(|j| j.state == JobState::Queued)
+            .count()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_folded_and_order_kept() {
+        let mut j = Jobs::default();
+        let (a, new_a) = j.submit(JobKind::Backup(Strategy::Config), Actor::Scheduler);
+        let (b, new_b) = j.submit(JobKind::Backup(Strategy::Config), Actor::Daemon);
+        let (c, _) = j.submit(JobKind::Backup(Strategy::Logs), Actor::Scheduler);
+        assert!(new_a && !new_b && a == b && c != a);
+        assert_eq!(j.start_next().unwrap().0, a);
+        assert_eq!(
+            j.submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+                .0,
+            a,
+            "running job folds too"
+        );
+        j.finish(a, JobState::Done, "ok".into());
+        assert_ne!(
+            j.submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+                .0,
+            a
+        );
+        assert_eq!(j.start_next().unwrap().0, c);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut j = Jobs::default();
+        for i in 0..200 {
+            let (id, _) = j.submit(JobKind::Verify(vec![i.to_string()]), Actor::Scheduler);
+            j.start_next();
+            j.finish(id, JobState::Done, String::new());
+        }
+        assert!(j.all().count() <= HISTORY);
+    }
+}

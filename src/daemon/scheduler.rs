@@ -1,0 +1,357 @@
+//! The hand-written scheduler: when each strategy is due.
+//!
+//! Pure logic, driven by the caller's clock readings, so tests can run
+//! hours of schedule in microseconds. Two clocks, each for what it is good
+//! at: *monotonic* milliseconds for intervals (immune to the wall clock
+//! jumping from 1970 to today at NTP sync), *wall* seconds for daily
+//! windows and for what happened before a restart.
+//!
+//! Rules:
+//! - interval strategies run every `interval` (+ jitter, so a fleet does not
+//!   fire in the same second); a daily `at = "HH:MM"` (UTC) replaces the
+//!   interval with one run a day at that time;
+//! - after downtime a missed run happens once, soon after start — never once
+//!   per missed interval; a last success "in the future" (clock wrong) counts
+//!   as recent, so a clock jump neither storms nor skips;
+//! - after a failure the next try comes after an exponential backoff, capped
+//!   at the interval, and a success resets it;
+//! - a strategy whose run is in flight is not due again until it finishes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::state::Remembered;
+use crate::strategy::Strategy;
+
+/// How one strategy is scheduled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub interval: Duration,
+    /// Daily at (hour, minute) UTC, instead of the interval.
+    pub at: Option<(u32, u32)>,
+}
+
+struct Entry {
+    plan: Plan,
+    /// Monotonic ms when due next; `None` while a run is in flight.
+    next_due: Option<u64>,
+    failures: u32,
+}
+
+pub struct Scheduler {
+    entries: BTreeMap<Strategy, Entry>,
+    jitter_ms: u64,
+    rng: u64,
+    last_tick: Option<(u64, i64)>,
+}
+
+/// Parse "HH:MM".
+pub fn parse_at(s: &str) -> Option<(u32, u32)> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && s.len() == 5).then_some((h, m))
+}
+
+impl Scheduler {
+    /// `jitter` is the largest random delay added to every due time;
+    /// `seed` feeds the jitter's generator.
+    pub fn new(
+        plans: BTreeMap<Strategy, Plan>,
+        memory: &BTreeMap<Strategy, Remembered>,
+        jitter: Duration,
+        seed: u64,
+        mono_ms: u64,
+        wall: i64,
+    ) -> Scheduler {
+        let mut s = Scheduler {
+            entries: BTreeMap::new(),
+            jitter_ms: jitter.as_millis() as u64,
+            rng: seed | 1,
+            last_tick: None,
+        };
+        for (strategy, plan) in plans {
+            let remembered = memory.get(&strategy).cloned().unwrap_or_default();
+            let first = s.first_due(&plan, &remembered, mono_ms, wall);
+            s.entries.insert(
+                strategy,
+                Entry {
+                    plan,
+                    next_due: Some(first),
+                    failures: remembered.failures,
+                },
+            );
+        }
+        s
+    }
+
+    fn jitter(&mut self) -> u64 {
+        // xorshift64: jitter needs spread, not secrecy.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        if self.jitter_ms == 0 {
+            0
+        } else {
+            self.rng % self.jitter_ms
+        }
+    }
+
+    /// When a strategy is first due after start.
+    fn first_due(&mut self, plan: &Plan, r: &Remembered, mono_ms: u64, wall: i64) -> u64 {
+        let period = match plan.at {
+            Some(_) => 86_400_000,
+            None => plan.interval.as_millis() as u64,
+        };
+        let remaining = match r.last_success {
+            None => 0,
+            // A success "in the future" means the clock was wrong: count it
+            // as just now rather than waiting years or firing at once.
+            Some(t) => {
+                let since = (wall - t).max(0) as u64 * 1000;
+                period.saturating_sub(since)
+            }
+        };
+        if plan.at.is_some() && remaining > 0 {
+            return u64::MAX; // not missed: the window will fire it
+        }
+        mono_ms + remaining + self.jitter()
+    }
+
+    /// Strategies due now; they stay out of the schedule until `finished`.
+    pub fn due(&mut self, mono_ms: u64, wall: i64) -> Vec<Strategy> {
+        let crossed = self.windows_crossed(mono_ms, wall);
+        self.last_tick = Some((mono_ms, wall));
+        let mut due = Vec::new();
+        for (strategy, e) in self.entries.iter_mut() {
+            let window_hit = e
+                .plan
+                .at
+                .is_some_and(|at| crossed.is_some_and(|(from, to)| window_between(at, from, to)));
+            if e.next_due.is_some_and(|t| t <= mono_ms) || (window_hit && e.next_due.is_some()) {
+                e.next_due = None;
+                due.push(*strategy);
+            }
+        }
+        due
+    }
+
+    /// The wall-clock span since the last tick, if the wall clock moved
+    /// like the monotonic one (no jump); windows fire only inside it.
+    fn windows_crossed(&self, mono_ms: u64, wall: i64) -> Option<(i64, i64)> {
+        let (last_mono, last_wall) = self.last_tick?;
+        let mono_s = (mono_ms.saturating_sub(last_mono) / 1000) as i64;
+        let wall_s = wall - last_wall;
+        ((wall_s - mono_s).abs() <= 5 && wall_s >= 0).then_some((last_wall, wall))
+    }
+
+    /// A run ended: schedule the next one.
+    pub fn finished(&mut self, strategy: Strategy, ok: bool, mono_ms: u64) {
+        let jitter = self.jitter();
+        let Some(e) = self.entries.get_mut(&strategy) else {
+            return;
+        };
+        let interval = e.plan.interval.as_millis() as u64;
+        if ok {
+            e.failures = 0;
+            e.next_due = Some(if e.plan.at.is_some() {
+                u64::MAX
+            } else {
+                mono_ms + interval + jitter
+            });
+        } else {
+            e.failures += 1;
+            let base = (interval / 16).clamp(1000, 300_000);
+            let backoff = base
+                .saturating_mul(1 << (e.failures - 1).min(20))
+                .min(interval.max(base));
+            e.next_due = Some(mono_ms + backoff);
+        }
+    }
+
+    /// Milliseconds until a strategy is due (`None`: in flight or by window).
+    pub fn due_in(&self, strategy: Strategy, mono_ms: u64) -> Option<u64> {
+        let t = self.entries.get(&strategy)?.next_due?;
+        (t != u64::MAX).then(|| t.saturating_sub(mono_ms))
+    }
+
+    pub fn failures(&self, strategy: Strategy) -> u32 {
+        self.entries.get(&strategy).map_or(0, |e| e.failures)
+    }
+}
+
+/// True if the daily time `at` (UTC) lies in `(from, to]`.
+fn window_between(at: (u32, u32), from: i64, to: i64) -> bool {
+    let offset = i64::from(at.0 * 3600 + at.1 * 60);
+    let day_start = to.div_euclid(86_400) * 86_400;
+    [day_start + offset, day_start - 86_400 + offset]
+        .iter()
+        .any(|&t| from < t && t <= to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: u64 = 3_600_000;
+    const T0: i64 = 1_795_500_000; // 2026-11-24, some time of day
+
+    fn plans(interval_h: u64, at: Option<(u32, u32)>) -> BTreeMap<Strategy, Plan> {
+        [(
+            Strategy::Database,
+            Plan {
+                interval: Duration::from_millis(interval_h * H),
+                at,
+            },
+        )]
+        .into()
+    }
+
+    fn memory(last_success: Option<i64>) -> BTreeMap<Strategy, Remembered> {
+        [(
+            Strategy::Database,
+            Remembered {
+                last_success,
+                ..Default::default()
+            },
+        )]
+        .into()
+    }
+
+    /// Simulate `hours` hours in 1-minute ticks; successful runs take no
+    /// time. Returns the wall times of the runs.
+    fn simulate(
+        s: &mut Scheduler,
+        start_mono: u64,
+        start_wall: i64,
+        hours: u64,
+        fail: impl Fn(usize) -> bool,
+    ) -> Vec<i64> {
+        let mut runs = Vec::new();
+        for minute in 0..=hours * 60 {
+            let mono = start_mono + minute * 60_000;
+            let wall = start_wall + (minute * 60) as i64;
+            for st in s.due(mono, wall) {
+                let ok = !fail(runs.len());
+                runs.push(wall);
+                s.finished(st, ok, mono);
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn runs_on_time_within_jitter() {
+        let mut s = Scheduler::new(
+            plans(6, None),
+            &memory(Some(T0)),
+            Duration::from_secs(600),
+            7,
+            0,
+            T0,
+        );
+        let runs = simulate(&mut s, 0, T0, 50, |_| false);
+        assert_eq!(runs.len(), 8, "{runs:?}");
+        for w in runs.windows(2) {
+            let gap = w[1] - w[0];
+            assert!((6 * 3600..=6 * 3600 + 660).contains(&gap), "gap {gap}");
+        }
+    }
+
+    #[test]
+    fn missed_runs_after_downtime_happen_once() {
+        // Down for three days with a 6 h interval: one catch-up run, soon.
+        let mut s = Scheduler::new(
+            plans(6, None),
+            &memory(Some(T0 - 3 * 86_400)),
+            Duration::from_secs(60),
+            1,
+            0,
+            T0,
+        );
+        let runs = simulate(&mut s, 0, T0, 5, |_| false);
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert!(runs[0] - T0 <= 120);
+    }
+
+    #[test]
+    fn first_start_runs_soon_and_recent_success_waits() {
+        let mut s = Scheduler::new(plans(6, None), &memory(None), Duration::ZERO, 1, 0, T0);
+        assert_eq!(s.due(0, T0), vec![Strategy::Database]);
+        let s = Scheduler::new(
+            plans(6, None),
+            &memory(Some(T0 - 3600)),
+            Duration::ZERO,
+            1,
+            0,
+            T0,
+        );
+        assert_eq!(s.due_in(Strategy::Database, 0), Some(5 * H));
+    }
+
+    #[test]
+    fn failures_back_off_and_recover() {
+        let mut s = Scheduler::new(plans(6, None), &memory(Some(T0)), Duration::ZERO, 1, 0, T0);
+        // First run due at +6h fails, then 4 more fail, then success.
+        let runs = simulate(&mut s, 0, T0, 24, |n| n < 5);
+        let gaps: Vec<i64> = runs.windows(2).map(|w| w[1] - w[0]).collect();
+        // Backoff: interval/16 capped at 5 min as the base, doubling, capped
+        // at the interval; the sixth run succeeds.
+        assert_eq!(&gaps[..5], &[300, 600, 1200, 2400, 4800], "{gaps:?}");
+        assert!(
+            gaps[5..].iter().all(|g| *g == 21_600),
+            "back to the interval after success: {gaps:?}"
+        );
+        assert_eq!(s.failures(Strategy::Database), 0);
+    }
+
+    #[test]
+    fn clock_jump_of_years_neither_storms_nor_skips() {
+        // Booted with the clock in 1970; last success recorded in 2026.
+        let mut s = Scheduler::new(plans(6, None), &memory(Some(T0)), Duration::ZERO, 1, 0, 100);
+        assert_eq!(
+            s.due_in(Strategy::Database, 0),
+            Some(6 * H),
+            "a future success counts as recent"
+        );
+        // After 1 h NTP jumps the wall clock to 2026; the interval still holds.
+        let mut runs = simulate(&mut s, 0, 100, 1, |_| false);
+        runs.extend(simulate(&mut s, H, T0 + 7200, 12, |_| false));
+        assert_eq!(runs.len(), 2, "{runs:?}");
+    }
+
+    #[test]
+    fn daily_windows_fire_once_a_day_and_not_on_jumps() {
+        let start = T0 - T0.rem_euclid(86_400); // 00:00 UTC
+        let mut s = Scheduler::new(
+            plans(6, Some((2, 30))),
+            &memory(Some(start - 3600)),
+            Duration::ZERO,
+            1,
+            0,
+            start,
+        );
+        let runs = simulate(&mut s, 0, start, 72, |_| false);
+        assert_eq!(runs.len(), 3, "{runs:?}");
+        for r in &runs {
+            assert_eq!(r.rem_euclid(86_400), 2 * 3600 + 30 * 60);
+        }
+        // A wall-clock jump across 02:30 does not fire the window.
+        let mut s = Scheduler::new(
+            plans(6, Some((2, 30))),
+            &memory(Some(start)),
+            Duration::ZERO,
+            1,
+            0,
+            start,
+        );
+        s.due(0, start + 3600);
+        assert!(s.due(60_000, start + 4 * 3600).is_empty());
+    }
+
+    #[test]
+    fn parse_at_times() {
+        assert_eq!(parse_at("02:30"), Some((2, 30)));
+        assert_eq!(parse_at("24:00"), None);
+        assert_eq!(parse_at("2:30"), None);
+    }
+}

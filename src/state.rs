@@ -1,0 +1,55 @@
+//! What rvm-backup remembers between runs, per strategy: last success and
+//! failure, consecutive failures, the last error and the newest archive
+//! that passed verification. One JSON file, `backup_dir/state.json`,
+//! replaced crash-safely; a missing or unreadable file means "nothing
+//! known yet" (with a warning), never a refusal to back up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::fsutil::write_atomic;
+use crate::strategy::Strategy;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub last_success: Option<i64>,
+    pub last_failure: Option<i64>,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub last_verified: Option<String>,
+}
+
+pub type State = BTreeMap<Strategy, Remembered>;
+
+pub fn path(backup_dir: &Path) -> PathBuf {
+    backup_dir.join("state.json")
+}
+
+pub fn load(backup_dir: &Path) -> State {
+    let p = path(backup_dir);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::new(),
+        Err(e) => {
+            log::warn!("cannot read {}: {e}; starting with no history", p.display());
+            return State::new();
+        }
+    };
+    let named: BTreeMap<String, Remembered> = serde_json::from_str(&text).unwrap_or_else(|e| {
+        log::warn!("{} is damaged ({e}); starting with no history", p.display());
+        BTreeMap::new()
+    });
+    named
+        .into_iter()
+        .filter_map(|(k, v)| Strategy::parse(&k).map(|s| (s, v)))
+        .collect()
+}
+
+pub fn save(backup_dir: &Path, state: &State) -> Result<()> {
+    let named: BTreeMap<&str, &Remembered> = state.iter().map(|(k, v)| (k.name(), v)).collect();
+    let text = serde_json::to_string_pretty(&named).unwrap_or_default();
+    write_atomic(&path(backup_dir), text.as_bytes(), 0o644)
+}
