@@ -172,6 +172,9 @@ pub fn run(config_path: &Path) -> Result<i32> {
         signals(daemon.clone(), config_path.to_path_buf()).await
     }));
     notifier.send("STOPPING=1");
+    // Abandon the running job properly: its future is dropped inside the
+    // runner, and the drop removes its temporary files.
+    smol::block_on(ex.run(daemon.abandon_running_job()));
     let _ = std::fs::remove_file(&daemon.cfg().socket);
     let reason = result?;
     let _ = daemon
@@ -331,6 +334,17 @@ impl Daemon {
                 log::error!("reload failed, keeping the old configuration: {e}");
                 self.audit_quietly(&Actor::Daemon, "reload", &format!("failed: {e}"));
             }
+        }
+    }
+
+    /// Cancel the running job and wait (a bounded time) until it is gone.
+    async fn abandon_running_job(&self) {
+        if let Some((_, tx)) = self.cancel.borrow().as_ref() {
+            let _ = tx.try_send(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.jobs.borrow().running().is_some() && Instant::now() < deadline {
+            Timer::after(Duration::from_millis(5)).await;
         }
     }
 

@@ -1,0 +1,453 @@
+//! The daemon through its real socket: access control and the audit trail,
+//! hostile clients, systemd notify, signals, kills and the scheduler.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+/// Emulated runs (qemu) are slow: scale waits.
+fn patience() -> Duration {
+    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(20)
+    }
+}
+
+fn board_with_socket(name: &str, extra: &str) -> Board {
+    let b = Board::new(name);
+    let socket = b.tmp.path().join("run/control.sock");
+    // Tables ([access…]) go after the strategy sections, plain keys before.
+    let (tables, keys): (Vec<&str>, Vec<&str>) = extra
+        .lines()
+        .partition(|l| l.starts_with('[') || l.starts_with("uids"));
+    b.write_config(&format!(
+        "socket = \"{}\"\nenvironment = \"development\"\n{}",
+        socket.display(),
+        keys.join("\n")
+    ));
+    let mut text = fs::read_to_string(&b.config).unwrap();
+    text.push_str(&tables.join("\n"));
+    fs::write(&b.config, text + "\n").unwrap();
+    b
+}
+
+impl Daemon {
+    fn start(b: &Board, env: &[(&str, String)]) -> Daemon {
+        let socket = b.tmp.path().join("run/control.sock");
+        let log = fs::File::create(b.tmp.path().join("daemon.log")).unwrap();
+        let mut cmd = bin();
+        cmd.arg("--config")
+            .arg(&b.config)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let d = Daemon { child, socket };
+        let deadline = Instant::now() + patience();
+        while UnixStream::connect(&d.socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start: {}",
+                fs::read_to_string(b.tmp.path().join("daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn request(&self, line: &str) -> String {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(patience())).unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).unwrap();
+        reply
+    }
+
+    fn json(&self, line: &str) -> serde_json::Value {
+        let r = self.request(line);
+        let body = r
+            .strip_prefix("OK ")
+            .unwrap_or_else(|| panic!("{line}: {r}"));
+        serde_json::from_str(body).unwrap()
+    }
+
+    /// Wait for a job to end; returns its final state.
+    fn wait_job(&self, id: u64) -> serde_json::Value {
+        let deadline = Instant::now() + patience() * 3;
+        loop {
+            let j = self.json(&format!("JOB {id}"));
+            if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {id} never ended: {j}");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + patience();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// `ctl LINE` run as `uid` (with gid 0 so it may open the 0660 socket).
+fn ctl_as(b: &Board, uid: u32, line: &str) -> (bool, String) {
+    let out = bin()
+        .uid(uid)
+        .gid(0)
+        .arg("--config")
+        .arg(&b.config)
+        .arg("ctl")
+        .arg(line)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn roles_decide_and_every_attempt_is_audited() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED roles_decide_and_every_attempt_is_audited: needs root to act as other uids"
+        );
+        return;
+    }
+    let b = board_with_socket(
+        "roles",
+        "[access.operator]\nuids = [4101]\n[access.reader]\nuids = [4102]\n",
+    );
+    b.populate();
+    let d = Daemon::start(&b, &[]);
+    let (ok, r) = ctl_as(&b, 4103, "PING");
+    assert!(ok && r.starts_with("OK"), "{r}");
+    for line in ["STATUS", "BACKUP config", "RESTORE config"] {
+        let (ok, r) = ctl_as(&b, 4103, line);
+        assert!(!ok && r.starts_with("ERR 403"), "no role, {line}: {r}");
+    }
+    let (ok, r) = ctl_as(&b, 4102, "STATUS");
+    assert!(ok, "reader STATUS: {r}");
+    let (ok, r) = ctl_as(&b, 4102, "BACKUP config");
+    assert!(!ok && r.contains("403"), "reader BACKUP: {r}");
+    let (ok, r) = ctl_as(&b, 4101, "BACKUP config");
+    assert!(ok, "operator BACKUP: {r}");
+    let (ok, r) = ctl_as(&b, 4101, "RESTORE config");
+    assert!(
+        !ok && r.contains("403") && r.contains("admin"),
+        "operator RESTORE: {r}"
+    );
+    let backup = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
+    assert_eq!(d.wait_job(backup)["state"], "done");
+    let target = b.tmp.path().join("restored");
+    let job = d.json(&format!(
+        "RESTORE config latest target={}",
+        target.display()
+    ))["job"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(d.wait_job(job)["state"], "done");
+    let src = b.root.join("etc/myrvm");
+    assert_same_tree(&src, &b.in_target(&target, &src));
+    d.stop();
+
+    let audit = b.backups.join("audit.log");
+    let text = fs::read_to_string(&audit).unwrap();
+    let has = |uid: &str, what: &str, result: &str| {
+        text.lines().any(|l| {
+            l.contains(&format!("\"uid\":{uid}")) && l.contains(what) && l.contains(result)
+        })
+    };
+    assert!(has("4103", "BACKUP config", "refused 403"), "{text}");
+    assert!(has("4103", "RESTORE config", "refused 403"));
+    assert!(has("4102", "BACKUP config", "refused 403"));
+    assert!(has("4101", "BACKUP config", "accepted"));
+    assert!(has("4101", "RESTORE config", "refused 403"));
+    assert!(has("0", "RESTORE config", "accepted"));
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("\"uid\":4102") && l.contains("STATUS")),
+        "reads are not audited"
+    );
+    b.ok(&["audit", "verify"]);
+
+    let lines: Vec<&str> = text.lines().collect();
+    fs::write(&audit, text.replacen("refused 403", "accepted", 1)).unwrap();
+    assert!(b.fails(&["audit", "verify"]).contains("chain is broken"));
+    let without_one: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, l)| *l)
+        .collect();
+    fs::write(&audit, without_one.join("\n") + "\n").unwrap();
+    b.fails(&["audit", "verify"]);
+    fs::write(&audit, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    b.fails(&["audit", "verify"]);
+}
+
+#[test]
+fn hostile_clients_do_not_disturb_others() {
+    let b = board_with_socket("hostile", "");
+    b.populate();
+    let d = Daemon::start(&b, &[]);
+    // A line over 4 KiB: ERR 413, then the connection is closed.
+    let mut big = UnixStream::connect(&d.socket).unwrap();
+    big.set_read_timeout(Some(patience())).unwrap();
+    let _ = big.write_all(&vec![b'A'; 1 << 20]);
+    let mut reply = String::new();
+    let _ = BufReader::new(&big).read_to_string(&mut reply);
+    assert!(reply.starts_with("ERR 413"), "{reply}");
+    // Silent, half-line and garbage clients stay connected meanwhile.
+    let mut idle = Vec::new();
+    for i in 0..10 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        match i % 3 {
+            0 => {}
+            1 => s.write_all(b"STAT").unwrap(),
+            _ => s.write_all(&[0xff, 0x00, 0x1b, 0x80]).unwrap(),
+        }
+        idle.push(s);
+    }
+    for _ in 0..50 {
+        assert!(d.request("PING").starts_with("OK"));
+    }
+    let mut garbage = UnixStream::connect(&d.socket).unwrap();
+    garbage.write_all(b"\x00\xffgarbage\nPING\n").unwrap();
+    let mut r = BufReader::new(garbage);
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    assert!(first.starts_with("ERR 400"), "{first}");
+    let mut second = String::new();
+    r.read_line(&mut second).unwrap();
+    assert!(
+        second.starts_with("OK"),
+        "the connection survives a bad line: {second}"
+    );
+    assert!(d.request("FROB").starts_with("ERR 400"));
+    assert!(d.request("JOB 999").starts_with("ERR 404"));
+    assert!(d.request("DRILL").starts_with("ERR 501"));
+    assert!(d.request("BACKUP nosuch").starts_with("ERR 400"));
+    drop(idle);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn systemd_notify_gets_ready_and_watchdog() {
+    let b = board_with_socket("notify", "");
+    b.populate();
+    let notify = b.tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(patience())).unwrap();
+    let d = Daemon::start(
+        &b,
+        &[
+            ("NOTIFY_SOCKET", notify.display().to_string()),
+            ("WATCHDOG_USEC", "200000".into()),
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    let wanted = |seen: &[String]| {
+        seen.iter().any(|m| m == "READY=1")
+            && seen.iter().any(|m| m == "WATCHDOG=1")
+            && seen.iter().any(|m| m.starts_with("STATUS="))
+    };
+    while !wanted(&seen) {
+        let n = sock.recv(&mut buf).expect("no notification");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(seen[0], "READY=1", "READY comes first: {seen:?}");
+    assert!(d.stop().success());
+}
+
+fn big_board(name: &str) -> Board {
+    let b = board_with_socket(name, "backup_enabled = false\n");
+    b.populate();
+    let assets = b.root.join("opt/myrvm/assets");
+    fs::create_dir_all(&assets).unwrap();
+    for i in 0..20 {
+        fs::write(
+            assets.join(format!("blob{i}.bin")),
+            pseudo_random(4_000_000, i),
+        )
+        .unwrap();
+    }
+    b
+}
+
+#[test]
+fn sigkill_mid_job_restarts_clean() {
+    let b = big_board("kill");
+    let d = Daemon::start(&b, &[]);
+    let job = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
+    d.wait_job(job);
+    d.json("BACKUP application");
+    std::thread::sleep(Duration::from_millis(150));
+    drop(d); // SIGKILL
+    let d = Daemon::start(&b, &[]);
+    for name in backup_files(&b.backups) {
+        assert!(!name.ends_with(".tmp"), "restart left {name}");
+    }
+    b.ok(&["verify", "--all"]);
+    b.ok(&["audit", "verify"]);
+    assert!(d.request("PING").starts_with("OK"));
+    d.stop();
+    b.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn sigterm_ends_the_running_job_cleanly() {
+    let b = big_board("term");
+    let d = Daemon::start(&b, &[]);
+    let job = d.json("BACKUP application")["jobs"][0].as_u64().unwrap();
+    let deadline = Instant::now() + patience();
+    while d.json(&format!("JOB {job}"))["state"] == "queued" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    assert!(d.stop().success());
+    assert!(t.elapsed() < patience());
+    let names = backup_files(&b.backups);
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    b.ok(&["verify", "--all"]);
+    b.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn cancel_leaves_nothing_half_written() {
+    let b = big_board("cancel");
+    let d = Daemon::start(&b, &[]);
+    let job = d.json("BACKUP application")["jobs"][0].as_u64().unwrap();
+    let r = d.request(&format!("CANCEL {job}"));
+    assert!(r.starts_with("OK"), "{r}");
+    let end = d.wait_job(job);
+    assert!(
+        matches!(end["state"].as_str(), Some("cancelled" | "done")),
+        "{end}"
+    );
+    if end["state"] == "cancelled" {
+        assert!(b.ids("application").is_empty());
+    }
+    let names = backup_files(&b.backups);
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    assert!(d.request(&format!("CANCEL {job}")).starts_with("ERR 409"));
+}
+
+#[test]
+fn scheduled_backups_run_and_catch_up_once_after_restart() {
+    let b = board_with_socket(
+        "sched",
+        "backup_interval = \"2s\"\nbackup_jitter = \"1s\"\n",
+    );
+    b.populate();
+    let d = Daemon::start(&b, &[]);
+    // First start: every strategy runs soon; then again after the interval.
+    let deadline = Instant::now() + patience();
+    while b.ids("config").len() < 2 {
+        assert!(Instant::now() < deadline, "no second scheduled backup");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = d.json("STATUS");
+    assert!(
+        status["strategies"]["config"]["last_success"].is_string(),
+        "{status}"
+    );
+    d.stop();
+    // Pretend the board was off for a week: one catch-up run, not hundreds.
+    let state = b.backups.join("state.json");
+    let text = fs::read_to_string(&state).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for s in ["database", "config", "logs", "application"] {
+        v[s]["last_success"] = serde_json::json!(rvm_backup::timefmt::now_unix() - 7 * 86_400);
+    }
+    fs::write(&state, v.to_string()).unwrap();
+    b.write_config(&format!(
+        "socket = \"{}\"\nbackup_interval = \"1h\"\nbackup_jitter = \"1s\"\n",
+        b.tmp.path().join("run/control.sock").display()
+    ));
+    let before = b.ids("config").len();
+    let d = Daemon::start(&b, &[]);
+    let deadline = Instant::now() + patience();
+    while b.ids("config").len() == before {
+        assert!(Instant::now() < deadline, "no catch-up run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.ids("config").len(), before + 1, "catch up exactly once");
+    d.stop();
+}
+
+#[test]
+fn a_live_socket_is_never_taken_over() {
+    let b = board_with_socket("twice", "backup_enabled = false\n");
+    let d = Daemon::start(&b, &[]);
+    let out = b.run(&["daemon"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another rvm-backup daemon"));
+    assert!(
+        d.request("PING").starts_with("OK"),
+        "the first daemon still answers"
+    );
+    let meta = fs::metadata(&d.socket).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(
+        fs::metadata(d.socket.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o750
+    );
+    drop(d); // SIGKILL leaves a stale socket behind
+    let d = Daemon::start(&b, &[]);
+    assert!(
+        d.request("PING").starts_with("OK"),
+        "a stale socket is replaced"
+    );
+}
