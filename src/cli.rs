@@ -223,14 +223,20 @@ impl Ctx {
         let mut failed = 0;
         for s in strategies {
             let mut progress = self.progress();
-            match smol::block_on(crate::backup::run(
+            let outcome = smol::block_on(crate::backup::run(
                 &self.cfg,
                 &store,
                 &lock,
                 s,
                 key.as_ref(),
                 &mut progress,
-            )) {
+            ));
+            remember(
+                &self.cfg,
+                s,
+                outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            match outcome {
                 Ok(m) => self.say(&format!(
                     "{}  {} files, {} read, {} stored in {:.1} s{}",
                     m.id,
@@ -428,6 +434,27 @@ impl Ctx {
                 .unwrap_or_default()
         ));
         Ok(0)
+    }
+}
+
+/// Record a one-shot backup's outcome where the daemon and `HEALTH` look.
+fn remember(cfg: &Config, s: Strategy, outcome: std::result::Result<(), String>) {
+    let mut state = crate::state::load(&cfg.backup_dir);
+    let r = state.entry(s).or_default();
+    let now = crate::timefmt::now_unix();
+    match outcome {
+        Ok(()) => {
+            r.last_success = Some(now);
+            r.failures = 0;
+        }
+        Err(e) => {
+            r.last_failure = Some(now);
+            r.failures += 1;
+            r.last_error = Some(e);
+        }
+    }
+    if let Err(e) = crate::state::save(&cfg.backup_dir, &state) {
+        log::warn!("cannot record the outcome in the state file: {e}");
     }
 }
 

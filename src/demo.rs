@@ -5,6 +5,8 @@
 //! spaces and non-ASCII), writes a config and a key for it, then runs the
 //! real commands: backup --all, verify --all, and a restore of every
 //! strategy into `DIR/restored`, and checks the result byte for byte.
+//! With `--serve` it then runs the daemon on that config in the foreground
+//! (socket `DIR/run/control.sock`), until Ctrl-C.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,12 +15,15 @@ use std::path::{Path, PathBuf};
 use crate::error::{msg, IoContext, Result};
 
 pub fn run(args: &[String], quiet: bool) -> Result<i32> {
-    let dir = match args {
+    let mut args = args.to_vec();
+    let serve = args.iter().any(|a| a == "--serve");
+    args.retain(|a| a != "--serve");
+    let dir = match args.as_slice() {
         [] => PathBuf::from("demo"),
         [flag, d] if flag == "--dir" => PathBuf::from(d),
         _ => {
             return Err(crate::error::Error::Usage(
-                "demo takes only --dir DIR".into(),
+                "demo takes only --dir DIR and --serve".into(),
             ))
         }
     };
@@ -37,7 +42,11 @@ pub fn run(args: &[String], quiet: bool) -> Result<i32> {
     make_board(&board)?;
     let config = dir.join("rvm-backup.toml");
     let key = dir.join("master.key");
-    fs::write(&config, sample_config(&board, &dir.join("backups"), &key)).at("write", &config)?;
+    fs::write(
+        &config,
+        sample_config(&dir, &board, &dir.join("backups"), &key),
+    )
+    .at("write", &config)?;
     if !key.exists() {
         crate::keys::generate(&key)?;
     }
@@ -74,17 +83,27 @@ pub fn run(args: &[String], quiet: bool) -> Result<i32> {
         println!("demo OK: {compared} entries restored byte for byte into {}; the database matches row for row", restored.display());
         println!("try: rvm-backup --config {cfg} list --json");
     }
+    if serve {
+        println!("starting the daemon; from another terminal try:");
+        println!("  rvm-backup --config {cfg} ctl STATUS");
+        println!("  rvm-backup --config {cfg} ctl BACKUP all");
+        println!("  rvm-backup --config {cfg} ctl HISTORY");
+        println!("stop it with Ctrl-C");
+        return crate::daemon::run(&config);
+    }
     Ok(0)
 }
 
-fn sample_config(board: &Path, backups: &Path, key: &Path) -> String {
+fn sample_config(dir: &Path, board: &Path, backups: &Path, key: &Path) -> String {
     let b = board.display();
     format!(
-        "# Written by `rvm-backup demo`.\nenvironment = \"development\"\nbackup_dir = \"{}\"\nkey_file = \"{}\"\n\n\
+        "# Written by `rvm-backup demo`.\nenvironment = \"development\"\nbackup_dir = \"{}\"\nkey_file = \"{}\"\n\
+         socket = \"{}/run/control.sock\"\nbackup_interval = \"10m\"\nbackup_jitter = \"30s\"\n\n\
          [database]\npath = \"{b}/var/lib/myrvm/rvm.sqlite\"\n\n[config]\npaths = [\"{b}/etc/myrvm\"]\n\n\
          [logs]\npaths = [\"{b}/var/log/myrvm\"]\n\n[application]\npaths = [\"{b}/opt/myrvm\"]\nexclude = [\"*.pyc\", \"__pycache__\"]\n",
         backups.display(),
-        key.display()
+        key.display(),
+        dir.display()
     )
 }
 

@@ -1,7 +1,7 @@
 //! The command-level error: what went wrong, said so an operator can act.
 //!
-//! Lower layers have their own errors (`ConfigError`, `FormatError`,
-//! `SourceError`); this type adds which archive or path they concern.
+//! Lower layers have their own errors (`ConfigError`, `FormatError`); this
+//! type adds which archive or path they concern.
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Restore: stage everything, verify everything, then publish.
 //!
 //! Phase 1 (stage) reads the archive and writes each file to a temporary
-//! name beside its destination (`.NAME.rvm-restore-PID.tmp`), creating
+//! name beside its destination (`.NAME.rvm-restore-PID-N.tmp`), creating
 //! missing directories and remembering which. Content is checked against its
 //! SHA-256 as it is read, and a database image must pass
 //! `PRAGMA integrity_check`. Phase 1 ends only when the whole archive has

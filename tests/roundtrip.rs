@@ -246,3 +246,49 @@ fn fifos_are_skipped_and_the_backup_dir_is_not_backed_up() {
     // The second backup did not store the first one.
     assert_eq!(listed[0]["files"], listed[1]["files"]);
 }
+
+#[test]
+fn prune_applies_the_policy_and_keeps_the_newest() {
+    let b = Board::with_config("prune", "keep_last = 2\nretention_days = 0");
+    b.populate();
+    for _ in 0..4 {
+        b.ok(&["backup", "config"]);
+    }
+    b.ok(&["backup", "logs"]);
+    let ids = b.ids("config");
+    assert_eq!(ids.len(), 4);
+    let dry = bin()
+        .arg("--config")
+        .arg(&b.config)
+        .args(["prune", "--dry-run"])
+        .output()
+        .unwrap();
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    for old in &ids[..2] {
+        assert!(
+            dry.lines()
+                .any(|l| l.starts_with("would delete") && l.contains(old.as_str())),
+            "{dry}"
+        );
+    }
+    assert!(
+        dry.lines()
+            .any(|l| l.starts_with("keep") && l.contains(&ids[3]) && l.contains("newest archive")),
+        "{dry}"
+    );
+    assert_eq!(b.ids("config"), ids, "a dry run deletes nothing");
+    b.ok(&["prune"]);
+    assert_eq!(b.ids("config"), ids[2..].to_vec());
+    assert_eq!(
+        b.ids("logs").len(),
+        1,
+        "the only logs archive is the newest: kept"
+    );
+    for name in backup_files(&b.backups) {
+        assert!(
+            !ids[..2].iter().any(|id| name.starts_with(id.as_str())),
+            "{name} was not deleted"
+        );
+    }
+    b.ok(&["verify", "--all"]);
+}
