@@ -288,6 +288,7 @@ fn systemd_notify_gets_ready_and_watchdog() {
         &[
             ("NOTIFY_SOCKET", notify.display().to_string()),
             ("WATCHDOG_USEC", "200000".into()),
+            ("JOURNAL_STREAM", "8:1234".into()),
         ],
     );
     let mut seen = Vec::new();
@@ -303,6 +304,65 @@ fn systemd_notify_gets_ready_and_watchdog() {
     }
     assert_eq!(seen[0], "READY=1", "READY comes first: {seen:?}");
     assert!(d.stop().success());
+    // Under journald every log line carries its syslog priority.
+    let log = fs::read_to_string(b.tmp.path().join("daemon.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.starts_with("<6>info: daemon ready")),
+        "{log}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_it_when_broken() {
+    let b = board_with_socket(
+        "hup",
+        "backup_enabled = false
+",
+    );
+    b.populate();
+    let d = Daemon::start(&b, &[]);
+    assert_eq!(d.json("STATUS")["backup_enabled"], false);
+    let hup = |d: &Daemon| {
+        std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(d.child.id().to_string())
+            .status()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let text = fs::read_to_string(&b.config).unwrap();
+    fs::write(
+        &b.config,
+        text.replace(
+            "backup_enabled = false",
+            "backup_enabled = true\nbackup_interval = \"3h\"",
+        ),
+    )
+    .unwrap();
+    hup(&d);
+    let deadline = Instant::now() + patience();
+    while d.json("STATUS")["backup_enabled"] != true {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fs::write(&b.config, "this is = = not toml").unwrap();
+    hup(&d);
+    assert!(
+        d.request("PING").starts_with("OK"),
+        "a broken config must not kill the daemon"
+    );
+    assert_eq!(
+        d.json("STATUS")["backup_enabled"],
+        true,
+        "the old config stays"
+    );
+    assert!(d.stop().success());
+    let audit = fs::read_to_string(b.backups.join("audit.log")).unwrap();
+    assert!(
+        audit.contains("\"what\":\"reload\",\"who\"") || audit.contains("reload"),
+        "{audit}"
+    );
+    assert!(audit.contains("failed: config"), "{audit}");
 }
 
 fn big_board(name: &str) -> Board {

@@ -639,27 +639,28 @@ impl Daemon {
         })
     }
 
+    /// Unhealthy: a strategy with no success within two periods (or since
+    /// start), or three failures in a row.
     fn health_json(&self) -> Value {
         let cfg = self.cfg();
         let state = self.state.borrow();
         let now = crate::timefmt::now_unix();
+        let up = self.started.elapsed().as_secs() as i64;
+        let plans = plans(&cfg).unwrap_or_default();
         let mut problems = Vec::new();
-        for s in cfg.configured() {
-            let r = state.get(&s).cloned().unwrap_or_default();
-            let interval = plans(&cfg)
-                .ok()
-                .and_then(|p| p.get(&s).map(|p| p.interval.as_secs() as i64))
-                .unwrap_or(0);
+        for (s, plan) in &plans {
+            let r = state.get(s).cloned().unwrap_or_default();
+            let period = if plan.at.is_some() {
+                86_400
+            } else {
+                plan.interval.as_secs() as i64
+            };
             match r.last_success {
-                None if self.started.elapsed().as_secs() as i64 > interval => {
-                    problems.push(format!("{s}: no successful backup yet"))
-                }
-                Some(t) if now - t > 2 * interval.max(86_400 * i64::from(s == Strategy::Logs)) => {
-                    problems.push(format!(
-                        "{s}: last successful backup {} is stale",
-                        crate::timefmt::rfc3339(t)
-                    ))
-                }
+                None if up > period => problems.push(format!("{s}: no successful backup yet")),
+                Some(t) if now - t > 2 * period => problems.push(format!(
+                    "{s}: last successful backup {} is stale",
+                    crate::timefmt::rfc3339(t)
+                )),
                 _ => {}
             }
             if r.failures >= 3 {
