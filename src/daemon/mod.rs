@@ -358,7 +358,6 @@ impl Daemon {
         if ok {
             r.last_success = Some(now);
             r.failures = 0;
-            r.last_verified = text.split_whitespace().next().map(str::to_string);
         } else {
             r.last_failure = Some(now);
             r.failures += 1;
@@ -384,8 +383,7 @@ impl Daemon {
         }
     }
 
-    /// Do one job's work; the text is its outcome (for a backup: the new
-    /// archive id first).
+    /// Do one job's work; the text is its outcome.
     async fn execute(&self, kind: &JobKind, counter: Counter) -> Result<String> {
         let cfg = self.cfg();
         let key = self.key();
@@ -400,6 +398,8 @@ impl Daemon {
                 let listing = store.list(Some(*s), key.as_deref());
                 let new = crate::store::resolve(&listing.archives, &meta.id)?;
                 crate::verify::verify(new, key.as_deref(), &mut progress).await?;
+                self.state.borrow_mut().entry(*s).or_default().last_verified =
+                    Some(meta.id.clone());
                 let pruned =
                     self.prune_with(&cfg, &store, &lock, key.as_deref(), false, Some(&meta.id))?;
                 Ok(format!(
