@@ -272,7 +272,7 @@ impl Ctx {
         let listing = self.store().list(only, key.as_ref());
         for a in &listing.archives {
             if json {
-                println!("{}", list_json(a));
+                println!("{}", a.to_json());
             } else {
                 println!(
                     "{}  {}  {:>6} files  {:>10}  {}",
@@ -522,37 +522,6 @@ fn parse_strategies(args: &[String]) -> Result<Vec<Strategy>> {
     v.sort();
     v.dedup();
     Ok(v)
-}
-
-/// One `list --json` line.
-pub fn list_json(a: &Listed) -> String {
-    let m = &a.meta;
-    let first_part = m
-        .parts
-        .first()
-        .map(|p| a.dir.join(&p.name).display().to_string())
-        .unwrap_or_default();
-    serde_json::json!({
-        "id": m.id,
-        "strategy": m.strategy,
-        "created": crate::timefmt::rfc3339(m.created),
-        "bytes": m.archive_bytes,
-        "files": m.files,
-        "path": first_part,
-        "sidecar": a.sidecar_path().display().to_string(),
-        "parts": m.parts.len(),
-        "content_bytes": m.content_bytes,
-        "dirs": m.dirs,
-        "symlinks": m.symlinks,
-        "skipped": m.skipped,
-        "changed_while_read": m.changed_while_read,
-        "duration_ms": m.duration_ms,
-        "encrypted": m.encrypted,
-        "compressed": m.compressed,
-        "key_id": m.key_id.to_string(),
-        "host": m.host,
-    })
-    .to_string()
 }
 
 pub fn human_bytes(n: u64) -> String {

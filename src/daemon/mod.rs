@@ -37,7 +37,7 @@ use crate::progress::{Counter, Progress};
 use crate::restore::Selector;
 use crate::server::access::{role_of, Peer, Role};
 use crate::server::protocol::{self, ProtoError, Request, Verb};
-use crate::store::Store;
+use crate::store::{Listed, Store};
 use crate::strategy::Strategy;
 
 pub struct Daemon {
@@ -684,11 +684,7 @@ impl Daemon {
         };
         let key = self.key();
         let listing = self.store().list(only, key.as_deref());
-        let archives: Vec<Value> = listing
-            .archives
-            .iter()
-            .map(|a| serde_json::from_str(&crate::cli::list_json(a)).unwrap_or(Value::Null))
-            .collect();
+        let archives: Vec<Value> = listing.archives.iter().map(Listed::to_json).collect();
         let problems: Vec<String> = listing
             .problems
             .iter()

@@ -50,6 +50,36 @@ impl Listed {
     pub fn sidecar_path(&self) -> PathBuf {
         self.dir.join(format!("{}{SIDECAR_EXT}", self.meta.id))
     }
+
+    /// What `list --json` prints and the socket's `LIST` returns.
+    pub fn to_json(&self) -> serde_json::Value {
+        let m = &self.meta;
+        let first_part = m
+            .parts
+            .first()
+            .map(|p| self.dir.join(&p.name).display().to_string())
+            .unwrap_or_default();
+        serde_json::json!({
+            "id": m.id,
+            "strategy": m.strategy,
+            "created": crate::timefmt::rfc3339(m.created),
+            "bytes": m.archive_bytes,
+            "files": m.files,
+            "path": first_part,
+            "sidecar": self.sidecar_path().display().to_string(),
+            "parts": m.parts.len(),
+            "content_bytes": m.content_bytes,
+            "dirs": m.dirs,
+            "symlinks": m.symlinks,
+            "skipped": m.skipped,
+            "changed_while_read": m.changed_while_read,
+            "duration_ms": m.duration_ms,
+            "encrypted": m.encrypted,
+            "compressed": m.compressed,
+            "key_id": m.key_id.to_string(),
+            "host": m.host,
+        })
+    }
 }
 
 /// The outcome of reading all sidecars: good archives and unreadable ones.
