@@ -17,6 +17,8 @@
 
 use std::cmp::Reverse;
 
+use crate::timefmt::{civil_from_days, days_from_civil};
+
 /// One archive as retention sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -193,39 +195,6 @@ impl Period {
             Period::Month => format!("{y:04}-{m:02}"),
         }
     }
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic
-/// Gregorian. After Howard Hinnant's days-to-civil algorithm: shift the year
-/// to start on March 1 so the leap day falls last, then split into 400-year
-/// eras of 146 097 days.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let shifted = days + 719_468; // 0000-03-01 is day 0
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097); // 0..=146_096
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let march_month = (5 * day_of_year + 2) / 153; // 0 = March .. 11 = February
-    let day = (day_of_year - (153 * march_month + 2) / 5 + 1) as u32;
-    let month = if march_month < 10 {
-        march_month + 3
-    } else {
-        march_month - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// (year, month, day) to days since 1970-01-01; inverse of `civil_from_days`.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let march_month = i64::from((month + 9) % 12);
-    let day_of_year = (153 * march_month + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// ISO 8601 (week-numbering year, week 1..=53) of a day. A week belongs to

@@ -19,22 +19,28 @@ pub fn now_precise() -> (i64, u32) {
 
 /// (year, month, day, hour, minute, second) in UTC.
 fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = t.div_euclid(86_400);
+    let (y, m, d) = civil_from_days(t.div_euclid(86_400));
     let secs = t.rem_euclid(86_400) as u32;
-    // Days to civil date, after Howard Hinnant's public-domain algorithm.
-    let z = days + 719_468;
+    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian, after
+/// Howard Hinnant's public-domain algorithm: years are shifted to start on
+/// March 1 so the leap day falls last, then split into 400-year eras.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // 0000-03-01 is day 0
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
+    let mp = (5 * doy + 2) / 153; // 0 = March .. 11 = February
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+/// (year, month, day) to days since 1970-01-01; inverse of `civil_from_days`.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
