@@ -116,6 +116,11 @@ run install -D -m 0755 "$binary" "$BIN_DEST.new"
 run mv -f "$BIN_DEST.new" "$BIN_DEST"
 
 # Config directory: root and the root group only (it holds the master key).
+# Platform services that talk to the daemon join this group: the control
+# socket is root:rvm-backup 0660 in a 0750 directory (see rvm-backup.service).
+if ! getent group rvm-backup >/dev/null 2>&1; then
+    run groupadd --system rvm-backup
+fi
 run install -d -m 0750 "$ETC"
 if [ -e "$CONFIG" ]; then
     note "keeping existing $CONFIG"
