@@ -189,6 +189,18 @@ async fn write_tree(
             list.join(", ")
         )));
     }
+    for root in roots
+        .iter()
+        .filter(|r| fs::symlink_metadata(r).is_ok_and(|m| m.file_type().is_symlink()))
+    {
+        let to = fs::read_link(root)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        log::warn!(
+            "configured path {} is a symlink to {to}: only the link is stored, not what it points to; configure the real directory instead",
+            root.display()
+        );
+    }
     let mut buf = vec![0u8; CHUNK];
     for found in Walker::new(
         roots,
