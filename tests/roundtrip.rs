@@ -292,3 +292,19 @@ fn prune_applies_the_policy_and_keeps_the_newest() {
     }
     b.ok(&["verify", "--all"]);
 }
+
+#[test]
+fn a_symlinked_source_root_is_stored_as_a_link_with_a_warning() {
+    let b = Board::new("rootlink");
+    let real = b.root.join("opt/myrvm-1.2.3");
+    make_tree(&real, 3);
+    std::os::unix::fs::symlink("myrvm-1.2.3", b.root.join("opt/myrvm")).unwrap();
+    let out = b.run(&["backup", "application"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a symlink") && err.contains("configure the real directory"),
+        "{err}"
+    );
+    assert_eq!(b.list()[0]["symlinks"], 1);
+}
