@@ -317,7 +317,7 @@ async fn write_database(
     counts: &mut Counts,
     progress: &mut Progress,
 ) -> Result<()> {
-    let mut snap = DbSnapshot::open(path).map_err(msg)?;
+    let mut snap = open_snapshot(path).await?;
     let m = fs::metadata(path).at("stat", path)?;
     let total = snap.total_bytes();
     progress.start("backup database", Some(total));
@@ -345,6 +345,21 @@ async fn write_database(
         journal_mode: snap.journal_mode.clone(),
     });
     Ok(())
+}
+
+/// Open the snapshot, waiting up to 30 s (cooperatively) while another
+/// connection holds a lock that keeps readers out (recovery, exclusive mode).
+async fn open_snapshot(path: &Path) -> Result<DbSnapshot> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match DbSnapshot::open(path) {
+            Ok(s) => return Ok(s),
+            Err(e) if crate::sources::database::is_busy(&e) && Instant::now() < deadline => {
+                smol::Timer::after(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(msg(e)),
+        }
+    }
 }
 
 fn hostname() -> String {

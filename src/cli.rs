@@ -27,7 +27,7 @@ commands:
                                      restore an archive (in place unless --target)
   prune [--dry-run]                  apply retention (keep_* and retention_days)
   daemon                             scheduler, jobs and control socket, in the foreground
-  ctl LINE...                        send one request line to the daemon; exits 1 on ERR
+  ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR
   audit verify                       check the audit log's hash chain
   demo [--dir DIR]                   make a sample board tree, back it up, verify and restore it
   help                               this text
@@ -80,7 +80,21 @@ fn run(args: Vec<String>) -> Result<i32> {
         }
         "keygen" => keygen(args),
         "demo" => crate::demo::run(args, global.quiet),
-        "backup" | "list" | "verify" | "restore" | "prune" | "daemon" | "ctl" | "audit" => {
+        "ctl" => {
+            let mut args = args.to_vec();
+            let socket = match take_value(&mut args, "--socket")? {
+                Some(s) => PathBuf::from(s),
+                // A platform service may not be allowed to read the config:
+                // then the default socket, unless a config was named.
+                None => match Config::load(&Config::locate(global.config.as_deref())) {
+                    Ok(c) => c.socket,
+                    Err(e) if global.config.is_some() => return Err(e.into()),
+                    Err(_) => PathBuf::from(crate::config::DEFAULT_SOCKET),
+                },
+            };
+            ctl(&socket, &args)
+        }
+        "backup" | "list" | "verify" | "restore" | "prune" | "daemon" | "audit" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;
             crate::logger::init(if global.quiet {
                 cfg.log_level.min(log::LevelFilter::Warn)
@@ -100,7 +114,6 @@ fn run(args: Vec<String>) -> Result<i32> {
                     no_unknown_flags(args)?;
                     crate::daemon::run(&ctx.cfg.file)
                 }
-                "ctl" => ctl(&ctx.cfg.socket, args),
                 "audit" => audit(&ctx.cfg, args),
                 _ => ctx.restore(args),
             }
@@ -341,7 +354,8 @@ impl Ctx {
         }
         let key = self.key()?;
         let store = self.store();
-        let lock = store.lock()?;
+        // A dry run changes nothing, so it needs no lock.
+        let lock = if dry_run { None } else { Some(store.lock()?) };
         let (plans, archives) =
             crate::prune::plan(&self.cfg, &store, key.as_ref(), crate::timefmt::now_unix())?;
         for p in &plans {
@@ -360,8 +374,8 @@ impl Ctx {
                 ));
             }
         }
-        if !dry_run {
-            crate::prune::apply(&plans, &archives, &lock)?;
+        if let Some(lock) = &lock {
+            crate::prune::apply(&plans, &archives, lock)?;
         }
         Ok(0)
     }

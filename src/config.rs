@@ -13,6 +13,7 @@ use crate::strategy::Strategy;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rvm-backup/rvm-backup.toml";
 pub const CONFIG_ENV: &str = "RVM_BACKUP_CONFIG";
+pub const DEFAULT_SOCKET: &str = "/run/rvm-backup/control.sock";
 
 #[derive(Debug)]
 pub struct ConfigError {

@@ -242,6 +242,19 @@ fn hostile_clients_do_not_disturb_others() {
     let mut reply = String::new();
     let _ = BufReader::new(&big).read_to_string(&mut reply);
     assert!(reply.starts_with("ERR 413"), "{reply}");
+    // Also when the newline arrives in the same read.
+    let mut big = UnixStream::connect(&d.socket).unwrap();
+    big.set_read_timeout(Some(patience())).unwrap();
+    let mut line = vec![b'A'; 5000];
+    line.extend_from_slice(b"\nPING\n");
+    big.write_all(&line).unwrap();
+    let mut reply = String::new();
+    let _ = BufReader::new(&big).read_to_string(&mut reply);
+    assert_eq!(
+        reply.lines().collect::<Vec<_>>(),
+        vec!["ERR 413 line longer than 4096 bytes; closing"],
+        "{reply}"
+    );
     // Silent, half-line and garbage clients stay connected meanwhile.
     let mut idle = Vec::new();
     for i in 0..10 {
@@ -436,6 +449,15 @@ fn cancel_leaves_nothing_half_written() {
     let names = backup_files(&b.backups);
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     assert!(d.request(&format!("CANCEL {job}")).starts_with("ERR 409"));
+    let status = d.json("STATUS");
+    assert_eq!(
+        status["strategies"]["application"]["failures"], 0,
+        "a cancel is not a failure: {status}"
+    );
+    assert!(
+        status["strategies"]["application"]["next_in_s"].is_u64(),
+        "still scheduled: {status}"
+    );
 }
 
 #[test]
@@ -493,6 +515,7 @@ fn a_live_socket_is_never_taken_over() {
         d.request("PING").starts_with("OK"),
         "the first daemon still answers"
     );
+    b.ok(&["audit", "verify"]); // the refused daemon wrote nothing
     let meta = fs::metadata(&d.socket).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);

@@ -7,9 +7,11 @@
 //! so requests are answered between chunks. State is shared through
 //! `RefCell`s that are never held across an `.await`.
 //!
-//! Shutdown (SIGTERM/SIGINT) drops the executor with everything on it: a
-//! running job's future is dropped at its next yield point, and the drop
-//! removes its temporary files (nothing half-written is ever published).
+//! Shutdown (SIGTERM/SIGINT): the daemon stops taking state-changing
+//! requests (`ERR 503`) and starting queued jobs, then cancels the running
+//! job through the runner; the job's future is dropped at its next yield
+//! point and the drop removes its temporary files (nothing half-written is
+//! ever published). Then the socket is removed and `stop` audited.
 
 pub mod jobs;
 pub mod notify;
@@ -46,7 +48,9 @@ pub struct Daemon {
     jobs: RefCell<Jobs>,
     audit: RefCell<AuditLog>,
     sched: RefCell<Scheduler>,
-    state: RefCell<crate::state::State>,
+    /// The socket this process bound (a reload does not move it).
+    socket: PathBuf,
+    stopping: std::cell::Cell<bool>,
     wake_runner: smol::channel::Sender<()>,
     cancel: RefCell<Option<(u64, smol::channel::Sender<()>)>>,
     started: Instant,
@@ -128,26 +132,26 @@ pub fn run(config_path: &Path) -> Result<i32> {
     let cfg = Rc::new(Config::load(config_path)?);
     crate::logger::init(cfg.log_level);
     let key = load_key(&cfg)?;
-    let store = Store::new(&cfg.backup_dir);
-    drop(store.lock()?); // clean what a killed run left behind
+    // First the socket: a second daemon must fail before it touches the
+    // store or the audit log of the running one.
+    let listener = Async::new(bind_socket(&cfg.socket)?).at("watch", &cfg.socket)?;
+    drop(Store::new(&cfg.backup_dir).lock()?); // clean what a killed run left behind
     let mut audit = AuditLog::open(&cfg.audit_log)?;
     audit.record(
         &Actor::Daemon,
         "start",
         &format!("rvm-backup {}", env!("CARGO_PKG_VERSION")),
     )?;
-    let state = crate::state::load(&cfg.backup_dir);
-    let started = Instant::now();
     let seed = u64::from(std::process::id()) ^ (crate::timefmt::now_precise().1 as u64) << 20;
+    let memory = crate::state::load(&cfg.backup_dir);
     let sched = Scheduler::new(
         plans(&cfg)?,
-        &state,
+        &memory,
         cfg.backup_jitter,
         seed,
         0,
         crate::timefmt::now_unix(),
     );
-    let listener = Async::new(bind_socket(&cfg.socket)?).at("watch", &cfg.socket)?;
     let (wake_tx, wake_rx) = smol::channel::bounded(1);
     let daemon = Rc::new(Daemon {
         cfg: RefCell::new(cfg.clone()),
@@ -155,10 +159,11 @@ pub fn run(config_path: &Path) -> Result<i32> {
         jobs: RefCell::new(Jobs::default()),
         audit: RefCell::new(audit),
         sched: RefCell::new(sched),
-        state: RefCell::new(state),
+        socket: cfg.socket.clone(),
+        stopping: std::cell::Cell::new(false),
         wake_runner: wake_tx,
         cancel: RefCell::new(None),
-        started,
+        started: Instant::now(),
     });
     let ex = Rc::new(LocalExecutor::new());
     let notifier = Rc::new(Notifier::from_env());
@@ -172,10 +177,9 @@ pub fn run(config_path: &Path) -> Result<i32> {
         signals(daemon.clone(), config_path.to_path_buf()).await
     }));
     notifier.send("STOPPING=1");
-    // Abandon the running job properly: its future is dropped inside the
-    // runner, and the drop removes its temporary files.
+    daemon.stopping.set(true);
     smol::block_on(ex.run(daemon.abandon_running_job()));
-    let _ = std::fs::remove_file(&daemon.cfg().socket);
+    let _ = std::fs::remove_file(&daemon.socket);
     let reason = result?;
     let _ = daemon
         .audit
@@ -237,6 +241,9 @@ async fn ticker(d: Rc<Daemon>, notifier: Rc<Notifier>) {
 /// Runs queued jobs one at a time.
 async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
     loop {
+        if d.stopping.get() {
+            return;
+        }
         let next = d.jobs.borrow_mut().start_next();
         let Some((id, kind, counter)) = next else {
             if wake.recv().await.is_err() {
@@ -258,11 +265,14 @@ async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
             Some(Err(e)) => (JobState::Failed, e.to_string()),
             None => (
                 JobState::Cancelled,
-                "cancelled; nothing was published".into(),
+                "cancelled; what was not yet published was discarded".into(),
             ),
         };
         if let JobKind::Backup(s) = kind {
-            d.backup_finished(s, state == JobState::Done, &text);
+            match state {
+                JobState::Cancelled => d.sched.borrow_mut().skipped(s, mono_ms(d.started)),
+                _ => d.backup_finished(s, state == JobState::Done, &text),
+            }
         }
         d.jobs.borrow_mut().finish(id, state, text.clone());
         d.audit_quietly(
@@ -315,7 +325,10 @@ impl Daemon {
         match loaded {
             Ok((c, key, plans)) => {
                 crate::logger::init(c.log_level);
-                let state = self.state.borrow().clone();
+                if c.socket != self.socket || c.audit_log != self.cfg().audit_log {
+                    log::warn!("socket and audit_log changes take effect at the next restart");
+                }
+                let state = crate::state::load(&c.backup_dir);
                 let seed = crate::timefmt::now_precise().1 as u64;
                 *self.sched.borrow_mut() = Scheduler::new(
                     plans,
@@ -348,24 +361,32 @@ impl Daemon {
         }
     }
 
+    /// Update what is remembered about a strategy. The file is re-read
+    /// first, so one-shot runs from the command line are not overwritten.
+    fn remember(&self, s: Strategy, update: impl FnOnce(&mut crate::state::Remembered)) {
+        let dir = self.cfg().backup_dir.clone();
+        let mut state = crate::state::load(&dir);
+        update(state.entry(s).or_default());
+        if let Err(e) = crate::state::save(&dir, &state) {
+            log::error!("cannot save the scheduler state: {e}");
+        }
+    }
+
     fn backup_finished(&self, s: Strategy, ok: bool, text: &str) {
         self.sched
             .borrow_mut()
             .finished(s, ok, mono_ms(self.started));
         let now = crate::timefmt::now_unix();
-        let mut state = self.state.borrow_mut();
-        let r = state.entry(s).or_default();
-        if ok {
-            r.last_success = Some(now);
-            r.failures = 0;
-        } else {
-            r.last_failure = Some(now);
-            r.failures += 1;
-            r.last_error = Some(text.to_string());
-        }
-        if let Err(e) = crate::state::save(&self.cfg().backup_dir, &state) {
-            log::error!("cannot save the scheduler state: {e}");
-        }
+        self.remember(s, |r| {
+            if ok {
+                r.last_success = Some(now);
+                r.failures = 0;
+            } else {
+                r.last_failure = Some(now);
+                r.failures += 1;
+                r.last_error = Some(text.to_string());
+            }
+        });
     }
 
     fn status_line(&self) -> String {
@@ -373,7 +394,7 @@ impl Daemon {
         match jobs.running() {
             Some(j) => format!("running job {}: {}", j.id, j.kind.describe()),
             None => {
-                let state = self.state.borrow();
+                let state = crate::state::load(&self.cfg().backup_dir);
                 let last = state.values().filter_map(|r| r.last_success).max();
                 format!(
                     "idle; last backup {}",
@@ -398,8 +419,7 @@ impl Daemon {
                 let listing = store.list(Some(*s), key.as_deref());
                 let new = crate::store::resolve(&listing.archives, &meta.id)?;
                 crate::verify::verify(new, key.as_deref(), &mut progress).await?;
-                self.state.borrow_mut().entry(*s).or_default().last_verified =
-                    Some(meta.id.clone());
+                self.remember(*s, |r| r.last_verified = Some(meta.id.clone()));
                 let pruned =
                     self.prune_with(&cfg, &store, &lock, key.as_deref(), false, Some(&meta.id))?;
                 Ok(format!(
@@ -412,10 +432,14 @@ impl Daemon {
             }
             JobKind::Verify(ids) => {
                 let listing = store.list(None, key.as_deref());
-                if let Some((p, e)) = listing.problems.first() {
-                    return Err(msg(format!("{}: {e}", p.display())));
-                }
+                let mut failed: Vec<String> = Vec::new();
                 let chosen: Vec<_> = if ids.is_empty() {
+                    failed.extend(
+                        listing
+                            .problems
+                            .iter()
+                            .map(|(p, e)| format!("{}: {e}", p.display())),
+                    );
                     listing.archives.iter().collect()
                 } else {
                     ids.iter()
@@ -423,9 +447,20 @@ impl Daemon {
                         .collect::<Result<_>>()?
                 };
                 for a in &chosen {
-                    crate::verify::verify(a, key.as_deref(), &mut progress).await?;
+                    if let Err(e) = crate::verify::verify(a, key.as_deref(), &mut progress).await {
+                        failed.push(e.to_string());
+                    }
                 }
-                Ok(format!("{} archives verified", chosen.len()))
+                if failed.is_empty() {
+                    Ok(format!("{} archives verified", chosen.len()))
+                } else {
+                    Err(msg(format!(
+                        "{} of {} failed: {}",
+                        failed.len(),
+                        chosen.len(),
+                        failed.join("; ")
+                    )))
+                }
             }
             JobKind::Restore {
                 strategy,
@@ -587,6 +622,10 @@ impl Daemon {
             .ok_or_else(|| ProtoError::new(404, format!("no job {id}")))?;
         match state {
             JobState::Queued => {
+                if let Some(JobKind::Backup(s)) = self.jobs.borrow().get(id).map(|j| j.kind.clone())
+                {
+                    self.sched.borrow_mut().skipped(s, mono_ms(self.started));
+                }
                 self.jobs.borrow_mut().finish(
                     id,
                     JobState::Cancelled,
@@ -609,7 +648,7 @@ impl Daemon {
     fn status_json(&self) -> Value {
         let now_mono = mono_ms(self.started);
         let cfg = self.cfg();
-        let state = self.state.borrow();
+        let state = crate::state::load(&cfg.backup_dir);
         let sched = self.sched.borrow();
         let jobs = self.jobs.borrow();
         let strategies: serde_json::Map<String, Value> = cfg
@@ -643,7 +682,7 @@ impl Daemon {
     /// start), or three failures in a row.
     fn health_json(&self) -> Value {
         let cfg = self.cfg();
-        let state = self.state.borrow();
+        let state = crate::state::load(&cfg.backup_dir);
         let now = crate::timefmt::now_unix();
         let up = self.started.elapsed().as_secs() as i64;
         let plans = plans(&cfg).unwrap_or_default();
@@ -708,11 +747,11 @@ fn parse_restore(args: &[String]) -> Result<JobKind, ProtoError> {
         .ok_or_else(|| {
             bad("RESTORE needs a strategy: database, config, logs or application".into())
         })?;
-    let mut selector = Selector::Latest;
+    let mut selector = None;
     let mut target = None;
     for a in &args[1..] {
-        if let Some(t) = a.strip_prefix("at=") {
-            selector = Selector::At(crate::timefmt::parse(t).map_err(bad)?);
+        let next = if let Some(t) = a.strip_prefix("at=") {
+            Selector::At(crate::timefmt::parse(t).map_err(bad)?)
         } else if let Some(dir) = a.strip_prefix("target=") {
             let p = PathBuf::from(dir);
             if !crate::restore::is_plain_absolute(&p) {
@@ -721,10 +760,17 @@ fn parse_restore(args: &[String]) -> Result<JobKind, ProtoError> {
                 )));
             }
             target = Some(p);
-        } else if a != "latest" {
-            selector = Selector::Id(a.clone());
+            continue;
+        } else if a == "latest" {
+            Selector::Latest
+        } else {
+            Selector::Id(a.clone())
+        };
+        if selector.replace(next).is_some() {
+            return Err(bad("give one of ID, latest or at=TIME".into()));
         }
     }
+    let selector = selector.unwrap_or(Selector::Latest);
     Ok(JobKind::Restore {
         strategy,
         selector,
@@ -739,6 +785,9 @@ impl crate::server::Handler for Daemon {
             Err(e) => return protocol::err(&e),
         };
         let role = role_of(peer, &self.cfg().access);
+        if self.stopping.get() && req.verb.changes_state() {
+            return protocol::err(&ProtoError::new(503, "the daemon is shutting down"));
+        }
         let allowed = match req.verb.needs() {
             None => true,
             Some(needed) => role.is_some_and(|r| r >= needed),

@@ -168,6 +168,19 @@ impl Scheduler {
         }
     }
 
+    /// A run was cancelled: not a failure; due again after the interval.
+    pub fn skipped(&mut self, strategy: Strategy, mono_ms: u64) {
+        let jitter = self.jitter();
+        if let Some(e) = self.entries.get_mut(&strategy) {
+            let interval = e.plan.interval.as_millis() as u64;
+            e.next_due = Some(if e.plan.at.is_some() {
+                u64::MAX
+            } else {
+                mono_ms + interval + jitter
+            });
+        }
+    }
+
     /// Milliseconds until a strategy is due (`None`: in flight or by window).
     pub fn due_in(&self, strategy: Strategy, mono_ms: u64) -> Option<u64> {
         let t = self.entries.get(&strategy)?.next_due?;

@@ -22,7 +22,7 @@ use self::access::Peer;
 use self::protocol::MAX_LINE;
 
 pub const MAX_CLIENTS: usize = 64;
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What answers a request line: the daemon.
@@ -91,6 +91,9 @@ async fn connection<H: Handler>(mut stream: Async<UnixStream>, handler: &H) {
     let mut chunk = [0u8; 1024];
     loop {
         while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            if nl > MAX_LINE {
+                break; // answered below: ERR 413 and close
+            }
             let reply = handler.handle_line(&peer, &pending[..nl]);
             pending.drain(..=nl);
             if with_timeout(WRITE_TIMEOUT, stream.write_all(reply.as_bytes()))
@@ -100,7 +103,7 @@ async fn connection<H: Handler>(mut stream: Async<UnixStream>, handler: &H) {
                 return;
             }
         }
-        if pending.len() > MAX_LINE {
+        if pending.len() > MAX_LINE && pending.iter().take(MAX_LINE + 1).all(|&b| b != b'\n') {
             let _ = with_timeout(
                 WRITE_TIMEOUT,
                 stream.write_all(b"ERR 413 line longer than 4096 bytes; closing\n"),

@@ -26,7 +26,9 @@ pub struct DbSnapshot {
 }
 
 impl DbSnapshot {
-    /// Open the database and pin a snapshot (a read transaction).
+    /// Open the database and pin a snapshot (a read transaction). SQLite's
+    /// own busy wait is kept short: the caller retries cooperatively (see
+    /// [`is_busy`]) so a locked database never stalls the daemon's thread.
     pub fn open(path: &Path) -> Result<DbSnapshot, String> {
         if !path.is_file() {
             return Err(format!(
@@ -39,7 +41,7 @@ impl DbSnapshot {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let sql_err = |e: rusqlite::Error| format!("database {}: {e}", path.display());
         let conn = Connection::open_with_flags(path, flags).map_err(sql_err)?;
-        conn.busy_timeout(Duration::from_secs(30))
+        conn.busy_timeout(Duration::from_millis(100))
             .map_err(sql_err)?;
         let journal_mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -104,6 +106,11 @@ impl DbSnapshot {
         self.next_page += 1;
         Ok(true)
     }
+}
+
+/// True if an `open` error only means "locked right now, try again".
+pub fn is_busy(error: &str) -> bool {
+    error.contains("database is locked") || error.contains("database is busy")
 }
 
 impl Drop for DbSnapshot {
