@@ -61,7 +61,9 @@ impl Daemon {
         let child = cmd.spawn().unwrap();
         let d = Daemon { child, socket };
         let deadline = Instant::now() + patience();
-        while UnixStream::connect(&d.socket).is_err() {
+        // Ready means answering, not just bound: the daemon binds first and
+        // cleans the store before it serves.
+        while !d.answers_ping() {
             assert!(
                 Instant::now() < deadline,
                 "daemon did not start: {}",
@@ -70,6 +72,17 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         d
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut s) = UnixStream::connect(&self.socket) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = String::new();
+        s.write_all(b"PING\n").is_ok()
+            && BufReader::new(s).read_line(&mut reply).is_ok()
+            && reply.starts_with("OK")
     }
 
     fn request(&self, line: &str) -> String {
