@@ -28,18 +28,33 @@ pub fn path(backup_dir: &Path) -> PathBuf {
     backup_dir.join("state.json")
 }
 
+/// Warn about a damaged file once per process, not at every read.
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn warn_once(message: String) {
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::warn!("{message}");
+    }
+}
+
 pub fn load(backup_dir: &Path) -> State {
     let p = path(backup_dir);
     let text = match std::fs::read_to_string(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::new(),
         Err(e) => {
-            log::warn!("cannot read {}: {e}; starting with no history", p.display());
+            warn_once(format!(
+                "cannot read {}: {e}; starting with no history",
+                p.display()
+            ));
             return State::new();
         }
     };
     let named: BTreeMap<String, Remembered> = serde_json::from_str(&text).unwrap_or_else(|e| {
-        log::warn!("{} is damaged ({e}); starting with no history", p.display());
+        warn_once(format!(
+            "{} is damaged ({e}); starting with no history",
+            p.display()
+        ));
         BTreeMap::new()
     });
     named

@@ -547,3 +547,19 @@ fn a_live_socket_is_never_taken_over() {
         "a stale socket is replaced"
     );
 }
+
+#[test]
+fn a_failed_start_leaves_no_socket_behind() {
+    let b = board_with_socket("failstart", "backup_enabled = false\n");
+    let lock = rvm_backup::store::Store::new(&b.backups).lock().unwrap();
+    let out = b.run(&["daemon"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another rvm-backup run"));
+    assert!(
+        !b.tmp.path().join("run/control.sock").exists(),
+        "the socket of a failed start must go"
+    );
+    drop(lock);
+    let d = Daemon::start(&b, &[]);
+    assert!(d.request("PING").starts_with("OK"));
+}

@@ -134,6 +134,35 @@ proptest! {
     }
 
     #[test]
+    fn request_line_parser_never_panics(line in proptest::collection::vec(any::<u8>(), 0..5000)) {
+        use rvm_backup::server::protocol::{parse, MAX_LINE};
+        match parse(&line) {
+            Ok(req) => prop_assert!(line.len() <= MAX_LINE && !req.verb.name().is_empty()),
+            Err(e) => prop_assert!([400, 413].contains(&e.code)),
+        }
+    }
+
+    #[test]
+    fn request_like_lines_parse_or_fail_cleanly(
+        verb in prop_oneof!["PING", "status", "BACKUP", "Restore", "JOB", "frob", ""],
+        args in proptest::collection::vec("[ -~]{0,12}", 0..4),
+    ) {
+        let line = format!("{verb} {}", args.join(" "));
+        let _ = rvm_backup::server::protocol::parse(line.as_bytes());
+    }
+
+    #[test]
+    fn audit_and_state_files_never_panic(text in "\\PC{0,300}", head in "[0-9a-f ]{0,80}") {
+        let dir = std::env::temp_dir().join(format!("rvb-prop-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("audit.log"), &text).unwrap();
+        std::fs::write(dir.join("audit.log.head"), &head).unwrap();
+        let _ = rvm_backup::audit::verify(&dir.join("audit.log"));
+        std::fs::write(dir.join("state.json"), &text).unwrap();
+        let _ = rvm_backup::state::load(&dir);
+    }
+
+    #[test]
     fn time_parser_never_panics(s in "\\PC{0,40}") {
         let _ = rvm_backup::timefmt::parse(&s);
     }

@@ -42,13 +42,18 @@ impl JobKind {
                 strategy,
                 selector,
                 target,
-            } => format!(
-                "restore {strategy} {selector:?}{}",
-                target
+            } => {
+                let which = match selector {
+                    Selector::Latest => "latest".to_string(),
+                    Selector::Id(id) => id.clone(),
+                    Selector::At(t) => format!("at {}", crate::timefmt::rfc3339(*t)),
+                };
+                let into = target
                     .as_ref()
                     .map(|t| format!(" into {}", t.display()))
-                    .unwrap_or_default()
-            ),
+                    .unwrap_or_default();
+                format!("restore {strategy} {which}{into}")
+            }
             JobKind::Prune { dry_run } => if *dry_run { "prune (dry run)" } else { "prune" }.into(),
         }
     }

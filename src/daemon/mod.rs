@@ -127,14 +127,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub fn run(config_path: &Path) -> Result<i32> {
-    let cfg = Rc::new(Config::load(config_path)?);
-    crate::logger::init(cfg.log_level);
-    let key = load_key(&cfg)?;
-    // First the socket: a second daemon must fail before it touches the
-    // store or the audit log of the running one.
-    let listener = Async::new(bind_socket(&cfg.socket)?).at("watch", &cfg.socket)?;
+/// Everything between binding the socket and serving: clean the store,
+/// open the audit log, plan the schedule.
+fn prepare(cfg: &Config) -> Result<(AuditLog, Scheduler)> {
     drop(Store::new(&cfg.backup_dir).lock()?); // clean what a killed run left behind
     let mut audit = AuditLog::open(&cfg.audit_log)?;
     audit.record(
@@ -145,13 +140,31 @@ pub fn run(config_path: &Path) -> Result<i32> {
     let seed = u64::from(std::process::id()) ^ (crate::timefmt::now_precise().1 as u64) << 20;
     let memory = crate::state::load(&cfg.backup_dir);
     let sched = Scheduler::new(
-        plans(&cfg)?,
+        plans(cfg)?,
         &memory,
         cfg.backup_jitter,
         seed,
         0,
         crate::timefmt::now_unix(),
     );
+    Ok((audit, sched))
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> Result<i32> {
+    let cfg = Rc::new(Config::load(config_path)?);
+    crate::logger::init(cfg.log_level);
+    let key = load_key(&cfg)?;
+    // First the socket: a second daemon must fail before it touches the
+    // store or the audit log of the running one.
+    let listener = Async::new(bind_socket(&cfg.socket)?).at("watch", &cfg.socket)?;
+    let (audit, sched) = match prepare(&cfg) {
+        Ok(ready) => ready,
+        Err(e) => {
+            let _ = std::fs::remove_file(&cfg.socket); // ours: we just bound it
+            return Err(e);
+        }
+    };
     let (wake_tx, wake_rx) = smol::channel::bounded(1);
     let daemon = Rc::new(Daemon {
         cfg: RefCell::new(cfg.clone()),
