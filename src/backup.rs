@@ -74,6 +74,7 @@ pub async fn run(
     let parts = PartWriter::new(&dir, &id, cfg.max_part_size);
     let level = cfg.compression_enabled.then_some(cfg.compression_level);
     let mut w = ArchiveWriter::new(parts, &header, protection, level).map_err(archive_err)?;
+    w.spill_index_to(crate::fsutil::tmp_path(&dir.join(format!("{id}.index"))));
     let mut counts = Counts::default();
     progress.start(&format!("backup {strategy}"), None);
     let sources = match &spec {

@@ -308,3 +308,28 @@ fn a_symlinked_source_root_is_stored_as_a_link_with_a_warning() {
     );
     assert_eq!(b.list()[0]["symlinks"], 1);
 }
+
+#[test]
+fn many_files_spill_the_index_and_still_roundtrip() {
+    let b = Board::new("manyfiles");
+    let app = b.root.join("opt/myrvm");
+    for d in 0..30 {
+        let dir = app.join(format!("package-with-a-longish-name-{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            fs::write(dir.join(format!("module_{f:04}_with_a_long_file_name.py")), format!("x = {d} * {f}\n")).unwrap();
+        }
+    }
+    // 3000 index records of ~150 bytes: more than the 256 KiB kept in memory.
+    b.ok(&["backup", "application"]);
+    assert!(backup_files(&b.backups).iter().all(|n| !n.ends_with(".tmp")), "{:?}", backup_files(&b.backups));
+    assert_eq!(b.list()[0]["files"], 3000);
+    b.ok(&["verify", "--all"]);
+    let target = b.tmp.path().join("r");
+    b.ok(&["restore", "application", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&app, &b.in_target(&target, &app));
+    let one = app.join("package-with-a-longish-name-029/module_0099_with_a_long_file_name.py");
+    let t1 = b.tmp.path().join("one");
+    b.ok(&["restore", "application", "--file", one.to_str().unwrap(), "--target", t1.to_str().unwrap()]);
+    assert_eq!(fs::read(b.in_target(&t1, &one)).unwrap(), b"x = 29 * 99\n");
+}

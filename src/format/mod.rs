@@ -17,6 +17,7 @@ pub mod header;
 pub mod reader;
 pub mod record;
 pub mod sidecar;
+pub mod spill;
 pub mod writer;
 
 use crate::crypto::KeyId;

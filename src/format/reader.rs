@@ -26,7 +26,9 @@ pub struct Trailer {
 }
 
 struct OpenEntry {
-    path: Vec<u8>,
+    /// What the index must say about this entry (status and hash filled
+    /// in at its end).
+    record: IndexRecord,
     remaining: u64,
     hasher: Sha256,
 }
@@ -46,8 +48,10 @@ pub struct ArchiveReader<R> {
     footer: Option<Footer>,
     payload_read: u64,
     open: Option<OpenEntry>,
-    /// Entries seen in a sequential pass, to check the index against.
-    seen: Vec<IndexRecord>,
+    /// Entries seen in a sequential pass and the SHA-256 of their index
+    /// records, to check the index against in fixed memory.
+    seen: u64,
+    seen_hash: Sha256,
     sequential: bool,
 }
 
@@ -77,7 +81,8 @@ impl<R: Read + Seek> ArchiveReader<R> {
             footer: None,
             payload_read: 0,
             open: None,
-            seen: Vec::new(),
+            seen: 0,
+            seen_hash: Sha256::new(),
             sequential: true,
         })
     }
@@ -159,18 +164,15 @@ impl<R: Read + Seek> ArchiveReader<R> {
             return Ok(None);
         }
         let header = EntryHeader::decode_after_kind(EntryKind::from_byte(kind)?, self)?;
-        if self.sequential {
-            self.seen.push(IndexRecord {
+        self.open = Some(OpenEntry {
+            record: IndexRecord {
                 kind: header.kind,
                 path: header.path.clone(),
                 size: header.size,
                 at,
                 status: 0,
                 sha256: [0; 32],
-            });
-        }
-        self.open = Some(OpenEntry {
-            path: header.path.clone(),
+            },
             remaining: header.size,
             hasher: Sha256::new(),
         });
@@ -215,12 +217,19 @@ impl<R: Read + Seek> ArchiveReader<R> {
         let actual: [u8; 32] = open.hasher.finalize().into();
         if !ct_eq(&actual, &sha256) {
             return Err(FormatError::ContentMismatch(
-                String::from_utf8_lossy(&open.path).into_owned(),
+                String::from_utf8_lossy(&open.record.path).into_owned(),
             ));
         }
-        if let Some(rec) = self.seen.last_mut().filter(|_| self.sequential) {
-            rec.status = t[0];
-            rec.sha256 = sha256;
+        if self.sequential {
+            let mut enc = Vec::with_capacity(open.record.path.len() + 64);
+            IndexRecord {
+                status: t[0],
+                sha256,
+                ..open.record
+            }
+            .encode(&mut enc);
+            self.seen_hash.update(&enc);
+            self.seen += 1;
         }
         Ok(Trailer {
             status: t[0],
@@ -229,28 +238,24 @@ impl<R: Read + Seek> ArchiveReader<R> {
     }
 
     fn check_index(&mut self, index_at: Location) -> Result<(), FormatError> {
-        let seen = std::mem::take(&mut self.seen);
-        for expected in &seen {
-            if self.at_payload_end()? {
-                return Err(FormatError::Corrupt(
-                    "index is shorter than the entries".into(),
-                ));
-            }
-            let rec = IndexRecord::decode(self)?;
-            if &rec != expected {
-                return Err(FormatError::Corrupt(format!(
-                    "index disagrees with entry {}",
-                    String::from_utf8_lossy(&rec.path)
-                )));
-            }
+        let mut listed = 0u64;
+        let mut listed_hash = Sha256::new();
+        let mut enc = Vec::new();
+        while !self.at_payload_end()? {
+            enc.clear();
+            IndexRecord::decode(self)?.encode(&mut enc);
+            listed_hash.update(&enc);
+            listed += 1;
         }
-        if !self.at_payload_end()? {
-            return Err(FormatError::Corrupt(
-                "index is longer than the entries".into(),
-            ));
+        let seen_hash = std::mem::replace(&mut self.seen_hash, Sha256::new()).finalize();
+        if listed != self.seen || listed_hash.finalize() != seen_hash {
+            return Err(FormatError::Corrupt(format!(
+                "the index lists {listed} entries that do not match the {} entries in the archive",
+                self.seen
+            )));
         }
         let footer = self.footer.clone().ok_or(FormatError::Truncated)?;
-        let consistent = footer.entry_count == seen.len() as u64
+        let consistent = footer.entry_count == self.seen
             && footer.index_at == index_at
             && footer.payload_len == self.payload_read;
         if !consistent {

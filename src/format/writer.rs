@@ -1,8 +1,8 @@
 //! Writes one archive as a stream: header, entry records, index, footer, tail.
 //!
 //! Memory is fixed: one frame of payload buffer plus the sealer's scratch and
-//! deflate state, whatever the size of the data. The only thing that grows is
-//! the index (one small record per entry, not per byte).
+//! deflate state, whatever the size of the data; the index is kept in memory
+//! up to 256 KiB and spilled to a temporary file beyond (see `spill`).
 
 use std::io::Write;
 
@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::frame::FrameSealer;
 use super::header::{Header, HEADER_LEN};
 use super::record::{encode_tail, EntryHeader, Footer, IndexRecord, INDEX_MARKER, STATUS_CLEAN};
+use super::spill::IndexSpill;
 use super::{FormatError, Location};
 use crate::crypto::Protection;
 
@@ -37,7 +38,7 @@ pub struct ArchiveWriter<W: Write> {
     /// Archive offset where the frame now being filled will start.
     frame_offset: u64,
     payload_len: u64,
-    index: Vec<IndexRecord>,
+    index: IndexSpill,
     open: Option<OpenEntry>,
     scratch: Vec<u8>,
 }
@@ -60,7 +61,7 @@ impl<W: Write> ArchiveWriter<W> {
             frame_size: header.frame_size as usize,
             frame_offset: HEADER_LEN as u64,
             payload_len: 0,
-            index: Vec::new(),
+            index: IndexSpill::new(None),
             open: None,
             scratch: Vec::new(),
         })
@@ -93,6 +94,11 @@ impl<W: Write> ArchiveWriter<W> {
         self.frame_offset += self.sealer.seal(&self.buf, last, &mut self.out)?;
         self.buf.clear();
         Ok(())
+    }
+
+    /// Keep the index in memory only up to a limit, then in this file.
+    pub fn spill_index_to(&mut self, path: std::path::PathBuf) {
+        self.index = IndexSpill::new(Some(path));
     }
 
     /// Start an entry; exactly `header.size` content bytes must follow.
@@ -161,11 +167,17 @@ impl<W: Write> ArchiveWriter<W> {
         trailer[0] = status;
         trailer[1..].copy_from_slice(&sha256);
         self.push(&trailer)?;
-        self.index.push(IndexRecord {
+        let mut enc = std::mem::take(&mut self.scratch);
+        enc.clear();
+        IndexRecord {
             status,
             sha256,
             ..open.record
-        });
+        }
+        .encode(&mut enc);
+        let spilled = self.index.push(&enc);
+        self.scratch = enc;
+        spilled?;
         Ok(sha256)
     }
 
@@ -178,18 +190,14 @@ impl<W: Write> ArchiveWriter<W> {
         }
         let index_at = self.location();
         self.push(&[INDEX_MARKER])?;
-        let index = std::mem::take(&mut self.index);
-        let mut enc = Vec::new();
-        for rec in &index {
-            enc.clear();
-            rec.encode(&mut enc);
-            self.push(&enc)?;
-        }
+        let index = std::mem::replace(&mut self.index, IndexSpill::new(None));
+        let entries = index.records();
+        index.drain(|bytes| self.push(bytes))?;
         if !self.buf.is_empty() {
             self.seal(false)?;
         }
         let footer = Footer {
-            entry_count: index.len() as u64,
+            entry_count: entries,
             payload_len: self.payload_len,
             index_at,
         };
@@ -204,7 +212,7 @@ impl<W: Write> ArchiveWriter<W> {
             archive_bytes: self.frame_offset + super::record::TAIL_LEN as u64,
             payload_bytes: self.payload_len,
             frames: self.sealer.next_index(),
-            entries: index.len() as u64,
+            entries,
         };
         Ok((self.out, summary))
     }
