@@ -273,7 +273,16 @@ async fn write_file(
     let mut ended_early = false;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = file.read(&mut buf[..want]).at("read", path)?;
+        // A read error (a bad SD sector) must not sink the whole strategy:
+        // the rest of this file is stored as zeros and marked.
+        let n = file.read(&mut buf[..want]).unwrap_or_else(|e| {
+            log::warn!(
+                "cannot read {} at byte {}: {e}; the rest is stored as zeros, marked",
+                path.display(),
+                size - left
+            );
+            0
+        });
         if n == 0 {
             ended_early = true;
             buf[..want].fill(0);

@@ -190,7 +190,7 @@ struct Ctx {
 
 impl Ctx {
     fn store(&self) -> Store {
-        Store::new(&self.cfg.backup_dir)
+        Store::for_config(&self.cfg)
     }
 
     /// The master key when encryption is on; otherwise the key if one is

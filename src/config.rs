@@ -148,14 +148,21 @@ pub struct AbsPath(pub PathBuf);
 
 impl<'de> Deserialize<'de> for AbsPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let p = PathBuf::from(String::deserialize(d)?);
-        if !p.is_absolute() {
+        let text = String::deserialize(d)?;
+        if !text.starts_with('/') {
             return Err(serde::de::Error::custom(format!(
-                "path {:?} must be absolute",
-                p.display().to_string()
+                "path {text:?} must be absolute"
             )));
         }
-        Ok(AbsPath(p))
+        // Archives hold normal paths only (no `//`, `.`, `..` or trailing
+        // `/`); a config path must be one too, or its backups could never
+        // be restored.
+        if crate::format::record::check_path(text.as_bytes()).is_err() {
+            return Err(serde::de::Error::custom(format!(
+                "path {text:?} must be normal: no trailing '/', '//', '.' or '..'"
+            )));
+        }
+        Ok(AbsPath(PathBuf::from(text)))
     }
 }
 
@@ -346,6 +353,25 @@ impl Config {
                 t.exclude
             )));
         }
+        for t in [&raw.config, &raw.logs, &raw.application]
+            .into_iter()
+            .flatten()
+        {
+            for (i, a) in t.paths.iter().enumerate() {
+                if let Some((_, b)) = t
+                    .paths
+                    .iter()
+                    .enumerate()
+                    .find(|(j, b)| *j != i && a.0.starts_with(&b.0))
+                {
+                    return Err(err(format!(
+                        "paths {:?} and {:?} overlap: list only the outer one (and exclude what it should skip)",
+                        b.0.display().to_string(),
+                        a.0.display().to_string()
+                    )));
+                }
+            }
+        }
         let backup_dir = raw
             .backup_dir
             .map_or_else(|| PathBuf::from("/var/lib/rvm-backup"), |p| p.0);
@@ -488,6 +514,25 @@ exclude = ["*.pyc", "__pycache__"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("absolute") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn paths_must_be_normal_and_disjoint() {
+        for bad in ["/etc/myrvm/", "/etc//myrvm", "/etc/./myrvm", "/etc/../etc"] {
+            let e = parse(&format!("[config]\npaths = [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("normal") && e.contains("line 2"), "{bad}: {e}");
+        }
+        let e = parse("[application]\npaths = [\"/opt/a\", \"/opt/a/b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("overlap"), "{e}");
+        let e = parse("[application]\npaths = [\"/opt/a\", \"/opt/a\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("overlap"), "{e}");
+        assert!(parse("[application]\npaths = [\"/opt/a\", \"/opt/ab\"]\n").is_ok());
     }
 
     #[test]

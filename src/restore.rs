@@ -325,13 +325,21 @@ impl Stage {
                     smol::future::yield_now().await;
                 }
                 let t = r.end_entry().map_err(arch)?;
-                f.set_times(FileTimes::new().set_modified(to_system_time(h.mtime, h.mtime_nsec)))
-                    .at("set time of", &tmp)?;
                 f.sync_all().at("sync", &tmp)?;
-                drop(f);
                 if h.kind == EntryKind::Database {
                     check_database(&tmp)?;
                 }
+                // Times, owner, then mode (a chown clears setuid bits), all
+                // through the open descriptor: nothing here follows a
+                // symlink someone might swap in.
+                f.set_times(FileTimes::new().set_modified(to_system_time(h.mtime, h.mtime_nsec)))
+                    .at("set time of", &tmp)?;
+                if let Err(e) = std::os::unix::fs::fchown(&f, Some(h.uid), Some(h.gid)) {
+                    log::debug!("keeping owner of {}: {e}", tmp.display());
+                }
+                f.set_permissions(fs::Permissions::from_mode(h.mode))
+                    .at("set mode of", &tmp)?;
+                f.sync_all().at("sync", &tmp)?;
                 done.files += 1;
                 t
             }
@@ -413,14 +421,12 @@ impl Stage {
         Ok(())
     }
 
+    /// A short temporary name beside `dest` (a name derived from a long
+    /// file name could exceed the 255-byte limit).
     fn tmp_name(&mut self, dest: &Path) -> PathBuf {
         self.counter += 1;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         parent(dest).join(format!(
-            ".{name}.rvm-restore-{}-{}.tmp",
+            ".rvm-restore-{}-{}.tmp",
             std::process::id(),
             self.counter
         ))
@@ -439,14 +445,13 @@ impl Stage {
     /// Phase 2: rename staged files into place, then links, then fix up
     /// directories. Returns where a replaced live database was saved.
     fn publish(mut self) -> Result<Option<PathBuf>> {
-        // From here on the new tree stays: nothing to undo on drop.
+        // From here on the new tree stays. If a rename fails, dropping the
+        // stage removes the temporaries not yet renamed (removing the
+        // renamed ones' old names is a no-op).
         self.created_dirs.clear();
         let mut touched = BTreeSet::new();
         let mut previous = None;
-        for s in std::mem::take(&mut self.files) {
-            fs::set_permissions(&s.tmp, fs::Permissions::from_mode(s.header.mode))
-                .at("set mode of", &s.tmp)?;
-            chown_if_root(&s.tmp, &s.header);
+        for s in &self.files {
             if s.header.kind == EntryKind::Database {
                 previous = swap_database(&s.tmp, &s.dest)?;
             } else {
@@ -455,22 +460,31 @@ impl Stage {
             }
             touched.insert(parent(&s.dest).to_path_buf());
         }
-        for s in std::mem::take(&mut self.links) {
-            chown_if_root(&s.tmp, &s.header);
+        for s in &self.links {
+            chown_if_root(&s.tmp, &s.header); // lchown: does not follow the link
             fs::rename(&s.tmp, &s.dest)
                 .ctx(|| format!("cannot move restored link into {}", s.dest.display()))?;
             touched.insert(parent(&s.dest).to_path_buf());
         }
+        self.files.clear();
+        self.links.clear();
+        for (dir, h) in self.dirs.iter().rev() {
+            // Only a real directory (never through a symlink swapped in).
+            if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            let d = File::open(dir).at("open", dir)?;
+            if let Err(e) = std::os::unix::fs::fchown(&d, Some(h.uid), Some(h.gid)) {
+                log::debug!("keeping owner of {}: {e}", dir.display());
+            }
+            d.set_permissions(fs::Permissions::from_mode(h.mode))
+                .at("set mode of", dir)?;
+            d.set_times(FileTimes::new().set_modified(to_system_time(h.mtime, h.mtime_nsec)))
+                .at("set time of", dir)?;
+            touched.insert(parent(dir).to_path_buf());
+        }
         for dir in &touched {
             sync_dir(dir)?;
-        }
-        for (dir, h) in self.dirs.iter().rev() {
-            fs::set_permissions(dir, fs::Permissions::from_mode(h.mode)).at("set mode of", dir)?;
-            chown_if_root(dir, h);
-            let times = FileTimes::new().set_modified(to_system_time(h.mtime, h.mtime_nsec));
-            File::open(dir)
-                .and_then(|f| f.set_times(times))
-                .at("set time of", dir)?;
         }
         Ok(previous)
     }

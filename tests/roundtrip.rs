@@ -317,19 +317,77 @@ fn many_files_spill_the_index_and_still_roundtrip() {
         let dir = app.join(format!("package-with-a-longish-name-{d:03}"));
         fs::create_dir_all(&dir).unwrap();
         for f in 0..100 {
-            fs::write(dir.join(format!("module_{f:04}_with_a_long_file_name.py")), format!("x = {d} * {f}\n")).unwrap();
+            fs::write(
+                dir.join(format!("module_{f:04}_with_a_long_file_name.py")),
+                format!("x = {d} * {f}\n"),
+            )
+            .unwrap();
         }
     }
     // 3000 index records of ~150 bytes: more than the 256 KiB kept in memory.
     b.ok(&["backup", "application"]);
-    assert!(backup_files(&b.backups).iter().all(|n| !n.ends_with(".tmp")), "{:?}", backup_files(&b.backups));
+    assert!(
+        backup_files(&b.backups)
+            .iter()
+            .all(|n| !n.ends_with(".tmp")),
+        "{:?}",
+        backup_files(&b.backups)
+    );
     assert_eq!(b.list()[0]["files"], 3000);
     b.ok(&["verify", "--all"]);
     let target = b.tmp.path().join("r");
-    b.ok(&["restore", "application", "--target", target.to_str().unwrap()]);
+    b.ok(&[
+        "restore",
+        "application",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     assert_same_tree(&app, &b.in_target(&target, &app));
     let one = app.join("package-with-a-longish-name-029/module_0099_with_a_long_file_name.py");
     let t1 = b.tmp.path().join("one");
-    b.ok(&["restore", "application", "--file", one.to_str().unwrap(), "--target", t1.to_str().unwrap()]);
+    b.ok(&[
+        "restore",
+        "application",
+        "--file",
+        one.to_str().unwrap(),
+        "--target",
+        t1.to_str().unwrap(),
+    ]);
     assert_eq!(fs::read(b.in_target(&t1, &one)).unwrap(), b"x = 29 * 99\n");
+}
+
+#[test]
+fn long_names_and_setuid_bits_survive_a_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Board::new("longname");
+    let cfg = b.root.join("etc/myrvm");
+    fs::create_dir_all(&cfg).unwrap();
+    let long = cfg.join("n".repeat(240));
+    fs::write(&long, b"long").unwrap();
+    let suid = cfg.join("helper");
+    fs::write(&suid, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
+    b.ok(&["backup", "config"]);
+    let target = b.tmp.path().join("r");
+    b.ok(&["restore", "config", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&cfg, &b.in_target(&target, &cfg));
+    let mode = fs::metadata(b.in_target(&target, &suid))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o4755);
+}
+
+#[test]
+fn unencrypted_archives_are_refused_once_encryption_is_on() {
+    let b = Board::with_config("downgrade", "encryption_enabled = false");
+    b.populate();
+    b.ok(&["backup", "config"]);
+    b.write_config(""); // encryption back on (the default)
+    let err = b.fails(&["list"]);
+    assert!(err.contains("not encrypted"), "{err}");
+    let target = b.tmp.path().join("r");
+    let err = b.fails(&["restore", "config", "--target", target.to_str().unwrap()]);
+    assert!(err.contains("not encrypted"), "{err}");
+    assert!(!target.exists());
 }

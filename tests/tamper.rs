@@ -347,3 +347,36 @@ fn crafted_paths_are_refused() {
     ]);
     assert_eq!(fs::read(in_target.join("fine")).unwrap(), b"evil");
 }
+
+#[test]
+fn a_sidecar_cannot_name_foreign_part_files() {
+    let b = small_board("partnames");
+    let victim = b.tmp.path().join("victim.txt");
+    fs::write(&victim, b"precious").unwrap();
+    let key = rvm_backup::keys::load(&b.key).unwrap();
+    let id = b.ids("config")[0].clone();
+    let sidecar_path = b.backups.join("config").join(format!("{id}.meta"));
+    let (header, mut meta) =
+        sidecar::decode(&fs::read(&sidecar_path).unwrap(), Some(&key)).unwrap();
+    meta.parts[0].name = format!("../../{}", victim.file_name().unwrap().to_string_lossy());
+    let forged = sidecar::encode(&meta, &header, &header.protection(Some(&key)).unwrap());
+    fs::write(&sidecar_path, forged).unwrap();
+    let err = b.fails(&["list"]);
+    assert!(err.contains("part names"), "{err}");
+    let out = bin()
+        .arg("--config")
+        .arg(&b.config)
+        .args(["prune"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"precious",
+        "prune must never touch a file outside the store"
+    );
+}

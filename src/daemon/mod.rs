@@ -306,7 +306,7 @@ impl Daemon {
     }
 
     fn store(&self) -> Store {
-        Store::new(&self.cfg().backup_dir)
+        Store::for_config(&self.cfg())
     }
 
     fn audit_quietly(&self, actor: &Actor, what: &str, result: &str) {

@@ -79,7 +79,9 @@ impl FrameSealer {
             }
         };
         let index = self.next_index;
-        self.next_index += 1;
+        self.next_index = index
+            .checked_add(1)
+            .ok_or_else(|| std::io::Error::other("too many frames"))?;
         let stored = &mut self.scratch[..stored_len];
         self.protection.apply_keystream(index, stored);
         let head = frame_head(stored_len as u32, plain.len() as u32, flags);
@@ -200,7 +202,9 @@ impl FrameOpener {
         if !ct_eq(&expected, &tag) {
             return Err(FormatError::Tampered { frame: index });
         }
-        self.next_index += 1;
+        self.next_index = index
+            .checked_add(1)
+            .ok_or(FormatError::Corrupt("frame index overflows".into()))?;
         self.protection.apply_keystream(index, stored);
         let last = flags & FLAG_FINAL != 0;
         if flags & FLAG_DEFLATED != 0 {

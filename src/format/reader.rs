@@ -119,7 +119,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
     fn location(&self) -> Location {
         if !self.started || (self.pos == self.len && !self.frame_is_last) {
             let frame_index = if self.started {
-                self.frame_index + 1
+                self.frame_index.saturating_add(1)
             } else {
                 0
             };

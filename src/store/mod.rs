@@ -31,6 +31,9 @@ const LOCK_FILE: &str = ".lock";
 
 pub struct Store {
     root: PathBuf,
+    /// Refuse unencrypted archives (their tags are plain SHA-256 that
+    /// anyone can forge) when the board encrypts.
+    require_encryption: bool,
 }
 
 /// Proof that this process holds the store lock; released on drop.
@@ -92,6 +95,16 @@ impl Store {
     pub fn new(root: &Path) -> Store {
         Store {
             root: root.to_path_buf(),
+            require_encryption: false,
+        }
+    }
+
+    /// The store of a config: with `encryption_enabled`, only encrypted
+    /// (authenticated) archives are accepted.
+    pub fn for_config(cfg: &crate::config::Config) -> Store {
+        Store {
+            root: cfg.backup_dir.clone(),
+            require_encryption: cfg.encryption_enabled,
         }
     }
 
@@ -159,20 +172,13 @@ impl Store {
                     continue;
                 }
                 let path = dir.join(&name);
-                match read_sidecar(&path, key) {
-                    Ok((header, meta))
-                        if meta.strategy == s.name()
-                            && format!("{}{SIDECAR_EXT}", meta.id) == name =>
-                    {
-                        listing.archives.push(Listed {
-                            meta,
-                            header,
-                            dir: dir.clone(),
-                        })
-                    }
-                    Ok(_) => listing
-                        .problems
-                        .push((path, msg("sidecar name does not match its content"))),
+                match read_sidecar(&path, key).and_then(|(h, m)| self.check_listed(s, &name, h, m))
+                {
+                    Ok((header, meta)) => listing.archives.push(Listed {
+                        meta,
+                        header,
+                        dir: dir.clone(),
+                    }),
                     Err(e) => listing.problems.push((path, e)),
                 }
             }
@@ -181,6 +187,43 @@ impl Store {
             .archives
             .sort_by_key(|a| (a.meta.created, a.meta.created_nanos, a.meta.id.clone()));
         listing
+    }
+}
+
+impl Store {
+    /// A sidecar may only describe itself: its own strategy, its own file
+    /// name, and parts named `<id>.NNN.rvb` in order, in its directory (a
+    /// forged part name like `../../etc/passwd` would make prune delete it).
+    fn check_listed(
+        &self,
+        s: Strategy,
+        file_name: &str,
+        header: Header,
+        meta: Meta,
+    ) -> Result<(Header, Meta)> {
+        let own_parts = meta
+            .parts
+            .iter()
+            .enumerate()
+            .all(|(n, p)| p.name == parts::part_name(&meta.id, n));
+        let safe_id = !meta.id.is_empty()
+            && meta
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if meta.strategy != s.name()
+            || format!("{}{SIDECAR_EXT}", meta.id) != file_name
+            || !own_parts
+            || !safe_id
+        {
+            return Err(msg("sidecar does not describe this archive (wrong name, strategy or part names); refusing it"));
+        }
+        if self.require_encryption && !header.encrypted() {
+            return Err(msg(
+                "archive is not encrypted, but encryption_enabled is on: its plain SHA-256 tags can be forged; refusing it (set encryption_enabled = false to read it on purpose)",
+            ));
+        }
+        Ok((header, meta))
     }
 }
 
