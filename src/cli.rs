@@ -244,11 +244,11 @@ impl Ctx {
                 key.as_ref(),
                 &mut progress,
             ));
-            remember(
-                &self.cfg,
-                s,
-                outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-            );
+            // Where the daemon and `HEALTH` look.
+            let result = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            crate::state::update(&self.cfg.backup_dir, s, |r| {
+                r.record_run(result, crate::timefmt::now_unix())
+            });
             match outcome {
                 Ok(m) => self.say(&format!(
                     "{}  {} files, {} read, {} stored in {:.1} s{}",
@@ -448,27 +448,6 @@ impl Ctx {
                 .unwrap_or_default()
         ));
         Ok(0)
-    }
-}
-
-/// Record a one-shot backup's outcome where the daemon and `HEALTH` look.
-fn remember(cfg: &Config, s: Strategy, outcome: std::result::Result<(), String>) {
-    let mut state = crate::state::load(&cfg.backup_dir);
-    let r = state.entry(s).or_default();
-    let now = crate::timefmt::now_unix();
-    match outcome {
-        Ok(()) => {
-            r.last_success = Some(now);
-            r.failures = 0;
-        }
-        Err(e) => {
-            r.last_failure = Some(now);
-            r.failures += 1;
-            r.last_error = Some(e);
-        }
-    }
-    if let Err(e) = crate::state::save(&cfg.backup_dir, &state) {
-        log::warn!("cannot record the outcome in the state file: {e}");
     }
 }
 

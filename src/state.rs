@@ -24,6 +24,33 @@ pub struct Remembered {
 
 pub type State = BTreeMap<Strategy, Remembered>;
 
+impl Remembered {
+    /// Note how a backup run ended at Unix time `now`.
+    pub fn record_run(&mut self, outcome: std::result::Result<(), String>, now: i64) {
+        match outcome {
+            Ok(()) => {
+                self.last_success = Some(now);
+                self.failures = 0;
+            }
+            Err(e) => {
+                self.last_failure = Some(now);
+                self.failures += 1;
+                self.last_error = Some(e);
+            }
+        }
+    }
+}
+
+/// Re-read the file, change one strategy's record, write it back. The
+/// daemon and one-shot runs both write it, so nobody keeps a copy.
+pub fn update(backup_dir: &Path, s: Strategy, change: impl FnOnce(&mut Remembered)) {
+    let mut state = load(backup_dir);
+    change(state.entry(s).or_default());
+    if let Err(e) = save(backup_dir, &state) {
+        log::error!("cannot save {}: {e}", path(backup_dir).display());
+    }
+}
+
 pub fn path(backup_dir: &Path) -> PathBuf {
     backup_dir.join("state.json")
 }

@@ -374,31 +374,13 @@ impl Daemon {
         }
     }
 
-    /// Update what is remembered about a strategy. The file is re-read
-    /// first, so one-shot runs from the command line are not overwritten.
-    fn remember(&self, s: Strategy, update: impl FnOnce(&mut crate::state::Remembered)) {
-        let dir = self.cfg().backup_dir.clone();
-        let mut state = crate::state::load(&dir);
-        update(state.entry(s).or_default());
-        if let Err(e) = crate::state::save(&dir, &state) {
-            log::error!("cannot save the scheduler state: {e}");
-        }
-    }
-
     fn backup_finished(&self, s: Strategy, ok: bool, text: &str) {
         self.sched
             .borrow_mut()
             .finished(s, ok, mono_ms(self.started));
-        let now = crate::timefmt::now_unix();
-        self.remember(s, |r| {
-            if ok {
-                r.last_success = Some(now);
-                r.failures = 0;
-            } else {
-                r.last_failure = Some(now);
-                r.failures += 1;
-                r.last_error = Some(text.to_string());
-            }
+        let result = if ok { Ok(()) } else { Err(text.to_string()) };
+        crate::state::update(&self.cfg().backup_dir, s, |r| {
+            r.record_run(result, crate::timefmt::now_unix())
         });
     }
 
@@ -432,7 +414,9 @@ impl Daemon {
                 let listing = store.list(Some(*s), key.as_deref());
                 let new = crate::store::resolve(&listing.archives, &meta.id)?;
                 crate::verify::verify(new, key.as_deref(), &mut progress).await?;
-                self.remember(*s, |r| r.last_verified = Some(meta.id.clone()));
+                crate::state::update(&cfg.backup_dir, *s, |r| {
+                    r.last_verified = Some(meta.id.clone())
+                });
                 let pruned =
                     self.prune_with(&cfg, &store, &lock, key.as_deref(), false, Some(&meta.id))?;
                 Ok(format!(
