@@ -100,7 +100,7 @@ pub async fn run(
     let parts = parts.finish()?;
     let meta = Meta {
         id: id.clone(),
-        strategy: strategy.name().into(),
+        strategy,
         created,
         created_nanos,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -119,6 +119,8 @@ pub async fn run(
         key_id: header.key_id,
         parts,
         database: counts.database,
+        hardlinks: 0,
+        db_check: None,
     };
     let bytes = sidecar::encode(
         &meta,

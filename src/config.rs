@@ -214,7 +214,7 @@ enum LogLevel {
 pub struct DatabaseSection {
     pub path: AbsPath,
     pub interval: Option<HumanDuration>,
-    pub at: Option<String>,
+    pub at: Option<DailyAt>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -224,7 +224,38 @@ pub struct TreeSection {
     #[serde(default)]
     pub exclude: Vec<String>,
     pub interval: Option<HumanDuration>,
-    pub at: Option<String>,
+    pub at: Option<DailyAt>,
+}
+
+/// A daily time of day, UTC, written `"HH:MM"`; checked when the config is
+/// loaded, so every command refuses a config the daemon would refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DailyAt {
+    pub hour: u32,
+    pub minute: u32,
+}
+
+impl DailyAt {
+    pub fn parse(s: &str) -> Option<DailyAt> {
+        let (h, m) = s.split_once(':')?;
+        let all_digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(h) || !all_digits(m) {
+            return None;
+        }
+        let (hour, minute) = (h.parse().ok()?, m.parse().ok()?);
+        (hour < 24 && minute < 60).then_some(DailyAt { hour, minute })
+    }
+}
+
+impl<'de> Deserialize<'de> for DailyAt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DailyAt::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid daily time {s:?}: write it as \"HH:MM\" (UTC), e.g. \"03:30\""
+            ))
+        })
+    }
 }
 
 /// Who may do what on the control socket (used by the daemon).
@@ -232,16 +263,16 @@ pub struct TreeSection {
 #[serde(deny_unknown_fields)]
 pub struct AccessSection {
     #[serde(default)]
-    pub reader: Role,
+    pub reader: Members,
     #[serde(default)]
-    pub operator: Role,
+    pub operator: Members,
     #[serde(default)]
-    pub admin: Role,
+    pub admin: Members,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Role {
+pub struct Members {
     #[serde(default)]
     pub uids: Vec<u32>,
     #[serde(default)]
@@ -441,6 +472,18 @@ impl Config {
         }
     }
 
+    /// When a strategy runs: its own interval (else `backup_interval`) and
+    /// its daily time, if it has one. `None` when it is not configured.
+    pub fn schedule(&self, strategy: Strategy) -> Option<(Duration, Option<DailyAt>)> {
+        let (interval, at) = match strategy {
+            Strategy::Database => self.database.as_ref().map(|d| (d.interval, d.at))?,
+            Strategy::Config => self.config.as_ref().map(|t| (t.interval, t.at))?,
+            Strategy::Logs => self.logs.as_ref().map(|t| (t.interval, t.at))?,
+            Strategy::Application => self.application.as_ref().map(|t| (t.interval, t.at))?,
+        };
+        Some((interval.map_or(self.backup_interval, |d| d.0), at))
+    }
+
     /// Strategies that have a section in the config, in canonical order.
     pub fn configured(&self) -> Vec<Strategy> {
         Strategy::ALL
@@ -560,6 +603,24 @@ exclude = ["*.pyc", "__pycache__"]
             let c = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(format!("{:?}", c.environment).to_lowercase(), name);
             assert_eq!(c.configured().len(), 4, "{name}");
+        }
+    }
+
+    #[test]
+    fn daily_time_is_checked_at_load() {
+        let c = parse("[config]\npaths = [\"/etc/x\"]\nat = \"03:30\"\n").unwrap();
+        assert_eq!(
+            c.schedule(Strategy::Config).unwrap().1,
+            Some(DailyAt {
+                hour: 3,
+                minute: 30
+            })
+        );
+        for bad in ["24:00", "3:30", "03:60", "0330", "+3:30", "03:3x", ""] {
+            let e = parse(&format!("[config]\npaths = [\"/etc/x\"]\nat = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("HH:MM") && e.contains("line 3"), "{bad}: {e}");
         }
     }
 

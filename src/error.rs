@@ -36,12 +36,14 @@ impl std::fmt::Display for Error {
             Error::Archive { id, source } => write!(f, "archive {id}: {source}"),
             Error::Io { what, source } => {
                 write!(f, "{what}: {source}")?;
-                match source.raw_os_error() {
-                    Some(28) => write!(
+                match source.kind() {
+                    std::io::ErrorKind::StorageFull => write!(
                         f,
                         " (the disk is full: free space or run `rvm-backup prune`)"
                     ),
-                    Some(30) => write!(f, " (the file system is read-only)"),
+                    std::io::ErrorKind::ReadOnlyFilesystem => {
+                        write!(f, " (the file system is read-only)")
+                    }
                     _ => Ok(()),
                 }
             }
@@ -51,7 +53,16 @@ impl std::fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Archive { source, .. } => Some(source),
+            Error::Io { source, .. } => Some(source),
+            Error::Usage(_) | Error::Msg(_) => None,
+        }
+    }
+}
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {

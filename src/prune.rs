@@ -39,7 +39,7 @@ pub fn plan(
         let candidates: Vec<Candidate> = listing
             .archives
             .iter()
-            .filter(|a| a.meta.strategy == s.name())
+            .filter(|a| a.meta.strategy == s)
             .map(|a| Candidate {
                 id: a.meta.id.clone(),
                 created: a.meta.created,

@@ -65,7 +65,7 @@ pub fn select<'a>(
 ) -> Result<&'a Listed> {
     let of: Vec<Listed> = archives
         .iter()
-        .filter(|a| a.meta.strategy == strategy.name())
+        .filter(|a| a.meta.strategy == strategy)
         .cloned()
         .collect();
     let none = || {
@@ -304,6 +304,12 @@ impl Stage {
                 });
                 done.symlinks += 1;
                 t
+            }
+            EntryKind::HardLink => {
+                return Err(msg(format!(
+                    "archive entry {} is a hard link, which this restore cannot make yet",
+                    h.display_path()
+                )));
             }
             EntryKind::File | EntryKind::Database => {
                 let tmp = self.tmp_name(&dest);

@@ -6,7 +6,7 @@
 //! entries, the tail, each part's size and SHA-256, and the sidecar's counts.
 
 use crate::crypto::MasterKey;
-use crate::error::{msg, Error, Result};
+use crate::error::{Error, Result};
 use crate::format::record::STATUS_CHANGED;
 use crate::format::{ArchiveReader, EntryKind, FormatError};
 use crate::progress::Progress;
@@ -33,13 +33,11 @@ pub async fn verify(
     let parts = PartReader::open(&archive.dir, &archive.meta.parts)?;
     let mut r = ArchiveReader::open(parts, key).map_err(arch)?;
     if r.header() != &archive.header {
-        return Err(msg(format!(
-            "archive {id}: its header does not match its sidecar"
-        )));
+        return Err(arch(FormatError::HeaderMismatch));
     }
     progress.start(&format!("verify {id}"), Some(archive.meta.content_bytes));
     let mut v = Verified::default();
-    let (mut files, mut dirs, mut symlinks) = (0u64, 0u64, 0u64);
+    let (mut files, mut dirs, mut symlinks, mut hardlinks) = (0u64, 0u64, 0u64, 0u64);
     while let Some(h) = r.next_entry().map_err(arch)? {
         while let Some(chunk) = r.content_chunk().map_err(arch)? {
             progress.add(chunk.len() as u64);
@@ -54,6 +52,7 @@ pub async fn verify(
             }
             EntryKind::Dir => dirs += 1,
             EntryKind::Symlink => symlinks += 1,
+            EntryKind::HardLink => hardlinks += 1,
         }
         if t.status == STATUS_CHANGED {
             v.changed_while_read += 1;
@@ -63,17 +62,14 @@ pub async fn verify(
     let parts = r.into_inner();
     for (info, hash) in archive.meta.parts.iter().zip(parts.part_hashes()) {
         if hash != Some(info.sha256) {
-            return Err(msg(format!(
-                "archive {id}: part {} does not match the SHA-256 in its sidecar",
-                info.name
-            )));
+            return Err(arch(FormatError::PartMismatch(info.name.clone())));
         }
     }
     let m = &archive.meta;
-    if (files, dirs, symlinks, v.content_bytes) != (m.files, m.dirs, m.symlinks, m.content_bytes) {
-        return Err(msg(format!(
-            "archive {id}: its content does not match the counts in its sidecar"
-        )));
+    if (files, dirs, symlinks, hardlinks, v.content_bytes)
+        != (m.files, m.dirs, m.symlinks, m.hardlinks, m.content_bytes)
+    {
+        return Err(arch(FormatError::CountsMismatch));
     }
     Ok(v)
 }

@@ -230,7 +230,7 @@ fn craft(b: &Board, sources: &[&Path], entries: &[(EntryKind, PathBuf, Vec<u8>)]
     let (parts, summary) = w.finish().unwrap();
     let meta = Meta {
         id: id.clone(),
-        strategy: "config".into(),
+        strategy: rvm_backup::strategy::Strategy::Config,
         created,
         created_nanos: 0,
         duration_ms: 0,
@@ -249,6 +249,8 @@ fn craft(b: &Board, sources: &[&Path], entries: &[(EntryKind, PathBuf, Vec<u8>)]
         key_id: key.id(),
         parts: parts.finish().unwrap(),
         database: None,
+        hardlinks: 0,
+        db_check: None,
     };
     let bytes = sidecar::encode(&meta, &header, &header.protection(Some(&key)).unwrap());
     fs::write(dir.join(format!("{id}.meta")), bytes).unwrap();

@@ -172,7 +172,7 @@ fn sidecar_tag_depends_on_every_byte() {
     };
     let meta = sidecar::Meta {
         id: "config-20261124T150000Z-000000".into(),
-        strategy: "config".into(),
+        strategy: rvm_backup::strategy::Strategy::Config,
         created: CREATED,
         created_nanos: 0,
         duration_ms: 1,
@@ -191,6 +191,8 @@ fn sidecar_tag_depends_on_every_byte() {
         key_id: key.id(),
         parts: vec![],
         database: None,
+        hardlinks: 1,
+        db_check: None,
     };
     let bytes = sidecar::encode(&meta, &header, &header.protection(Some(&key)).unwrap());
     assert_eq!(sidecar::decode(&bytes, Some(&key)).unwrap().1, meta);

@@ -30,7 +30,7 @@ use smol::{Async, LocalExecutor, Timer};
 
 use self::jobs::{JobKind, JobState, Jobs};
 use self::notify::Notifier;
-use self::scheduler::{parse_at, Plan, Scheduler};
+use self::scheduler::{Plan, Scheduler};
 use crate::audit::{Actor, AuditLog};
 use crate::config::Config;
 use crate::crypto::MasterKey;
@@ -69,33 +69,20 @@ fn load_key(cfg: &Config) -> Result<Option<Rc<MasterKey>>> {
 }
 
 fn plans(cfg: &Config) -> Result<BTreeMap<Strategy, Plan>> {
-    let mut plans = BTreeMap::new();
-    for s in cfg.configured() {
-        let (interval, at) = match s {
-            Strategy::Database => cfg.database.as_ref().map(|d| (d.interval, d.at.clone())),
-            Strategy::Config => cfg.config.as_ref().map(|t| (t.interval, t.at.clone())),
-            Strategy::Logs => cfg.logs.as_ref().map(|t| (t.interval, t.at.clone())),
-            Strategy::Application => cfg.application.as_ref().map(|t| (t.interval, t.at.clone())),
-        }
-        .unwrap_or_default();
-        let at = match at {
-            Some(text) => Some(parse_at(&text).ok_or_else(|| {
-                msg(format!(
-                    "config {}: [{s}] at = {text:?}: write the daily time as \"HH:MM\" (UTC)",
-                    cfg.file.display()
-                ))
-            })?),
-            None => None,
-        };
-        plans.insert(
-            s,
-            Plan {
-                interval: interval.map_or(cfg.backup_interval, |d| d.0),
-                at,
-            },
-        );
-    }
-    Ok(plans)
+    Ok(cfg
+        .configured()
+        .into_iter()
+        .filter_map(|s| {
+            let (interval, at) = cfg.schedule(s)?;
+            Some((
+                s,
+                Plan {
+                    interval,
+                    at: at.map(|a| (a.hour, a.minute)),
+                },
+            ))
+        })
+        .collect())
 }
 
 /// Bind the control socket: 0660 inside a 0750 directory, with no moment of

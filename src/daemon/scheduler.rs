@@ -45,13 +45,6 @@ pub struct Scheduler {
     last_tick: Option<(u64, i64)>,
 }
 
-/// Parse "HH:MM".
-pub fn parse_at(s: &str) -> Option<(u32, u32)> {
-    let (h, m) = s.split_once(':')?;
-    let (h, m) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60 && s.len() == 5).then_some((h, m))
-}
-
 impl Scheduler {
     /// `jitter` is the largest random delay added to every due time;
     /// `seed` feeds the jitter's generator.
@@ -359,12 +352,5 @@ mod tests {
         );
         s.due(0, start + 3600);
         assert!(s.due(60_000, start + 4 * 3600).is_empty());
-    }
-
-    #[test]
-    fn parse_at_times() {
-        assert_eq!(parse_at("02:30"), Some((2, 30)));
-        assert_eq!(parse_at("24:00"), None);
-        assert_eq!(parse_at("2:30"), None);
     }
 }

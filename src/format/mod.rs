@@ -36,13 +36,27 @@ pub enum FormatError {
     UnsupportedVersion(u16),
     BadHeader(&'static str),
     NeedKey(KeyId),
-    WrongKey { needed: KeyId, have: KeyId },
-    Tampered { frame: u64 },
+    WrongKey {
+        needed: KeyId,
+        have: KeyId,
+    },
+    Tampered {
+        frame: u64,
+    },
     Truncated,
     Corrupt(String),
     UnsafePath(String),
     ContentMismatch(String),
     SidecarTampered,
+    /// The archive's header is not the one its sidecar copied.
+    HeaderMismatch,
+    /// A part's bytes do not hash to what the sidecar records.
+    PartMismatch(String),
+    /// The entries read do not add up to the sidecar's counts.
+    CountsMismatch,
+    /// A database image does not pass SQLite's integrity check (the
+    /// first problem SQLite reported).
+    DatabaseDamaged(String),
 }
 
 impl std::fmt::Display for FormatError {
@@ -72,11 +86,31 @@ impl std::fmt::Display for FormatError {
                 f,
                 "sidecar authentication failed: the metadata file is corrupted, tampered with, or made with another key"
             ),
+            HeaderMismatch => write!(
+                f,
+                "the archive's header does not match its sidecar (parts of two archives mixed up?); restore from another archive"
+            ),
+            PartMismatch(name) => write!(
+                f,
+                "part {name} does not match the SHA-256 in its sidecar; restore from another archive"
+            ),
+            CountsMismatch => write!(f, "its content does not match the counts in its sidecar"),
+            DatabaseDamaged(why) => write!(
+                f,
+                "the database image fails SQLite's integrity check ({why})"
+            ),
         }
     }
 }
 
-impl std::error::Error for FormatError {}
+impl std::error::Error for FormatError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FormatError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<std::io::Error> for FormatError {
     fn from(e: std::io::Error) -> Self {

@@ -25,6 +25,10 @@ pub enum EntryKind {
     Symlink = 3,
     /// A consistent page image of an SQLite database.
     Database = 4,
+    /// A second name for a regular file stored earlier in the same archive:
+    /// the content is that earlier entry's archive path (like a symlink's
+    /// target), and restore makes a hard link to it.
+    HardLink = 7,
 }
 
 impl EntryKind {
@@ -34,6 +38,7 @@ impl EntryKind {
             2 => Ok(EntryKind::Dir),
             3 => Ok(EntryKind::Symlink),
             4 => Ok(EntryKind::Database),
+            7 => Ok(EntryKind::HardLink),
             // 5 (content in an earlier archive) and 6 (WAL segment) are
             // reserved for incremental and point-in-time backups.
             5 | 6 => Err(FormatError::Corrupt(format!(
@@ -103,7 +108,8 @@ impl EntryHeader {
             size,
         };
         if h.kind == EntryKind::Dir && h.size != 0
-            || h.kind == EntryKind::Symlink && h.size > MAX_PATH_LEN as u64
+            || matches!(h.kind, EntryKind::Symlink | EntryKind::HardLink)
+                && h.size > MAX_PATH_LEN as u64
         {
             return Err(FormatError::Corrupt(format!(
                 "entry {} has an impossible size",

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::header::{Header, HEADER_LEN};
 use super::FormatError;
 use crate::crypto::{ct_eq, KeyId, MasterKey, Protection, TAG_LEN};
+use crate::strategy::Strategy;
 
 pub const SIDECAR_MAGIC: [u8; 8] = *b"RVBMETA1";
 /// Sidecars are small; anything bigger is not one of ours.
@@ -32,10 +33,17 @@ pub struct DatabaseInfo {
 }
 
 /// Everything `list`, retention and monitoring need to know about an archive.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire the body is the postcard encoding of the first-generation
+/// fields ([`WireV1`], unchanged since format 1) followed by zero or more
+/// extension blocks, each the postcard encoding of one `WireExtN` struct in
+/// order. A reader fills the fields of blocks that are absent with their
+/// defaults, and ignores blocks newer than it knows (an older rvm-backup can
+/// still list a newer archive). See docs/format.md "Sidecar".
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Meta {
     pub id: String,
-    pub strategy: String,
+    pub strategy: Strategy,
     /// Unix seconds when the backup started (also in the header).
     pub created: i64,
     /// Sub-second part of the start time: orders archives made in one second.
@@ -61,12 +69,139 @@ pub struct Meta {
     pub key_id: KeyId,
     pub parts: Vec<PartInfo>,
     pub database: Option<DatabaseInfo>,
+    // --- extension block 2 ---
+    /// Hard-link entries (second names of files stored earlier).
+    pub hardlinks: u64,
+    /// Database archives: the outcome of `PRAGMA quick_check` inside the
+    /// backup's read transaction: `"ok"`, or the first problem reported.
+    /// `None` for other strategies and for archives made before the check.
+    pub db_check: Option<String>,
+}
+
+/// The body's first block: the fields of the first sidecar generation, in
+/// their original order and types (the strategy as its name).
+#[derive(Serialize, Deserialize)]
+struct WireV1 {
+    id: String,
+    strategy: String,
+    created: i64,
+    created_nanos: u32,
+    duration_ms: u64,
+    host: String,
+    tool_version: String,
+    sources: Vec<String>,
+    files: u64,
+    dirs: u64,
+    symlinks: u64,
+    skipped: u64,
+    changed_while_read: u64,
+    content_bytes: u64,
+    archive_bytes: u64,
+    compressed: bool,
+    encrypted: bool,
+    key_id: KeyId,
+    parts: Vec<PartInfo>,
+    database: Option<DatabaseInfo>,
+}
+
+/// Extension block 2: hard links and the source database's check.
+#[derive(Default, Serialize, Deserialize)]
+struct WireExt2 {
+    hardlinks: u64,
+    db_check: Option<String>,
+}
+
+impl Meta {
+    fn to_wire(&self) -> (WireV1, WireExt2) {
+        (
+            WireV1 {
+                id: self.id.clone(),
+                strategy: self.strategy.name().to_string(),
+                created: self.created,
+                created_nanos: self.created_nanos,
+                duration_ms: self.duration_ms,
+                host: self.host.clone(),
+                tool_version: self.tool_version.clone(),
+                sources: self.sources.clone(),
+                files: self.files,
+                dirs: self.dirs,
+                symlinks: self.symlinks,
+                skipped: self.skipped,
+                changed_while_read: self.changed_while_read,
+                content_bytes: self.content_bytes,
+                archive_bytes: self.archive_bytes,
+                compressed: self.compressed,
+                encrypted: self.encrypted,
+                key_id: self.key_id,
+                parts: self.parts.clone(),
+                database: self.database.clone(),
+            },
+            WireExt2 {
+                hardlinks: self.hardlinks,
+                db_check: self.db_check.clone(),
+            },
+        )
+    }
+
+    fn from_wire(v1: WireV1, ext2: WireExt2) -> Result<Meta, FormatError> {
+        let strategy = Strategy::parse(&v1.strategy).ok_or_else(|| {
+            FormatError::Corrupt(format!(
+                "sidecar names an unknown strategy {:?}",
+                v1.strategy
+            ))
+        })?;
+        Ok(Meta {
+            id: v1.id,
+            strategy,
+            created: v1.created,
+            created_nanos: v1.created_nanos,
+            duration_ms: v1.duration_ms,
+            host: v1.host,
+            tool_version: v1.tool_version,
+            sources: v1.sources,
+            files: v1.files,
+            dirs: v1.dirs,
+            symlinks: v1.symlinks,
+            skipped: v1.skipped,
+            changed_while_read: v1.changed_while_read,
+            content_bytes: v1.content_bytes,
+            archive_bytes: v1.archive_bytes,
+            compressed: v1.compressed,
+            encrypted: v1.encrypted,
+            key_id: v1.key_id,
+            parts: v1.parts,
+            database: v1.database,
+            hardlinks: ext2.hardlinks,
+            db_check: ext2.db_check,
+        })
+    }
+}
+
+/// The body bytes of a sidecar (postcard into a Vec cannot fail for these
+/// plain types).
+fn encode_body(meta: &Meta) -> Vec<u8> {
+    let (v1, ext2) = meta.to_wire();
+    let mut body = postcard::to_stdvec(&v1).unwrap_or_default();
+    body.extend_from_slice(&postcard::to_stdvec(&ext2).unwrap_or_default());
+    body
+}
+
+fn decode_body(body: &[u8]) -> Result<Meta, FormatError> {
+    let bad =
+        |e: postcard::Error| FormatError::Corrupt(format!("sidecar body does not parse: {e}"));
+    let (v1, rest): (WireV1, &[u8]) = postcard::take_from_bytes(body).map_err(bad)?;
+    let ext2 = if rest.is_empty() {
+        WireExt2::default()
+    } else {
+        // Blocks after this one are newer than this reader and ignored.
+        postcard::take_from_bytes::<WireExt2>(rest).map_err(bad)?.0
+    };
+    Meta::from_wire(v1, ext2)
 }
 
 /// Serialize and tag a sidecar.
 pub fn encode(meta: &Meta, header: &Header, protection: &Protection) -> Vec<u8> {
-    // postcard into a Vec cannot fail for these plain types.
-    let body = postcard::to_stdvec(meta).unwrap_or_default();
+    let body = encode_body(meta);
     let mut out = Vec::with_capacity(8 + HEADER_LEN + 4 + body.len() + TAG_LEN);
     out.extend_from_slice(&SIDECAR_MAGIC);
     out.extend_from_slice(&header.encode());
@@ -108,8 +243,7 @@ pub fn decode(bytes: &[u8], key: Option<&MasterKey>) -> Result<(Header, Meta), F
     if !ct_eq(&t.finish(), tag) {
         return Err(FormatError::SidecarTampered);
     }
-    let meta: Meta = postcard::from_bytes(&signed[fixed..])
-        .map_err(|e| FormatError::Corrupt(format!("sidecar body does not parse: {e}")))?;
+    let meta = decode_body(&signed[fixed..])?;
     if meta.created != header.created
         || meta.encrypted != header.encrypted()
         || meta.key_id != header.key_id
@@ -119,4 +253,102 @@ pub fn decode(bytes: &[u8], key: Option<&MasterKey>) -> Result<(Header, Meta), F
         ));
     }
     Ok((header, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::header::Header;
+
+    fn meta(key: &MasterKey) -> Meta {
+        Meta {
+            id: "database-20261124T150000Z-0a0b0c".into(),
+            strategy: Strategy::Database,
+            created: 1_795_532_400,
+            created_nanos: 7,
+            duration_ms: 12,
+            host: "rvm-0001".into(),
+            tool_version: "0.1.0".into(),
+            sources: vec!["/var/lib/myrvm/rvm.sqlite".into()],
+            files: 1,
+            dirs: 0,
+            symlinks: 0,
+            skipped: 0,
+            changed_while_read: 0,
+            content_bytes: 4096,
+            archive_bytes: 900,
+            compressed: true,
+            encrypted: true,
+            key_id: key.id(),
+            parts: vec![],
+            database: Some(DatabaseInfo {
+                page_size: 4096,
+                page_count: 1,
+                journal_mode: "wal".into(),
+            }),
+            hardlinks: 2,
+            db_check: Some("ok".into()),
+        }
+    }
+
+    fn header(key: &MasterKey) -> Header {
+        Header {
+            flags: 3,
+            frame_size: 4096,
+            key_id: key.id(),
+            salt: [9; 32],
+            created: 1_795_532_400,
+        }
+    }
+
+    /// Sign `body` as a sidecar of `h`.
+    fn seal(body: &[u8], h: &Header, key: &MasterKey) -> Vec<u8> {
+        let mut out = SIDECAR_MAGIC.to_vec();
+        out.extend_from_slice(&h.encode());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        let mut t = h.protection(Some(key)).unwrap().meta_tagger();
+        t.update(&out);
+        out.extend_from_slice(&t.finish());
+        out
+    }
+
+    #[test]
+    fn roundtrip_with_extension() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let m = meta(&key);
+        let h = header(&key);
+        let bytes = encode(&m, &h, &h.protection(Some(&key)).unwrap());
+        assert_eq!(decode(&bytes, Some(&key)).unwrap().1, m);
+    }
+
+    #[test]
+    fn first_generation_body_still_reads() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let m = meta(&key);
+        let h = header(&key);
+        let (v1, _) = m.to_wire();
+        let body = postcard::to_stdvec(&v1).unwrap();
+        let got = decode(&seal(&body, &h, &key), Some(&key)).unwrap().1;
+        assert_eq!(got.hardlinks, 0);
+        assert_eq!(got.db_check, None);
+        assert_eq!(got.id, m.id);
+        assert_eq!(got.strategy, Strategy::Database);
+    }
+
+    #[test]
+    fn newer_blocks_are_ignored_and_bad_strategy_refused() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let m = meta(&key);
+        let h = header(&key);
+        let mut body = encode_body(&m);
+        body.extend_from_slice(b"\x03future block");
+        assert_eq!(decode(&seal(&body, &h, &key), Some(&key)).unwrap().1, m);
+        let (mut v1, ext) = m.to_wire();
+        v1.strategy = "photos".into();
+        let mut body = postcard::to_stdvec(&v1).unwrap();
+        body.extend_from_slice(&postcard::to_stdvec(&ext).unwrap());
+        let e = decode(&seal(&body, &h, &key), Some(&key)).unwrap_err();
+        assert!(e.to_string().contains("unknown strategy"), "{e}");
+    }
 }

@@ -82,7 +82,7 @@ pub fn role_of(peer: &Peer, access: &AccessSection) -> Option<Role> {
         return Some(Role::Admin);
     }
     let etc_group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let holds = |r: &crate::config::Role| {
+    let holds = |r: &crate::config::Members| {
         r.uids.contains(&peer.uid)
             || r.groups
                 .iter()
@@ -102,7 +102,7 @@ pub fn role_of(peer: &Peer, access: &AccessSection) -> Option<Role> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Role as Entry;
+    use crate::config::Members as Entry;
 
     fn peer(uid: u32, groups: &[u32]) -> Peer {
         Peer {

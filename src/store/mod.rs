@@ -64,7 +64,7 @@ impl Listed {
             .unwrap_or_default();
         serde_json::json!({
             "id": m.id,
-            "strategy": m.strategy,
+            "strategy": m.strategy.name(),
             "created": crate::timefmt::rfc3339(m.created),
             "bytes": m.archive_bytes,
             "files": m.files,
@@ -81,6 +81,8 @@ impl Listed {
             "compressed": m.compressed,
             "key_id": m.key_id.to_string(),
             "host": m.host,
+            "hardlinks": m.hardlinks,
+            "db_check": m.db_check,
         })
     }
 }
@@ -211,7 +213,7 @@ impl Store {
                 .id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if meta.strategy != s.name()
+        if meta.strategy != s
             || format!("{}{SIDECAR_EXT}", meta.id) != file_name
             || !own_parts
             || !safe_id
