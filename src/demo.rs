@@ -3,8 +3,10 @@
 //! Builds a small sample board (a WAL-mode SQLite database, config files,
 //! logs, an application tree with a symlink, an empty file and names with
 //! spaces and non-ASCII), writes a config and a key for it, then runs the
-//! real commands: backup --all, verify --all, and a restore of every
+//! real operations (through the operations layer, as the CLI does): a
+//! backup of every strategy, verify of all archives, and a restore of every
 //! strategy into `DIR/restored`, and checks the result byte for byte.
+//! A rerun cleans only a directory the demo made itself (marker file).
 //! With `--serve` it then runs the daemon on that config in the foreground
 //! (socket `DIR/run/control.sock`), until Ctrl-C.
 
@@ -12,9 +14,18 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::config::Config;
 use crate::error::{msg, IoContext, Result};
+use crate::ops::{RestoreRequest, Session, Which};
+use crate::out::{human_bytes, Out};
+use crate::progress::Progress;
+use crate::restore::Selector;
 
-pub fn run(args: &[String], quiet: bool) -> Result<i32> {
+/// Marks a directory as the demo's own: only then are its `board`,
+/// `backups` and `restored` subdirectories removed by a rerun.
+const MARKER: &str = ".rvm-backup-demo";
+
+pub fn run(args: &[String], quiet: bool, out: &mut Out) -> Result<i32> {
     let mut args = args.to_vec();
     let serve = args.iter().any(|a| a == "--serve");
     args.retain(|a| a != "--serve");
@@ -30,47 +41,74 @@ pub fn run(args: &[String], quiet: bool) -> Result<i32> {
     fs::create_dir_all(&dir).at("create", &dir)?;
     let dir = fs::canonicalize(&dir).at("resolve", &dir)?;
     let board = dir.join("board");
-    if board.exists() {
-        fs::remove_dir_all(&board).at("clean", &board)?;
-    }
-    for sub in ["backups", "restored"] {
-        let p = dir.join(sub);
-        if p.exists() {
-            fs::remove_dir_all(&p).at("clean", &p)?;
+    let backups = dir.join("backups");
+    let restored = dir.join("restored");
+    let ours = dir.join(MARKER).is_file();
+    for p in [&board, &backups, &restored] {
+        if fs::symlink_metadata(p).is_ok() {
+            if !ours {
+                return Err(msg(format!(
+                    "{} exists and was not made by the demo; choose another directory with --dir",
+                    p.display()
+                )));
+            }
+            fs::remove_dir_all(p).at("clean", p)?;
         }
     }
+    fs::write(dir.join(MARKER), "made by `rvm-backup demo`\n").at("write", &dir.join(MARKER))?;
     make_board(&board)?;
     let config = dir.join("rvm-backup.toml");
     let key = dir.join("master.key");
-    fs::write(
-        &config,
-        sample_config(&dir, &board, &dir.join("backups"), &key),
-    )
-    .at("write", &config)?;
+    fs::write(&config, sample_config(&dir, &board, &backups, &key)).at("write", &config)?;
     if !key.exists() {
         crate::keys::generate(&key)?;
     }
     let cfg = config.display().to_string();
-    let restored = dir.join("restored");
-    let q = if quiet { vec!["--quiet"] } else { vec![] };
-    let step = |words: &[&str]| -> Result<()> {
-        let mut argv: Vec<std::ffi::OsString> = vec!["--config".into(), cfg.clone().into()];
-        argv.extend(q.iter().map(Into::into));
-        argv.extend(words.iter().map(Into::into));
+    let mut say = |line: &str| {
         if !quiet {
-            println!("$ rvm-backup --config {cfg} {}", words.join(" "));
-        }
-        match crate::cli::main(argv) {
-            0 => Ok(()),
-            _ => Err(msg(format!("demo step `{}` failed", words.join(" ")))),
+            out.line(line)
         }
     };
-    step(&["backup", "--all"])?;
-    step(&["list"])?;
-    step(&["verify", "--all"])?;
-    let target = restored.display().to_string();
-    for s in ["database", "config", "logs", "application"] {
-        step(&["restore", s, "latest", "--target", &target])?;
+    let session = Session::open(Config::load(&config)?)?;
+    let progress = || Progress::new(quiet);
+    for s in session.all_strategies()? {
+        let r = smol::block_on(session.backup(s, &mut progress()))?;
+        if let Some(p) = r.problem {
+            return Err(msg(format!("demo backup of {s}: {p}")));
+        }
+        say(&format!(
+            "backup {s}: {} ({} files, {}), verified",
+            r.meta.id,
+            r.meta.files,
+            human_bytes(r.meta.content_bytes)
+        ));
+    }
+    let report = smol::block_on(session.verify(&Which::All, &mut progress(), |_, _| {}))?;
+    if report.failures() > 0 {
+        return Err(msg(format!(
+            "demo: {} archives failed verification",
+            report.failures()
+        )));
+    }
+    say(&format!(
+        "verify --all: {} archives OK",
+        report.checked.len()
+    ));
+    for s in session.all_strategies()? {
+        let req = RestoreRequest {
+            strategy: s,
+            selector: Selector::Latest,
+            target: Some(restored.clone()),
+            file: None,
+            accept_damaged: false,
+        };
+        let r = smol::block_on(session.restore(&req, &mut progress()))?;
+        say(&format!(
+            "restore {s}: {} into {} ({} files)",
+            r.id,
+            restored.display(),
+            r.files
+        ));
     }
     let compared = compare_tree(&board, &restored, &["__pycache__"])?;
     compare_database(
@@ -79,16 +117,15 @@ pub fn run(args: &[String], quiet: bool) -> Result<i32> {
             .join(board.strip_prefix("/").unwrap_or(&board))
             .join("var/lib/myrvm/rvm.sqlite"),
     )?;
-    if !quiet {
-        println!("demo OK: {compared} entries restored byte for byte into {}; the database matches row for row", restored.display());
-        println!("try: rvm-backup --config {cfg} list --json");
-    }
+    say(&format!("demo OK: {compared} entries restored byte for byte into {}; the database matches row for row", restored.display()));
+    say(&format!("try: rvm-backup --config {cfg} list --json"));
     if serve {
-        println!("starting the daemon; from another terminal try:");
-        println!("  rvm-backup --config {cfg} ctl STATUS");
-        println!("  rvm-backup --config {cfg} ctl BACKUP all");
-        println!("  rvm-backup --config {cfg} ctl HISTORY");
-        println!("stop it with Ctrl-C");
+        say("starting the daemon; from another terminal try:");
+        say(&format!("  rvm-backup --config {cfg} ctl STATUS"));
+        say(&format!("  rvm-backup --config {cfg} ctl BACKUP all"));
+        say(&format!("  rvm-backup --config {cfg} ctl HISTORY"));
+        say("stop it with Ctrl-C");
+        drop(session);
         return crate::daemon::run(&config);
     }
     Ok(0)

@@ -20,6 +20,8 @@ pub mod format;
 pub mod fsutil;
 pub mod keys;
 pub mod logger;
+pub mod ops;
+pub mod out;
 pub mod progress;
 pub mod prune;
 pub mod restore;

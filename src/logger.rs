@@ -2,6 +2,8 @@
 //! Under journald (`$JOURNAL_STREAM` set) each line starts with its syslog
 //! priority, `<3>` for errors to `<7>` for debug, which journald reads.
 
+use std::io::Write;
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger;
@@ -29,9 +31,10 @@ impl Log for StderrLogger {
                     Level::Info => 6,
                     Level::Debug | Level::Trace => 7,
                 };
-                eprintln!("<{priority}>{level}: {}", r.args());
+                // A closed stderr must not abort the work (see `out`).
+                let _ = writeln!(std::io::stderr(), "<{priority}>{level}: {}", r.args());
             } else {
-                eprintln!("rvm-backup: {level}: {}", r.args());
+                let _ = writeln!(std::io::stderr(), "rvm-backup: {level}: {}", r.args());
             }
         }
     }

@@ -132,6 +132,7 @@ pub async fn run(
     key: Option<&MasterKey>,
     target: Option<&Path>,
     only: Option<&Path>,
+    _accept_damaged: bool,
     progress: &mut Progress,
 ) -> Result<Restored> {
     let mut stage = Stage {

@@ -6,11 +6,11 @@
 //! jobs are kept for `HISTORY` and `JOB`; older ones are forgotten.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
 use crate::audit::Actor;
+use crate::ops::RestoreRequest;
 use crate::progress::Counter;
 use crate::restore::Selector;
 use crate::strategy::Strategy;
@@ -22,11 +22,7 @@ pub enum JobKind {
     Backup(Strategy),
     /// Archive ids; empty means all.
     Verify(Vec<String>),
-    Restore {
-        strategy: Strategy,
-        selector: Selector,
-        target: Option<PathBuf>,
-    },
+    Restore(RestoreRequest),
     Prune {
         dry_run: bool,
     },
@@ -38,11 +34,13 @@ impl JobKind {
             JobKind::Backup(s) => format!("backup {s}"),
             JobKind::Verify(ids) if ids.is_empty() => "verify all".into(),
             JobKind::Verify(ids) => format!("verify {}", ids.join(" ")),
-            JobKind::Restore {
+            JobKind::Restore(RestoreRequest {
                 strategy,
                 selector,
                 target,
-            } => {
+                file,
+                accept_damaged,
+            }) => {
                 let which = match selector {
                     Selector::Latest => "latest".to_string(),
                     Selector::Id(id) => id.clone(),
@@ -52,7 +50,16 @@ impl JobKind {
                     .as_ref()
                     .map(|t| format!(" into {}", t.display()))
                     .unwrap_or_default();
-                format!("restore {strategy} {which}{into}")
+                let only = file
+                    .as_ref()
+                    .map(|f| format!(" file {}", f.display()))
+                    .unwrap_or_default();
+                let damaged = if *accept_damaged {
+                    " accepting a damaged source"
+                } else {
+                    ""
+                };
+                format!("restore {strategy} {which}{only}{into}{damaged}")
             }
             JobKind::Prune { dry_run } => if *dry_run { "prune (dry run)" } else { "prune" }.into(),
         }

@@ -33,103 +33,130 @@ pub enum Verb {
     Drill,
 }
 
-pub const VERBS: [(Verb, &str, Option<Role>, &str); 16] = [
-    (Verb::Ping, "PING", None, "PING — is the daemon alive"),
-    (Verb::Help, "HELP", None, "HELP — this list"),
-    (
-        Verb::Status,
-        "STATUS",
-        Some(Role::Reader),
-        "STATUS — running job, queue, last and next backup per strategy",
-    ),
-    (
-        Verb::Health,
-        "HEALTH",
-        Some(Role::Reader),
-        "HEALTH — healthy or not, and why",
-    ),
-    (
-        Verb::List,
-        "LIST",
-        Some(Role::Reader),
-        "LIST [STRATEGY] — archives",
-    ),
-    (
-        Verb::History,
-        "HISTORY",
-        Some(Role::Reader),
-        "HISTORY — recent jobs",
-    ),
-    (
-        Verb::Job,
-        "JOB",
-        Some(Role::Reader),
-        "JOB ID — one job's state and progress",
-    ),
-    (
-        Verb::Backup,
-        "BACKUP",
-        Some(Role::Operator),
-        "BACKUP STRATEGY…|all — queue backups",
-    ),
-    (
-        Verb::Verify,
-        "VERIFY",
-        Some(Role::Operator),
-        "VERIFY ID…|all — queue a full verification",
-    ),
-    (
-        Verb::Restore,
-        "RESTORE",
-        Some(Role::Admin),
-        "RESTORE STRATEGY [ID|latest] [at=TIME] [target=DIR] — queue a restore",
-    ),
-    (
-        Verb::Prune,
-        "PRUNE",
-        Some(Role::Operator),
-        "PRUNE [dry-run] — apply retention",
-    ),
-    (
-        Verb::Cancel,
-        "CANCEL",
-        Some(Role::Operator),
-        "CANCEL ID — cancel a queued or running job",
-    ),
-    (
-        Verb::Alerts,
-        "ALERTS",
-        Some(Role::Reader),
-        "ALERTS — (not implemented yet)",
-    ),
-    (
-        Verb::Report,
-        "REPORT",
-        Some(Role::Reader),
-        "REPORT — (not implemented yet)",
-    ),
-    (
-        Verb::Metrics,
-        "METRICS",
-        Some(Role::Reader),
-        "METRICS — (not implemented yet)",
-    ),
-    (
-        Verb::Drill,
-        "DRILL",
-        Some(Role::Operator),
-        "DRILL — (not implemented yet)",
-    ),
+/// What the protocol says about one verb.
+#[derive(Clone, Copy, Debug)]
+pub struct VerbSpec {
+    pub verb: Verb,
+    /// The word on the wire.
+    pub name: &'static str,
+    /// The least role that may use it; `None`: anyone.
+    pub needs: Option<Role>,
+    /// One line for `HELP`.
+    pub help: &'static str,
+}
+
+pub const VERBS: [VerbSpec; 16] = [
+    VerbSpec {
+        verb: Verb::Ping,
+        name: "PING",
+        needs: None,
+        help: "PING — is the daemon alive",
+    },
+    VerbSpec {
+        verb: Verb::Help,
+        name: "HELP",
+        needs: None,
+        help: "HELP — this list",
+    },
+    VerbSpec {
+        verb: Verb::Status,
+        name: "STATUS",
+        needs: Some(Role::Reader),
+        help: "STATUS — running job, queue, last and next backup per strategy",
+    },
+    VerbSpec {
+        verb: Verb::Health,
+        name: "HEALTH",
+        needs: Some(Role::Reader),
+        help: "HEALTH — healthy or not, and why",
+    },
+    VerbSpec {
+        verb: Verb::List,
+        name: "LIST",
+        needs: Some(Role::Reader),
+        help: "LIST [STRATEGY] — archives",
+    },
+    VerbSpec {
+        verb: Verb::History,
+        name: "HISTORY",
+        needs: Some(Role::Reader),
+        help: "HISTORY — recent jobs",
+    },
+    VerbSpec {
+        verb: Verb::Job,
+        name: "JOB",
+        needs: Some(Role::Reader),
+        help: "JOB ID — one job's state and progress",
+    },
+    VerbSpec {
+        verb: Verb::Backup,
+        name: "BACKUP",
+        needs: Some(Role::Operator),
+        help: "BACKUP STRATEGY…|all — queue backups",
+    },
+    VerbSpec {
+        verb: Verb::Verify,
+        name: "VERIFY",
+        needs: Some(Role::Operator),
+        help: "VERIFY ID…|all — queue a full verification",
+    },
+    VerbSpec {
+        verb: Verb::Restore,
+        name: "RESTORE",
+        needs: Some(Role::Admin),
+        help: "RESTORE STRATEGY [ID|latest] [at=TIME] [target=DIR] [file=PATH] [accept-damaged] — queue a restore",
+    },
+    VerbSpec {
+        verb: Verb::Prune,
+        name: "PRUNE",
+        needs: Some(Role::Operator),
+        help: "PRUNE [dry-run] — apply retention",
+    },
+    VerbSpec {
+        verb: Verb::Cancel,
+        name: "CANCEL",
+        needs: Some(Role::Operator),
+        help: "CANCEL ID — cancel a queued or running job",
+    },
+    VerbSpec {
+        verb: Verb::Alerts,
+        name: "ALERTS",
+        needs: Some(Role::Reader),
+        help: "ALERTS — (not implemented yet)",
+    },
+    VerbSpec {
+        verb: Verb::Report,
+        name: "REPORT",
+        needs: Some(Role::Reader),
+        help: "REPORT — (not implemented yet)",
+    },
+    VerbSpec {
+        verb: Verb::Metrics,
+        name: "METRICS",
+        needs: Some(Role::Reader),
+        help: "METRICS — (not implemented yet)",
+    },
+    VerbSpec {
+        verb: Verb::Drill,
+        name: "DRILL",
+        needs: Some(Role::Operator),
+        help: "DRILL — (not implemented yet)",
+    },
 ];
 
 impl Verb {
+    pub fn spec(self) -> &'static VerbSpec {
+        // Every verb has a row (checked by a test); PING's is the fallback.
+        VERBS.iter().find(|v| v.verb == self).unwrap_or(&VERBS[0])
+    }
+
     pub fn name(self) -> &'static str {
-        VERBS.iter().find(|v| v.0 == self).map_or("?", |v| v.1)
+        self.spec().name
     }
 
     /// The least role that may use this verb; `None`: anyone.
     pub fn needs(self) -> Option<Role> {
-        VERBS.iter().find(|v| v.0 == self).and_then(|v| v.2)
+        self.spec().needs
     }
 
     /// Verbs that change state are written to the audit log.
@@ -180,8 +207,8 @@ pub fn parse(line: &[u8]) -> Result<Request, ProtoError> {
     let upper = word.to_ascii_uppercase();
     let verb = VERBS
         .iter()
-        .find(|v| v.1 == upper)
-        .map(|v| v.0)
+        .find(|v| v.name == upper)
+        .map(|v| v.verb)
         .ok_or_else(|| ProtoError::new(400, format!("unknown verb {upper}; try HELP")))?;
     Ok(Request {
         verb,
@@ -231,6 +258,14 @@ mod tests {
         assert_eq!(parse(b"PING \xff\x00").unwrap_err().code, 400);
         assert_eq!(parse(&[b'A'; 5000]).unwrap_err().code, 413);
         assert_eq!(err(&ProtoError::new(400, "a\nb")), "ERR 400 a b\n");
+    }
+
+    #[test]
+    fn every_verb_has_its_own_row() {
+        for spec in VERBS {
+            assert_eq!(spec.verb.spec().name, spec.name);
+            assert_eq!(parse(spec.name.as_bytes()).unwrap().verb, spec.verb);
+        }
     }
 
     #[test]

@@ -1,0 +1,256 @@
+//! The one-shot commands: parse their arguments, call the operations
+//! layer, print the reports.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::{msg, Error, Result};
+use crate::ops::{RestoreRequest, Session, Which};
+use crate::out::{error_line, human_bytes, Out};
+use crate::progress::Progress;
+use crate::restore::Selector;
+
+use super::{
+    no_arguments, no_unknown_flags, parse_strategies, parse_strategy, take_flag, take_value,
+};
+
+pub(super) fn keygen(args: &[String], out: &mut Out) -> Result<i32> {
+    let mut args = args.to_vec();
+    let file = take_value(&mut args, "--out")?
+        .ok_or_else(|| Error::Usage("keygen needs --out FILE".into()))?;
+    no_unknown_flags(&args)?;
+    no_arguments(&args)?;
+    let key = crate::keys::generate(Path::new(&file))?;
+    out.line(&key.id().to_string());
+    Ok(0)
+}
+
+/// `audit verify`: check the audit log's chain and head.
+pub(super) fn audit(cfg: &Config, args: &[String], out: &mut Out) -> Result<i32> {
+    match args {
+        [v] if v == "verify" => {
+            let state = crate::audit::verify(&cfg.audit_log)?;
+            out.line(&format!(
+                "audit log {} OK: {} records, chain intact",
+                cfg.audit_log.display(),
+                state.records
+            ));
+            Ok(0)
+        }
+        _ => Err(Error::Usage("audit takes one subcommand: verify".into())),
+    }
+}
+
+pub(super) struct Ctx<'a> {
+    pub session: Session,
+    pub quiet: bool,
+    pub out: &'a mut Out,
+}
+
+impl Ctx<'_> {
+    fn progress(&self) -> Progress {
+        Progress::new(self.quiet)
+    }
+
+    /// An informational line (`--quiet` drops it).
+    fn say(&mut self, line: &str) {
+        if !self.quiet {
+            self.out.line(line);
+        }
+    }
+
+    pub fn backup(mut self, args: &[String]) -> Result<i32> {
+        let mut args = args.to_vec();
+        let all = take_flag(&mut args, "--all");
+        no_unknown_flags(&args)?;
+        let strategies = if all || args.is_empty() {
+            self.session.all_strategies()?
+        } else {
+            parse_strategies(&args)?
+        };
+        let mut failed = 0;
+        for s in strategies {
+            let mut progress = self.progress();
+            match smol::block_on(self.session.backup(s, &mut progress)) {
+                Ok(r) => {
+                    let m = &r.meta;
+                    let line = format!(
+                        "{}  {} files, {} read, {} stored in {:.1} s, verified{}",
+                        m.id,
+                        m.files,
+                        human_bytes(m.content_bytes),
+                        human_bytes(m.archive_bytes),
+                        m.duration_ms as f64 / 1000.0,
+                        if m.changed_while_read > 0 {
+                            format!(", {} changed while read", m.changed_while_read)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    self.say(&line);
+                    if let Some(problem) = &r.problem {
+                        error_line(&format!("backup {s}: {problem}"));
+                        failed += 1;
+                    }
+                }
+                Err(e) => {
+                    error_line(&format!("backup {s} failed: {e}"));
+                    failed += 1;
+                }
+            }
+        }
+        Ok(if failed > 0 { 1 } else { 0 })
+    }
+
+    pub fn list(self, args: &[String]) -> Result<i32> {
+        let mut args = args.to_vec();
+        let json = take_flag(&mut args, "--json");
+        no_unknown_flags(&args)?;
+        let only = match args.as_slice() {
+            [] => None,
+            [s] => Some(parse_strategy(s)?),
+            _ => return Err(Error::Usage("list takes at most one strategy".into())),
+        };
+        let listing = self.session.list(only);
+        for a in &listing.archives {
+            if json {
+                self.out.line(&a.to_json().to_string());
+            } else {
+                self.out.line(&format!(
+                    "{}  {}  {:>6} files  {:>10}  {}{}",
+                    a.meta.id,
+                    crate::timefmt::rfc3339(a.meta.created),
+                    a.meta.files,
+                    human_bytes(a.meta.archive_bytes),
+                    if a.meta.encrypted {
+                        format!("key {}", a.meta.key_id)
+                    } else {
+                        "unencrypted".into()
+                    },
+                    match a.meta.db_check.as_deref() {
+                        Some(c) if c != "ok" => format!("  DAMAGED SOURCE: {c}"),
+                        _ => String::new(),
+                    }
+                ));
+            }
+        }
+        for (path, e) in &listing.problems {
+            error_line(&format!("{}: {e}", path.display()));
+        }
+        Ok(if listing.problems.is_empty() { 0 } else { 1 })
+    }
+
+    pub fn verify(self, args: &[String]) -> Result<i32> {
+        let mut args = args.to_vec();
+        let all = take_flag(&mut args, "--all");
+        no_unknown_flags(&args)?;
+        let which = if all || args.is_empty() {
+            Which::All
+        } else {
+            Which::Ids(args)
+        };
+        let mut progress = self.progress();
+        let (quiet, out) = (self.quiet, self.out);
+        let report = smol::block_on(self.session.verify(&which, &mut progress, |id, r| match r {
+            Ok(v) if !quiet => out.line(&format!(
+                "OK {id}  {} entries, {}",
+                v.entries,
+                human_bytes(v.content_bytes)
+            )),
+            Ok(_) => {}
+            Err(e) => error_line(&format!("FAILED {id}: {e}")),
+        }))?;
+        for (path, e) in &report.unreadable {
+            error_line(&format!("FAILED {}: {e}", path.display()));
+        }
+        Ok(if report.failures() > 0 { 1 } else { 0 })
+    }
+
+    pub fn prune(mut self, args: &[String]) -> Result<i32> {
+        let mut args = args.to_vec();
+        let dry_run = take_flag(&mut args, "--dry-run");
+        no_unknown_flags(&args)?;
+        no_arguments(&args)?;
+        let report = self.session.prune(dry_run)?;
+        let mut lines = Vec::new();
+        for d in report.plans.iter().flat_map(|p| &p.decisions) {
+            let verdict = if d.keep {
+                "keep"
+            } else if dry_run {
+                "would delete"
+            } else {
+                "delete"
+            };
+            lines.push(format!(
+                "{verdict:<12} {}  ({})",
+                d.id,
+                d.reasons.join(", ")
+            ));
+        }
+        for l in lines {
+            self.say(&l);
+        }
+        Ok(0)
+    }
+
+    pub fn restore(mut self, args: &[String]) -> Result<i32> {
+        let mut args = args.to_vec();
+        let at = take_value(&mut args, "--at")?;
+        let target = take_value(&mut args, "--target")?.map(PathBuf::from);
+        let file = take_value(&mut args, "--file")?.map(PathBuf::from);
+        let accept_damaged = take_flag(&mut args, "--accept-damaged");
+        no_unknown_flags(&args)?;
+        let (strategy, which) = match args.as_slice() {
+            [s] => (parse_strategy(s)?, None),
+            [s, w] => (parse_strategy(s)?, Some(w.clone())),
+            _ => return Err(Error::Usage("restore needs STRATEGY [ID|latest]".into())),
+        };
+        let selector = match (which.as_deref(), at) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "give either an archive id or --at, not both".into(),
+                ))
+            }
+            (_, Some(t)) => Selector::At(crate::timefmt::parse(&t).map_err(Error::Usage)?),
+            (None | Some("latest"), None) => Selector::Latest,
+            (Some(id), None) => Selector::Id(id.to_string()),
+        };
+        if let Some(f) = &file {
+            if !crate::restore::is_plain_absolute(f) {
+                return Err(Error::Usage(format!(
+                    "--file {} must be an absolute path as `list` shows it",
+                    f.display()
+                )));
+            }
+        }
+        let target = match target {
+            Some(t) if !t.is_absolute() => Some(
+                std::env::current_dir()
+                    .map_err(|e| msg(format!("no working directory: {e}")))?
+                    .join(t),
+            ),
+            t => t,
+        };
+        let req = RestoreRequest {
+            strategy,
+            selector,
+            target,
+            file,
+            accept_damaged,
+        };
+        let mut progress = self.progress();
+        let r = smol::block_on(self.session.restore(&req, &mut progress))?;
+        self.say(&format!(
+            "restored {}: {} files, {} dirs, {} symlinks, {}{}",
+            r.id,
+            r.files,
+            r.dirs,
+            r.symlinks,
+            human_bytes(r.bytes),
+            r.previous_database
+                .map(|p| format!("; previous database kept as {}", p.display()))
+                .unwrap_or_default()
+        ));
+        Ok(0)
+    }
+}

@@ -1,0 +1,250 @@
+//! Answering one request line: parse it, decide by the peer's role, write
+//! state-changing requests to the audit log, dispatch to the command.
+//!
+//! Invariants: the role comes from the kernel's peer credentials, never
+//! from the request; a verb the role does not allow gets `ERR 403` and
+//! changes nothing; every state-changing request, accepted or refused, is
+//! audited with the peer's uid and pid (refusals through the audit log's
+//! rate limit, so a peer with no role cannot flood it); while stopping,
+//! state-changing requests get `ERR 503`.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::jobs::{JobKind, JobState};
+use super::Daemon;
+use crate::audit::Actor;
+use crate::ops::RestoreRequest;
+use crate::restore::Selector;
+use crate::server::access::{role_of, Peer, Role};
+use crate::server::protocol::{self, ProtoError, Request, Verb};
+use crate::strategy::Strategy;
+
+impl crate::server::Handler for Daemon {
+    fn handle_line(&self, peer: &Peer, line: &[u8]) -> String {
+        let req = match protocol::parse(line) {
+            Ok(r) => r,
+            Err(e) => return protocol::err(&e),
+        };
+        let session = self.session();
+        let role = role_of(peer, &session.config().access);
+        if self.stopping.get() && req.verb.changes_state() {
+            return protocol::err(&ProtoError::new(503, "the daemon is shutting down"));
+        }
+        let allowed = match req.verb.needs() {
+            None => true,
+            Some(needed) => role.is_some_and(|r| r >= needed),
+        };
+        let actor = Actor::Peer {
+            uid: peer.uid,
+            pid: peer.pid,
+        };
+        let what = format!("{} {}", req.verb.name(), req.args.join(" "));
+        let what = what.trim_end();
+        if !allowed {
+            let e = ProtoError::new(
+                403,
+                format!(
+                    "uid {} ({}) may not {}; it needs the {} role",
+                    peer.uid,
+                    role.map_or("no role", Role::name),
+                    req.verb.name(),
+                    req.verb.needs().map_or("", Role::name)
+                ),
+            );
+            if req.verb.changes_state() {
+                self.audit_refused(&actor, what, &format!("refused {} {}", e.code, e.message));
+            }
+            return protocol::err(&e);
+        }
+        let reply = self.dispatch(&actor, role, &req);
+        if req.verb.changes_state() {
+            match &reply {
+                Ok(v) => self.audit_quietly(&actor, what, &format!("accepted {v}")),
+                Err(e) => {
+                    self.audit_refused(&actor, what, &format!("refused {} {}", e.code, e.message))
+                }
+            }
+        }
+        match reply {
+            Ok(v) => protocol::ok(&v),
+            Err(e) => protocol::err(&e),
+        }
+    }
+}
+
+impl Daemon {
+    fn audit_refused(&self, actor: &Actor, what: &str, result: &str) {
+        // MERGE: switch to the rate-limited AuditLog::refused.
+        self.audit_quietly(actor, what, result);
+    }
+
+    /// Answer one allowed request.
+    fn dispatch(
+        &self,
+        actor: &Actor,
+        role: Option<Role>,
+        req: &Request,
+    ) -> Result<Value, ProtoError> {
+        let arg = |i: usize| req.args.get(i).map(String::as_str);
+        match req.verb {
+            Verb::Ping => Ok(json!({"pong": true})),
+            Verb::Help => Ok(json!({
+                "verbs": protocol::VERBS.iter().map(|v| v.help).collect::<Vec<_>>(),
+                "your_role": role.map(Role::name),
+            })),
+            Verb::Status => Ok(self.status_json()),
+            Verb::Health => Ok(self.health_json()),
+            Verb::List => self.list_json(arg(0)),
+            Verb::History => Ok(
+                json!({"jobs": self.jobs.borrow().all().map(|j| j.to_json()).collect::<Vec<_>>()}),
+            ),
+            Verb::Job => {
+                let id = job_id(arg(0))?;
+                self.jobs
+                    .borrow()
+                    .get(id)
+                    .map(|j| j.to_json())
+                    .ok_or_else(|| ProtoError::new(404, format!("no job {id}")))
+            }
+            Verb::Backup => {
+                let strategies = self.parse_strategies(&req.args)?;
+                let ids: Vec<u64> = strategies
+                    .into_iter()
+                    .map(|s| self.submit(JobKind::Backup(s), actor.clone()))
+                    .collect();
+                Ok(json!({"jobs": ids}))
+            }
+            Verb::Verify => {
+                let ids: Vec<String> = req.args.iter().filter(|a| *a != "all").cloned().collect();
+                Ok(json!({"job": self.submit(JobKind::Verify(ids), actor.clone())}))
+            }
+            Verb::Restore => {
+                let kind = JobKind::Restore(parse_restore(&req.args)?);
+                Ok(json!({"job": self.submit(kind, actor.clone())}))
+            }
+            Verb::Prune => {
+                let dry_run = match arg(0) {
+                    None => false,
+                    Some("dry-run") => true,
+                    Some(other) => {
+                        return Err(ProtoError::new(
+                            400,
+                            format!("PRUNE takes only dry-run, not {other}"),
+                        ))
+                    }
+                };
+                Ok(json!({"job": self.submit(JobKind::Prune { dry_run }, actor.clone())}))
+            }
+            Verb::Cancel => self.cancel(job_id(arg(0))?),
+            Verb::Alerts | Verb::Report | Verb::Metrics | Verb::Drill => Err(ProtoError::new(
+                501,
+                format!("{} is not implemented yet", req.verb.name()),
+            )),
+        }
+    }
+
+    fn parse_strategies(&self, args: &[String]) -> Result<Vec<Strategy>, ProtoError> {
+        let session = self.session();
+        let cfg = session.config();
+        if args.is_empty() || args.iter().any(|a| a == "all") {
+            return Ok(cfg.configured());
+        }
+        args.iter()
+            .map(|a| {
+                let s = Strategy::parse(a)
+                    .ok_or_else(|| ProtoError::new(400, format!("unknown strategy {a}")))?;
+                cfg.source(s)
+                    .map(|_| s)
+                    .ok_or_else(|| ProtoError::new(404, format!("strategy {s} is not configured")))
+            })
+            .collect()
+    }
+
+    fn cancel(&self, id: u64) -> Result<Value, ProtoError> {
+        let (state, kind) = self
+            .jobs
+            .borrow()
+            .get(id)
+            .map(|j| (j.state, j.kind.clone()))
+            .ok_or_else(|| ProtoError::new(404, format!("no job {id}")))?;
+        match state {
+            JobState::Queued => {
+                if let JobKind::Backup(s) = kind {
+                    self.sched.borrow_mut().skipped(s, self.mono_ms());
+                }
+                self.jobs.borrow_mut().finish(
+                    id,
+                    JobState::Cancelled,
+                    "cancelled before it started".into(),
+                );
+                Ok(json!({"job": id, "state": "cancelled"}))
+            }
+            JobState::Running => {
+                self.cancel_running(id);
+                Ok(json!({"job": id, "state": "cancelling"}))
+            }
+            _ => Err(ProtoError::new(409, format!("job {id} has already ended"))),
+        }
+    }
+}
+
+fn job_id(arg: Option<&str>) -> Result<u64, ProtoError> {
+    arg.and_then(|a| a.parse().ok())
+        .ok_or_else(|| ProtoError::new(400, "give a job id (a number)"))
+}
+
+/// `RESTORE STRATEGY [ID|latest] [at=TIME] [target=DIR] [file=PATH] [accept-damaged]`
+fn parse_restore(args: &[String]) -> Result<RestoreRequest, ProtoError> {
+    let bad = |m: String| ProtoError::new(400, m);
+    let strategy = args
+        .first()
+        .and_then(|a| Strategy::parse(a))
+        .ok_or_else(|| {
+            bad("RESTORE needs a strategy: database, config, logs or application".into())
+        })?;
+    let plain_absolute = |key: &str, v: &str| -> Result<PathBuf, ProtoError> {
+        let p = PathBuf::from(v);
+        if crate::restore::is_plain_absolute(&p) {
+            Ok(p)
+        } else {
+            Err(bad(format!(
+                "{key}={v} must be an absolute path without .."
+            )))
+        }
+    };
+    let mut req = RestoreRequest {
+        strategy,
+        selector: Selector::Latest,
+        target: None,
+        file: None,
+        accept_damaged: false,
+    };
+    let mut selector = None;
+    for a in &args[1..] {
+        let next = if let Some(t) = a.strip_prefix("at=") {
+            Selector::At(crate::timefmt::parse(t).map_err(bad)?)
+        } else if let Some(dir) = a.strip_prefix("target=") {
+            req.target = Some(plain_absolute("target", dir)?);
+            continue;
+        } else if let Some(f) = a.strip_prefix("file=") {
+            req.file = Some(plain_absolute("file", f)?);
+            continue;
+        } else if a == "accept-damaged" {
+            req.accept_damaged = true;
+            continue;
+        } else if a == "latest" {
+            Selector::Latest
+        } else {
+            Selector::Id(a.clone())
+        };
+        if selector.replace(next).is_some() {
+            return Err(bad("give one of ID, latest or at=TIME".into()));
+        }
+    }
+    if let Some(s) = selector {
+        req.selector = s;
+    }
+    Ok(req)
+}

@@ -1,0 +1,115 @@
+//! The read-only replies: `STATUS`, `HEALTH`, `LIST`, and the one-line
+//! status systemd shows.
+
+use serde_json::{json, Value};
+
+use super::{plans, Daemon};
+use crate::server::protocol::ProtoError;
+use crate::store::Listed;
+use crate::strategy::Strategy;
+
+impl Daemon {
+    pub(super) fn status_line(&self) -> String {
+        let jobs = self.jobs.borrow();
+        match jobs.running() {
+            Some(j) => format!("running job {}: {}", j.id, j.kind.describe()),
+            None => {
+                let state = crate::state::load(&self.session().config().backup_dir);
+                let last = state.values().filter_map(|r| r.last_success).max();
+                format!(
+                    "idle; last backup {}",
+                    last.map_or("never".into(), crate::timefmt::rfc3339)
+                )
+            }
+        }
+    }
+
+    pub(super) fn status_json(&self) -> Value {
+        let now_mono = self.mono_ms();
+        let session = self.session();
+        let cfg = session.config();
+        let state = crate::state::load(&cfg.backup_dir);
+        let sched = self.sched.borrow();
+        let jobs = self.jobs.borrow();
+        let strategies: serde_json::Map<String, Value> = cfg
+            .configured()
+            .into_iter()
+            .map(|s| {
+                let r = state.get(&s).cloned().unwrap_or_default();
+                let v = json!({
+                    "last_success": r.last_success.map(crate::timefmt::rfc3339),
+                    "last_failure": r.last_failure.map(crate::timefmt::rfc3339),
+                    "failures": r.failures,
+                    "last_error": r.last_error,
+                    "last_archive": r.last_verified,
+                    "next_in_s": sched.due_in(s, now_mono).map(|ms| ms / 1000),
+                });
+                (s.name().to_string(), v)
+            })
+            .collect();
+        json!({
+            "state": if jobs.running().is_some() { "running" } else { "idle" },
+            "job": jobs.running().map(|j| j.to_json()),
+            "queued": jobs.queued(),
+            "backup_enabled": cfg.backup_enabled,
+            "strategies": strategies,
+            "uptime_s": self.started.elapsed().as_secs(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// Unhealthy: a strategy with no success within two periods (or since
+    /// start), or three failures in a row.
+    pub(super) fn health_json(&self) -> Value {
+        let session = self.session();
+        let cfg = session.config();
+        let state = crate::state::load(&cfg.backup_dir);
+        let now = crate::timefmt::now_unix();
+        let up = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
+        let mut problems = Vec::new();
+        for (s, plan) in &plans(cfg) {
+            let r = state.get(s).cloned().unwrap_or_default();
+            let period = if plan.at.is_some() {
+                86_400
+            } else {
+                i64::try_from(plan.interval.as_secs()).unwrap_or(i64::MAX)
+            };
+            match r.last_success {
+                None if up > period => problems.push(format!("{s}: no successful backup yet")),
+                Some(t) if now.saturating_sub(t) > period.saturating_mul(2) => {
+                    problems.push(format!(
+                        "{s}: last successful backup {} is stale",
+                        crate::timefmt::rfc3339(t)
+                    ))
+                }
+                _ => {}
+            }
+            if r.failures >= 3 {
+                problems.push(format!(
+                    "{s}: {} failures in a row, last: {}",
+                    r.failures,
+                    r.last_error.unwrap_or_default()
+                ));
+            }
+        }
+        json!({"healthy": problems.is_empty(), "problems": problems})
+    }
+
+    pub(super) fn list_json(&self, strategy: Option<&str>) -> Result<Value, ProtoError> {
+        let only = match strategy {
+            None => None,
+            Some(s) => Some(
+                Strategy::parse(s)
+                    .ok_or_else(|| ProtoError::new(400, format!("unknown strategy {s}")))?,
+            ),
+        };
+        let listing = self.session().list(only);
+        let archives: Vec<Value> = listing.archives.iter().map(Listed::to_json).collect();
+        let problems: Vec<String> = listing
+            .problems
+            .iter()
+            .map(|(p, e)| format!("{}: {e}", p.display()))
+            .collect();
+        Ok(json!({"archives": archives, "problems": problems}))
+    }
+}

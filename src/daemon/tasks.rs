@@ -1,0 +1,170 @@
+//! The daemon's long-lived tasks: the job runner, the scheduler tick (with
+//! the systemd watchdog and status), and the signal handler (stop, reload).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use smol::Timer;
+
+use super::jobs::{JobKind, JobState};
+use super::notify::Notifier;
+use super::scheduler::Scheduler;
+use super::{plans, Daemon};
+use crate::audit::Actor;
+use crate::config::Config;
+use crate::error::{IoContext, Result};
+use crate::ops::Session;
+
+/// Wait for a stop signal; reload the config on SIGHUP.
+pub(super) async fn signals(d: Rc<Daemon>) -> Result<String> {
+    use async_signal::{Signal, Signals};
+    use smol::stream::StreamExt;
+    let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
+        .ctx(|| "cannot watch signals".into())?;
+    while let Some(sig) = signals.next().await {
+        match sig {
+            Ok(Signal::Hup) => d.reload(),
+            Ok(s) => {
+                let running = d.jobs.borrow().running().map(|j| j.id);
+                log::info!(
+                    "stopping on {s:?}{}",
+                    running
+                        .map(|j| format!("; job {j} is abandoned cleanly"))
+                        .unwrap_or_default()
+                );
+                return Ok(format!("signal {s:?}"));
+            }
+            Err(e) => log::warn!("signal error: {e}"),
+        }
+    }
+    Ok("signal stream ended".into())
+}
+
+/// The main loop's heartbeat: due strategies, watchdog, status.
+pub(super) async fn ticker(d: Rc<Daemon>, notifier: Rc<Notifier>) {
+    let watchdog = Notifier::watchdog_interval();
+    let tick = watchdog.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1)));
+    loop {
+        let due = d
+            .sched
+            .borrow_mut()
+            .due(d.mono_ms(), crate::timefmt::now_unix());
+        let enabled = d.session().config().backup_enabled;
+        for s in due {
+            if enabled {
+                d.submit(JobKind::Backup(s), Actor::Scheduler);
+            } else {
+                d.sched.borrow_mut().finished(s, true, d.mono_ms());
+            }
+        }
+        if watchdog.is_some() {
+            notifier.send("WATCHDOG=1");
+        }
+        notifier.send(&format!("STATUS={}", d.status_line()));
+        Timer::after(tick).await;
+    }
+}
+
+/// Runs queued jobs one at a time.
+pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
+    loop {
+        if d.stopping.get() {
+            return;
+        }
+        let next = d.jobs.borrow_mut().start_next();
+        let Some((id, kind, counter)) = next else {
+            if wake.recv().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let (cancel_tx, cancel_rx) = smol::channel::bounded(1);
+        *d.cancel.borrow_mut() = Some((id, cancel_tx));
+        let work = d.execute(&kind, counter);
+        let outcome = smol::future::or(async { Some(work.await) }, async {
+            let _ = cancel_rx.recv().await;
+            None
+        })
+        .await;
+        *d.cancel.borrow_mut() = None;
+        let (state, text) = match outcome {
+            Some(Ok(text)) => (JobState::Done, text),
+            Some(Err(e)) => (JobState::Failed, e.to_string()),
+            None => (
+                JobState::Cancelled,
+                "cancelled; what was not yet published was discarded".into(),
+            ),
+        };
+        if let JobKind::Backup(s) = kind {
+            let mut sched = d.sched.borrow_mut();
+            match state {
+                JobState::Cancelled => sched.skipped(s, d.mono_ms()),
+                _ => sched.finished(s, state == JobState::Done, d.mono_ms()),
+            }
+        }
+        d.jobs.borrow_mut().finish(id, state, text.clone());
+        d.audit_quietly(
+            &Actor::Daemon,
+            &format!("job {id} {}", kind.describe()),
+            &format!("{state:?}: {text}"),
+        );
+    }
+}
+
+impl Daemon {
+    /// Load the config again; keep the old one (and say so) if the new one
+    /// or its key does not load.
+    fn reload(&self) {
+        let path = self.config_path.clone();
+        let loaded = Config::load(&path)
+            .map_err(crate::error::Error::from)
+            .and_then(Session::open);
+        match loaded {
+            Ok(session) => {
+                let c = session.config();
+                crate::logger::init(c.log_level);
+                let old = self.session();
+                if c.socket != self.socket || c.audit_log != old.config().audit_log {
+                    log::warn!("socket and audit_log changes take effect at the next restart");
+                }
+                let state = crate::state::load(&c.backup_dir);
+                let seed = u64::from(crate::timefmt::now_precise().1);
+                *self.sched.borrow_mut() = Scheduler::new(
+                    plans(c),
+                    &state,
+                    c.backup_jitter,
+                    seed,
+                    self.mono_ms(),
+                    crate::timefmt::now_unix(),
+                );
+                *self.session.borrow_mut() = Rc::new(session);
+                log::info!("configuration reloaded from {}", path.display());
+                self.audit_quietly(&Actor::Daemon, "reload", "ok");
+            }
+            Err(e) => {
+                log::error!("reload failed, keeping the old configuration: {e}");
+                self.audit_quietly(&Actor::Daemon, "reload", &format!("failed: {e}"));
+            }
+        }
+    }
+
+    /// Cancel the running job and wait (a bounded time) until it is gone.
+    pub(super) async fn abandon_running_job(&self) {
+        if let Some((_, tx)) = self.cancel.borrow().as_ref() {
+            let _ = tx.try_send(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.jobs.borrow().running().is_some() && Instant::now() < deadline {
+            Timer::after(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Ask the running job to stop, if it is `id`.
+    pub(super) fn cancel_running(&self, id: u64) {
+        if let Some((running, tx)) = self.cancel.borrow().as_ref() {
+            if *running == id {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `backup`: write one strategy's archive, read it back, record the run.
+
+use crate::error::{msg, Result};
+use crate::format::sidecar::Meta;
+use crate::progress::Progress;
+use crate::strategy::Strategy;
+use crate::verify::Verified;
+
+use super::Session;
+
+/// A backup that was written and verified.
+#[derive(Debug)]
+pub struct BackupReport {
+    pub meta: Meta,
+    pub verified: Verified,
+    /// Set when the archive was kept but something is wrong with what it
+    /// holds (the source database failed its check): the run counts as
+    /// failed, so the command exits non-zero and the daemon reports it.
+    pub problem: Option<String>,
+}
+
+impl Session {
+    /// Back up `strategy` now: take the store lock, write the archive,
+    /// verify it, and record the outcome (success, failure, newest verified
+    /// archive) in `state.json`. Dropping the future (a cancel) records
+    /// nothing and leaves nothing half-written.
+    pub async fn backup(
+        &self,
+        strategy: Strategy,
+        progress: &mut Progress,
+    ) -> Result<BackupReport> {
+        let outcome = self.backup_and_verify(strategy, progress).await;
+        let now = crate::timefmt::now_unix();
+        let recorded = match &outcome {
+            Ok(r) => match &r.problem {
+                None => Ok(()),
+                Some(p) => Err(p.clone()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let verified = outcome.as_ref().ok().map(|r| r.meta.id.clone());
+        crate::state::update(self.backup_dir(), strategy, |r| {
+            r.record_run(recorded, now);
+            if verified.is_some() {
+                r.last_verified = verified;
+            }
+        });
+        outcome
+    }
+
+    async fn backup_and_verify(
+        &self,
+        strategy: Strategy,
+        progress: &mut Progress,
+    ) -> Result<BackupReport> {
+        let lock = self.store.lock()?;
+        let meta = crate::backup::run(
+            &self.cfg,
+            &self.store,
+            &lock,
+            strategy,
+            self.key.as_ref(),
+            progress,
+        )
+        .await?;
+        let listing = self.list(Some(strategy));
+        let written = listing
+            .archives
+            .iter()
+            .find(|a| a.meta.id == meta.id)
+            .ok_or_else(|| {
+                msg(format!(
+                    "archive {} was written but cannot be listed back; check {}",
+                    meta.id,
+                    self.store.strategy_dir(strategy).display()
+                ))
+            })?;
+        let verified = crate::verify::verify(written, self.key.as_ref(), progress).await?;
+        let problem = match meta.db_check.as_deref() {
+            Some(check) if check != "ok" => Some(format!(
+                "the source database fails its integrity check ({check}); archive {} was kept as the best copy there is, restore it only with --accept-damaged",
+                meta.id
+            )),
+            _ => None,
+        };
+        Ok(BackupReport {
+            meta,
+            verified,
+            problem,
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! The operations layer: every operation the front ends offer, done once.
+//!
+//! A [`Session`] is one configuration, its master key and its store. Each
+//! operation (backup, list, verify, restore, prune) is a method here that
+//! owns the whole sequence: which key, the store lock, which archive, the
+//! driver call below (`backup`, `verify`, `restore`, `prune`), and what is
+//! recorded in `state.json`. The front ends only parse and present: `cli`
+//! prints the reports, the daemon queues jobs and turns reports into
+//! protocol replies, `demo` calls these methods directly. So an operation
+//! behaves the same whichever front end asks for it.
+//!
+//! Invariants:
+//! - the key rule is one: the key is loaded when `encryption_enabled` is
+//!   on, or when a key file exists (older archives may be encrypted);
+//! - every operation that writes or deletes in the store holds the store
+//!   lock for its whole duration (backup, restore, prune; not `--dry-run`,
+//!   list or verify, which only read);
+//! - a backup is verified before it counts: the state file records a run
+//!   as successful, and the archive as the newest verified one, only after
+//!   the new archive was read back completely;
+//! - an id that names an archive whose sidecar cannot be read (wrong key,
+//!   damage) fails with that reason, never with "no such archive".
+
+mod backup;
+mod prune;
+mod restore;
+mod select;
+mod verify;
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::error::Result;
+use crate::store::{Listing, Store};
+use crate::strategy::Strategy;
+
+pub use backup::BackupReport;
+pub use prune::PruneReport;
+pub use restore::RestoreRequest;
+pub use verify::{VerifyReport, Which};
+
+/// One configuration with its key and store: what every operation needs.
+pub struct Session {
+    cfg: Config,
+    key: Option<MasterKey>,
+    store: Store,
+}
+
+impl Session {
+    /// Open a session on a loaded config: load the key (see the module doc
+    /// for when) and describe the store. Nothing is written.
+    pub fn open(cfg: Config) -> Result<Session> {
+        let key = if cfg.encryption_enabled || cfg.key_file.exists() {
+            Some(crate::keys::load(&cfg.key_file)?)
+        } else {
+            None
+        };
+        let store = Store::for_config(&cfg);
+        Ok(Session { cfg, key, store })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn key(&self) -> Option<&MasterKey> {
+        self.key.as_ref()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Every archive (of one strategy, or all), oldest first, and the
+    /// sidecars that could not be read.
+    pub fn list(&self, only: Option<Strategy>) -> Listing {
+        self.store.list(only, self.key.as_ref())
+    }
+
+    /// The strategies `backup` with no argument (or `--all`) means.
+    pub fn all_strategies(&self) -> Result<Vec<Strategy>> {
+        let c = self.cfg.configured();
+        if c.is_empty() {
+            return Err(crate::error::msg(format!(
+                "{} configures no strategy: add a [database], [config], [logs] or [application] section",
+                self.cfg.file.display()
+            )));
+        }
+        Ok(c)
+    }
+
+    fn backup_dir(&self) -> &PathBuf {
+        &self.cfg.backup_dir
+    }
+}
