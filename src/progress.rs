@@ -1,13 +1,27 @@
 //! A one-line progress display on a terminal; silent for scripts.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::rc::Rc;
 use std::time::Instant;
 
-/// Bytes done and expected (0: unknown), shared with whoever reports on a
-/// job (the daemon's `JOB` verb).
-pub type Counter = Rc<Cell<(u64, u64)>>;
+/// The current phase of a job ("backup application", "verify <id>") with
+/// its bytes done and expected (0: unknown), shared with whoever reports on
+/// it (the daemon's `JOB` verb).
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Rc<RefCell<(String, u64, u64)>>);
+
+impl Counter {
+    /// Bytes done and expected in the current phase.
+    pub fn get(&self) -> (u64, u64) {
+        let c = self.0.borrow();
+        (c.1, c.2)
+    }
+
+    pub fn phase(&self) -> String {
+        self.0.borrow().0.clone()
+    }
+}
 
 pub struct Progress {
     observer: Option<Counter>,
@@ -51,7 +65,7 @@ impl Progress {
 
     pub fn start(&mut self, label: &str, total: Option<u64>) {
         if let Some(o) = &self.observer {
-            o.set((0, total.unwrap_or(0)));
+            *o.0.borrow_mut() = (label.to_string(), 0, total.unwrap_or(0));
         }
         self.label = label.to_string();
         self.total = total;
@@ -60,9 +74,9 @@ impl Progress {
     }
 
     pub fn add(&mut self, bytes: u64) {
-        self.done += bytes;
+        self.done = self.done.saturating_add(bytes);
         if let Some(o) = &self.observer {
-            o.set((self.done, o.get().1));
+            o.0.borrow_mut().1 = self.done;
         }
         if self.enabled && self.last_draw.elapsed().as_millis() >= 200 {
             self.last_draw = Instant::now();

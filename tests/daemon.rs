@@ -115,6 +115,30 @@ impl Daemon {
         }
     }
 
+    /// Wait until job `id` is running and part-way through the phase that
+    /// starts with `phase` (some bytes done, well before all); returns its
+    /// state then. Fails if it ends first.
+    fn wait_mid_job(&self, id: u64, phase: &str) -> serde_json::Value {
+        let deadline = Instant::now() + patience();
+        loop {
+            let j = self.json(&format!("JOB {id}"));
+            let (done, total) = (j["bytes_done"].as_u64(), j["bytes_total"].as_u64());
+            // Well before the end, so the caller can act while it runs.
+            // (A tree backup does not know its total: 0.)
+            let early = total.map(|t| if t == 0 { u64::MAX } else { t / 4 * 3 });
+            let in_phase = j["phase"].as_str().is_some_and(|p| p.starts_with(phase));
+            if j["state"] == "running" && in_phase && done.is_some_and(|d| d > 0) && done < early {
+                return j;
+            }
+            assert!(
+                matches!(j["state"].as_str(), Some("queued" | "running")),
+                "job {id} ended before it could be caught mid-way: {j}"
+            );
+            assert!(Instant::now() < deadline, "job {id} never got going: {j}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn stop(mut self) -> std::process::ExitStatus {
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
@@ -138,13 +162,6 @@ impl Drop for Daemon {
     }
 }
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
 /// `ctl LINE` run as `uid` (with gid 0 so it may open the 0660 socket).
 fn ctl_as(b: &Board, uid: u32, line: &str) -> (bool, String) {
     let out = bin()
@@ -164,10 +181,7 @@ fn ctl_as(b: &Board, uid: u32, line: &str) -> (bool, String) {
 
 #[test]
 fn roles_decide_and_every_attempt_is_audited() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED roles_decide_and_every_attempt_is_audited: needs root to act as other uids"
-        );
+    if !require_root("roles_decide_and_every_attempt_is_audited") {
         return;
     }
     let b = board_with_socket(
@@ -412,9 +426,19 @@ fn sigkill_mid_job_restarts_clean() {
     let d = Daemon::start(&b, &[]);
     let job = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
     d.wait_job(job);
-    d.json("BACKUP application");
-    std::thread::sleep(Duration::from_millis(150));
-    drop(d); // SIGKILL
+    let job = d.json("BACKUP application")["jobs"][0].as_u64().unwrap();
+    d.wait_mid_job(job, "backup");
+    let mid: Vec<String> = backup_files(&b.backups);
+    drop(d); // SIGKILL, mid-job
+    let partial = mid
+        .iter()
+        .find(|n| n.starts_with("application-") && n.ends_with(".tmp"))
+        .unwrap_or_else(|| panic!("a backup part-way through has temporaries: {mid:?}"));
+    let partial_id = partial.split('.').next().unwrap();
+    assert!(
+        !b.ids("application").iter().any(|id| id == partial_id),
+        "the killed backup {partial_id} is listed"
+    );
     let d = Daemon::start(&b, &[]);
     for name in backup_files(&b.backups) {
         assert!(!name.ends_with(".tmp"), "restart left {name}");
@@ -449,16 +473,17 @@ fn cancel_leaves_nothing_half_written() {
     let b = big_board("cancel");
     let d = Daemon::start(&b, &[]);
     let job = d.json("BACKUP application")["jobs"][0].as_u64().unwrap();
+    d.wait_mid_job(job, "backup");
+    let listed = b.ids("application");
     let r = d.request(&format!("CANCEL {job}"));
     assert!(r.starts_with("OK"), "{r}");
     let end = d.wait_job(job);
-    assert!(
-        matches!(end["state"].as_str(), Some("cancelled" | "done")),
-        "{end}"
+    assert_eq!(end["state"], "cancelled", "{end}");
+    assert_eq!(
+        b.ids("application"),
+        listed,
+        "the cancelled backup is not listed"
     );
-    if end["state"] == "cancelled" {
-        assert!(b.ids("application").is_empty());
-    }
     let names = backup_files(&b.backups);
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     assert!(d.request(&format!("CANCEL {job}")).starts_with("ERR 409"));

@@ -248,3 +248,106 @@ fn parse_restore(args: &[String]) -> Result<RestoreRequest, ProtoError> {
     }
     Ok(req)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::ops::Session;
+    use crate::server::Handler;
+    use std::path::Path;
+
+    /// A daemon on a scratch store, built in-process: nothing is bound.
+    fn daemon(name: &str) -> (Daemon, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("rvb-handler-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        let text = format!(
+            "backup_dir = \"{d}/backups\"\nencryption_enabled = false\nsocket = \"{d}/run/s.sock\"\n\
+             [config]\npaths = [\"{d}/etc\"]\n\
+             [access.reader]\nuids = [2001]\n[access.operator]\nuids = [2002]\n[access.admin]\nuids = [2003]\n",
+            d = dir.display()
+        );
+        let cfg = Config::parse(&text, Path::new("test.toml")).unwrap();
+        let (d, _wake) = Daemon::new(Path::new("test.toml"), Session::open(cfg).unwrap()).unwrap();
+        (d, dir)
+    }
+
+    fn peer(uid: u32) -> Peer {
+        Peer {
+            uid,
+            gid: uid,
+            pid: 4242,
+            groups: vec![uid],
+        }
+    }
+
+    fn audit_text(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("backups/audit.log")).unwrap()
+    }
+
+    #[test]
+    fn roles_decide_who_may_do_what() {
+        let (d, dir) = daemon("roles");
+        let ask = |uid: u32, line: &str| d.handle_line(&peer(uid), line.as_bytes());
+        assert!(ask(5000, "PING").starts_with("OK"));
+        assert!(ask(5000, "HELP").starts_with("OK"));
+        assert!(ask(5000, "STATUS").starts_with("ERR 403"));
+        assert!(ask(5000, "BACKUP config").starts_with("ERR 403"));
+        assert!(ask(2001, "STATUS").starts_with("OK"));
+        assert!(ask(2001, "BACKUP config").starts_with("ERR 403"));
+        assert!(ask(2002, "BACKUP config").starts_with("OK {\"jobs\":[1]}"));
+        assert!(ask(2002, "RESTORE config").starts_with("ERR 403"));
+        assert!(ask(2003, "RESTORE config latest target=/tmp/x").starts_with("OK"));
+        assert!(ask(0, "PRUNE dry-run").starts_with("OK"));
+        assert!(ask(2002, "BACKUP photos").starts_with("ERR 400"));
+        assert!(ask(2002, "\u{1}garbage").starts_with("ERR 400"));
+        assert!(ask(2001, "METRICS").starts_with("ERR 501"));
+        let audit = audit_text(&dir);
+        // Every state-changing attempt is there, with uid and pid; reads are not.
+        assert!(
+            audit.contains(r#""who":{"pid":4242,"uid":5000}"#),
+            "{audit}"
+        );
+        assert!(audit.contains("refused 403"), "{audit}");
+        assert!(audit.contains(r#""what":"BACKUP config""#), "{audit}");
+        assert!(audit.contains(r#""what":"RESTORE config latest target=/tmp/x""#));
+        assert!(!audit.contains("STATUS"), "reads are not audited: {audit}");
+        crate::audit::verify(&dir.join("backups/audit.log")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn restore_requests_parse_every_option_once() {
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let r = parse_restore(&words(
+            "database at=2026-11-24T15:00:00Z target=/srv/r file=/var/lib/x.db accept-damaged",
+        ))
+        .unwrap();
+        assert_eq!(r.strategy, Strategy::Database);
+        assert!(matches!(r.selector, Selector::At(_)));
+        assert_eq!(r.target.as_deref(), Some(Path::new("/srv/r")));
+        assert_eq!(r.file.as_deref(), Some(Path::new("/var/lib/x.db")));
+        assert!(r.accept_damaged);
+        for bad in [
+            "photos",
+            "config latest at=2026-11-24T15:00:00Z",
+            "config target=relative",
+            "config file=/a/../b",
+            "config at=yesterday",
+        ] {
+            assert_eq!(parse_restore(&words(bad)).unwrap_err().code, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stopping_refuses_changes_but_answers_reads() {
+        let (d, dir) = daemon("stopping");
+        d.stopping.set(true);
+        assert!(d
+            .handle_line(&peer(0), b"BACKUP config")
+            .starts_with("ERR 503"));
+        assert!(d.handle_line(&peer(0), b"STATUS").starts_with("OK"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -93,6 +93,7 @@ impl Job {
             "id": self.id,
             "what": self.kind.describe(),
             "state": format!("{:?}", self.state).to_lowercase(),
+            "phase": self.progress.phase(),
             "bytes_done": done,
             "bytes_total": total,
             "queued": crate::timefmt::rfc3339(self.queued_at),

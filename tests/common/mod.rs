@@ -375,3 +375,21 @@ pub fn backup_files(backups: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// True when the tests run as root. A test that needs root calls this
+/// first: under CI (`CI` set) not being root is a failure, never a silent
+/// pass; on a developer's machine the test says it was skipped.
+pub fn require_root(test: &str) -> bool {
+    let root = fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test} needs root, and CI must run it: run the suite as root"
+        );
+        eprintln!("SKIPPED {test}: needs root (CI runs it as root)");
+    }
+    root
+}
