@@ -588,3 +588,57 @@ fn a_failed_start_leaves_no_socket_behind() {
     let d = Daemon::start(&b, &[]);
     assert!(d.request("PING").starts_with("OK"));
 }
+
+/// A restore of very many small files yields after every entry: PING is
+/// answered within a second throughout (systemd's watchdog needs it).
+#[test]
+fn ping_answers_within_a_second_during_a_restore_of_many_files() {
+    // 100,000 files natively; fewer under the emulator, which is ~20x slower.
+    let count: usize = if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        10_000
+    } else {
+        100_000
+    };
+    let b = board_with_socket("manyfiles", "backup_enabled = false\n");
+    let app = b.root.join("opt/myrvm");
+    for i in 0..count {
+        let dir = app.join(format!("d{:03}", i / 1000));
+        if i % 1000 == 0 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        fs::File::create(dir.join(format!("f{i:06}"))).unwrap();
+    }
+    b.ok(&["backup", "application"]);
+    let d = Daemon::start(&b, &[]);
+    let target = b.tmp.path().join("restored");
+    let job = d.json(&format!(
+        "RESTORE application latest target={}",
+        target.display()
+    ))["job"]
+        .as_u64()
+        .unwrap();
+    let mut worst = Duration::ZERO;
+    let mut pings = 0;
+    let deadline = Instant::now() + patience() * 6;
+    let end = loop {
+        let t = Instant::now();
+        assert!(d.request("PING").starts_with("OK"));
+        worst = worst.max(t.elapsed());
+        pings += 1;
+        let j = d.json(&format!("JOB {job}"));
+        if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "restore never ended: {j}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(end["state"], "done", "{end}");
+    eprintln!("{pings} PINGs during the restore of {count} files, slowest {worst:?}");
+    assert!(worst < Duration::from_secs(1), "PING took {worst:?}");
+    let restored = target.join(app.strip_prefix("/").unwrap());
+    let n: usize = fs::read_dir(&restored)
+        .unwrap()
+        .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(n, count);
+}
