@@ -64,10 +64,16 @@ fn warn_once(message: String) {
     }
 }
 
+/// Largest `state.json` read (it holds four small records).
+pub const MAX_STATE_LEN: usize = 1 << 20;
+
+/// Read `state.json`: a small regular file, not followed if it is a
+/// symlink, at most [`MAX_STATE_LEN`] bytes. Anything else is "nothing
+/// known yet", with a warning.
 pub fn load(backup_dir: &Path) -> State {
     let p = path(backup_dir);
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
+    let text = match crate::fsutil::read_regular(&p, MAX_STATE_LEN, crate::fsutil::Follow::No) {
+        Ok((_, bytes)) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::new(),
         Err(e) => {
             warn_once(format!(
@@ -77,7 +83,7 @@ pub fn load(backup_dir: &Path) -> State {
             return State::new();
         }
     };
-    let named: BTreeMap<String, Remembered> = serde_json::from_str(&text).unwrap_or_else(|e| {
+    let named: BTreeMap<String, Remembered> = serde_json::from_slice(&text).unwrap_or_else(|e| {
         warn_once(format!(
             "{} is damaged ({e}); starting with no history",
             p.display()
