@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -56,6 +57,8 @@ fn key_file_fifo_or_device_fails_fast() {
     b.populate();
     fs::remove_file(&b.key).unwrap();
     mkfifo(&b.key);
+    // Mode 0600, so only the kind of file can be what is refused.
+    fs::set_permissions(&b.key, fs::Permissions::from_mode(0o600)).unwrap();
     let o = run(&b, &["list"]);
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
@@ -66,6 +69,24 @@ fn key_file_fifo_or_device_fails_fast() {
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
     assert!(e.contains("key file") && e.contains("character device"), "{e}");
+    // A private (0600) copy of /dev/zero passes the mode check: only the
+    // file type check stops an endless read. Making one needs root.
+    fs::remove_file(&b.key).unwrap();
+    let made = std::process::Command::new("mknod")
+        .args(["-m", "600"])
+        .arg(&b.key)
+        .args(["c", "1", "5"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        let o = run(&b, &["list"]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{e}");
+        assert!(e.contains("key file") && e.contains("character device"), "{e}");
+    } else {
+        eprintln!("note: not root, skipped the private /dev/zero node case");
+    }
 }
 
 #[test]
