@@ -375,13 +375,18 @@ impl AuditLog {
     fn append(&mut self, actor: &Actor, what: &str, result: &str) -> Result<()> {
         if self.size >= self.limits.max_bytes {
             if let Err(e) = self.rotate() {
-                log::error!("cannot rotate the audit log {}: {e}; appending to it anyway", self.path.display());
+                log::error!(
+                    "cannot rotate the audit log {}: {e}; appending to it anyway",
+                    self.path.display()
+                );
             }
         }
-        let seq = self
-            .count
-            .checked_add(1)
-            .ok_or_else(|| msg(format!("audit log {}: no sequence numbers left; move it away and restart", self.path.display())))?;
+        let seq = self.count.checked_add(1).ok_or_else(|| {
+            msg(format!(
+                "audit log {}: no sequence numbers left; move it away and restart",
+                self.path.display()
+            ))
+        })?;
         let line = json!({
             "seq": seq,
             "time": crate::timefmt::rfc3339(crate::timefmt::now_unix()),
@@ -395,7 +400,9 @@ impl AuditLog {
             .append(true)
             .create(true)
             .mode(0o640)
-            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32,
+            )
             .open(&self.path)
             .at("open audit log", &self.path)?;
         let mut bytes = line.into_bytes();
@@ -421,18 +428,16 @@ impl AuditLog {
             let from = rotated_path(&self.path, n);
             if fs::symlink_metadata(&from).is_ok() {
                 let to = rotated_path(&self.path, n + 1);
-                fs::rename(&from, &to).ctx(|| {
-                    format!("cannot rename {} to {}", from.display(), to.display())
-                })?;
+                fs::rename(&from, &to)
+                    .ctx(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
             }
         }
         if keep == 0 {
             remove_if_file(&self.path)?;
         } else {
             let to = rotated_path(&self.path, 1);
-            fs::rename(&self.path, &to).ctx(|| {
-                format!("cannot rename {} to {}", self.path.display(), to.display())
-            })?;
+            fs::rename(&self.path, &to)
+                .ctx(|| format!("cannot rename {} to {}", self.path.display(), to.display()))?;
         }
         crate::fsutil::sync_dir(crate::fsutil::parent(&self.path))?;
         log::info!("rotated the audit log {}", self.path.display());
@@ -556,7 +561,8 @@ pub fn verify(path: &Path) -> Result<ChainState> {
                     at()
                 )));
             }
-            let rec = parse_record(&buf).ok_or_else(|| msg(format!("{}: not a record (edited?)", at())))?;
+            let rec = parse_record(&buf)
+                .ok_or_else(|| msg(format!("{}: not a record (edited?)", at())))?;
             let seq = rec["seq"].as_u64();
             let rprev = rec["prev"].as_str();
             let linked = match (&prev, seq, rprev) {
@@ -565,9 +571,7 @@ pub fn verify(path: &Path) -> Result<ChainState> {
                     // files rotated away) any record as the anchor.
                     (s == 1 && p == GENESIS) || (s > 1 && p.len() == 64)
                 }
-                (Some(want), Some(s), Some(p)) => {
-                    p == want && last_seq.checked_add(1) == Some(s)
-                }
+                (Some(want), Some(s), Some(p)) => p == want && last_seq.checked_add(1) == Some(s),
                 _ => false,
             };
             if !linked {
@@ -771,7 +775,14 @@ mod tests {
         // Only the last line: garbage in the middle is an error, not cut.
         let text = fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        fs::write(&p, format!("{}\ngarbage\n{}\n{}\n{}\n", lines[0], lines[1], lines[2], lines[3])).unwrap();
+        fs::write(
+            &p,
+            format!(
+                "{}\ngarbage\n{}\n{}\n{}\n",
+                lines[0], lines[1], lines[2], lines[3]
+            ),
+        )
+        .unwrap();
         let e = AuditLog::open(&p).err().unwrap().to_string();
         assert!(e.contains("line 2: not a record"), "{e}");
     }
@@ -779,12 +790,18 @@ mod tests {
     #[test]
     fn fields_are_bounded_and_escaped() {
         assert_eq!(bounded_field("BACKUP config", 256), "BACKUP config");
-        assert_eq!(bounded_field("a\nb\x1b[31m\u{202e}", 256), "a\\nb\\u{1b}[31m\\u{202e}");
+        assert_eq!(
+            bounded_field("a\nb\x1b[31m\u{202e}", 256),
+            "a\\nb\\u{1b}[31m\\u{202e}"
+        );
         let long = "x".repeat(4096);
         let b = bounded_field(&long, 256);
         assert_eq!(b, format!("{}…(+3840 bytes)", "x".repeat(256)));
         let b = bounded_field(&"é".repeat(300), 255);
-        assert!(b.starts_with(&"é".repeat(127)) && b.ends_with("…(+346 bytes)"), "{b}");
+        assert!(
+            b.starts_with(&"é".repeat(127)) && b.ends_with("…(+346 bytes)"),
+            "{b}"
+        );
         let p = temp("bounded");
         let mut log = AuditLog::open(&p).unwrap();
         log.record(&Actor::Daemon, &long, &long).unwrap();
@@ -800,8 +817,13 @@ mod tests {
         let what = format!("BACKUP {}", "A".repeat(4096));
         for i in 0..20_000u64 {
             let now = t0 + Duration::from_micros(i * 500); // 10 s
-            log.refused(&Actor::Peer { uid: 4104, pid: 7 }, &what, "refused 403 no role", now)
-                .unwrap();
+            log.refused(
+                &Actor::Peer { uid: 4104, pid: 7 },
+                &what,
+                "refused 403 no role",
+                now,
+            )
+            .unwrap();
         }
         let size = fs::metadata(&p).unwrap().len();
         assert!(size < 64 << 10, "{size} bytes");
@@ -809,7 +831,10 @@ mod tests {
         // The next accepted record first says how many were left out.
         log.record(&Actor::Daemon, "stop", "signal Term").unwrap();
         let text = fs::read_to_string(&p).unwrap();
-        assert!(text.contains("uid 4104: 19990 more refused requests suppressed"), "{text}");
+        assert!(
+            text.contains("uid 4104: 19990 more refused requests suppressed"),
+            "{text}"
+        );
         assert_eq!(verify(&p).unwrap().records, 12);
     }
 
@@ -820,7 +845,8 @@ mod tests {
         let t0 = Instant::now();
         let peer = Actor::Peer { uid: 5, pid: 1 };
         for _ in 0..15 {
-            log.refused(&peer, "RESTORE config", "refused 403", t0).unwrap();
+            log.refused(&peer, "RESTORE config", "refused 403", t0)
+                .unwrap();
         }
         log.refused(&Actor::Peer { uid: 6, pid: 2 }, "PRUNE", "refused 403", t0)
             .unwrap();
@@ -831,7 +857,10 @@ mod tests {
         log.refused(&peer, "RESTORE config", "refused 403", t0 + REFUSAL_WINDOW)
             .unwrap();
         let text = fs::read_to_string(&p).unwrap();
-        assert!(text.contains("uid 5: 5 more refused requests suppressed"), "{text}");
+        assert!(
+            text.contains("uid 5: 5 more refused requests suppressed"),
+            "{text}"
+        );
         assert_eq!(verify(&p).unwrap().records, 13);
         // Scheduler and daemon records are never limited.
         for _ in 0..20 {
@@ -841,7 +870,14 @@ mod tests {
     }
 
     fn rotating(p: &Path, keep: u32) -> AuditLog {
-        AuditLog::open_with(p, Limits { max_bytes: 2000, keep }).unwrap()
+        AuditLog::open_with(
+            p,
+            Limits {
+                max_bytes: 2000,
+                keep,
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -849,7 +885,8 @@ mod tests {
         let p = temp("rotate");
         let mut log = rotating(&p, 3);
         for i in 0..100 {
-            log.record(&Actor::Daemon, &format!("event {i}"), "ok").unwrap();
+            log.record(&Actor::Daemon, &format!("event {i}"), "ok")
+                .unwrap();
         }
         assert!(rotated_path(&p, 3).exists() && !rotated_path(&p, 4).exists());
         assert!(fs::metadata(&p).unwrap().len() < 2500);
@@ -865,13 +902,19 @@ mod tests {
         let first = fs::read_to_string(&p).unwrap();
         let first: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
         let older = fs::read_to_string(rotated_path(&p, 1)).unwrap();
-        assert_eq!(first["prev"].as_str().unwrap(), sha_hex(older.lines().last().unwrap().as_bytes()));
+        assert_eq!(
+            first["prev"].as_str().unwrap(),
+            sha_hex(older.lines().last().unwrap().as_bytes())
+        );
         // An edit in a rotated file is found, naming that file.
         let r2 = rotated_path(&p, 2);
         let text = fs::read_to_string(&r2).unwrap();
         fs::write(&r2, text.replacen("\"ok\"", "\"ko\"", 1)).unwrap();
         let e = verify(&p).unwrap_err().to_string();
-        assert!(e.contains(".log.2 line") && e.contains("chain is broken"), "{e}");
+        assert!(
+            e.contains(".log.2 line") && e.contains("chain is broken"),
+            "{e}"
+        );
         fs::write(&r2, &text).unwrap();
         // A missing oldest file is fine; a missing middle one is not.
         fs::remove_file(rotated_path(&p, 3)).unwrap();
@@ -885,7 +928,8 @@ mod tests {
         let p = temp("keep0");
         let mut log = rotating(&p, 0);
         for i in 0..50 {
-            log.record(&Actor::Daemon, &format!("event {i}"), "ok").unwrap();
+            log.record(&Actor::Daemon, &format!("event {i}"), "ok")
+                .unwrap();
         }
         assert!(!rotated_path(&p, 1).exists());
         assert_eq!(verify(&p).unwrap().last_seq, 50);
@@ -923,7 +967,13 @@ mod tests {
         assert!(verify(&p).is_err());
         fs::remove_file(head_path(&p)).unwrap();
         three(&p);
-        for head in ["18446744073709551615 x", "18446744073709551616", "0 0", "", "\u{0}"] {
+        for head in [
+            "18446744073709551615 x",
+            "18446744073709551616",
+            "0 0",
+            "",
+            "\u{0}",
+        ] {
             fs::write(head_path(&p), head).unwrap();
             assert!(verify(&p).is_err(), "{head:?}");
         }

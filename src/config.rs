@@ -110,7 +110,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Write a number of seconds the way a config would ("90s", "10m", "366d").
 pub fn format_secs(secs: u64) -> String {
     for (unit, n) in [('d', 86_400), ('h', 3600), ('m', 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{unit}", secs / n);
         }
     }
@@ -150,7 +150,7 @@ pub type MonitoringDuration = BoundedDuration<60, { 7 * 86_400 }>;
 /// Write a byte count the way a config would ("64K", "1G", "4095M").
 pub fn format_size(n: u64) -> String {
     for (unit, m) in [('G', 1u64 << 30), ('M', 1 << 20), ('K', 1 << 10)] {
-        if n >= m && n % m == 0 {
+        if n >= m && n.is_multiple_of(m) {
             return format!("{}{unit}", n / m);
         }
     }
@@ -548,9 +548,7 @@ impl Config {
             compression_level: level,
             encryption_enabled: raw.encryption_enabled.unwrap_or(true),
             max_part_size,
-            audit_max_bytes: raw
-                .audit_max_bytes
-                .map_or(DEFAULT_AUDIT_MAX_BYTES, |b| b.0),
+            audit_max_bytes: raw.audit_max_bytes.map_or(DEFAULT_AUDIT_MAX_BYTES, |b| b.0),
             audit_keep: raw.audit_keep.map_or(DEFAULT_AUDIT_KEEP, |k| k.0),
             recovery_enabled: raw.recovery_enabled.unwrap_or(true),
             recovery_timeout: raw
@@ -599,7 +597,11 @@ impl Config {
             };
             // The first element is the path itself when it exists.
             let own = |p: &Path, ids: &Vec<(u64, u64)>| -> Vec<(u64, u64)> {
-                if p.exists() { ids.iter().take(1).copied().collect() } else { Vec::new() }
+                if p.exists() {
+                    ids.iter().take(1).copied().collect()
+                } else {
+                    Vec::new()
+                }
             };
             let backup_own = own(&backup_real, &backup_ids);
             let src_own = own(&src_real, &src_ids);
@@ -900,7 +902,11 @@ exclude = ["*.pyc", "__pycache__"]
     #[test]
     fn durations_and_sizes_are_bounded_per_key() {
         for (key, val, range) in [
-            ("backup_interval", "\"18446744073709552s\"", "from 1s to 366d"),
+            (
+                "backup_interval",
+                "\"18446744073709552s\"",
+                "from 1s to 366d",
+            ),
             ("backup_interval", "\"367d\"", "from 1s to 366d"),
             ("backup_jitter", "\"2d\"", "from 1s to 1d"),
             ("recovery_timeout", "\"25h\"", "from 1s to 1d"),
@@ -941,13 +947,41 @@ exclude = ["*.pyc", "__pycache__"]
     #[test]
     fn backup_dir_must_not_overlap_a_source() {
         for (backup_dir, section, want) in [
-            ("/opt/app", "[application]\npaths = [\"/opt/app\"]", "is the same as [application] path \"/opt/app\""),
-            ("/opt/app/backups", "[application]\npaths = [\"/opt/app\"]", "backup_dir \"/opt/app/backups\" lies inside [application] path \"/opt/app\""),
-            ("/opt", "[application]\npaths = [\"/opt/app\"]", "[application] path \"/opt/app\" lies inside backup_dir \"/opt\""),
-            ("/var/lib/db/rvm.sqlite", "[database]\npath = \"/var/lib/db/rvm.sqlite\"", "same as [database] path"),
-            ("/var/lib", "[database]\npath = \"/var/lib/db/rvm.sqlite\"", "[database] path \"/var/lib/db/rvm.sqlite\" lies inside backup_dir"),
-            ("/etc/myrvm/b", "[config]\npaths = [\"/etc/other\", \"/etc/myrvm\"]", "inside [config] path \"/etc/myrvm\""),
-            ("/var/log/x/y", "[logs]\npaths = [\"/var/log/x\"]", "inside [logs] path"),
+            (
+                "/opt/app",
+                "[application]\npaths = [\"/opt/app\"]",
+                "is the same as [application] path \"/opt/app\"",
+            ),
+            (
+                "/opt/app/backups",
+                "[application]\npaths = [\"/opt/app\"]",
+                "backup_dir \"/opt/app/backups\" lies inside [application] path \"/opt/app\"",
+            ),
+            (
+                "/opt",
+                "[application]\npaths = [\"/opt/app\"]",
+                "[application] path \"/opt/app\" lies inside backup_dir \"/opt\"",
+            ),
+            (
+                "/var/lib/db/rvm.sqlite",
+                "[database]\npath = \"/var/lib/db/rvm.sqlite\"",
+                "same as [database] path",
+            ),
+            (
+                "/var/lib",
+                "[database]\npath = \"/var/lib/db/rvm.sqlite\"",
+                "[database] path \"/var/lib/db/rvm.sqlite\" lies inside backup_dir",
+            ),
+            (
+                "/etc/myrvm/b",
+                "[config]\npaths = [\"/etc/other\", \"/etc/myrvm\"]",
+                "inside [config] path \"/etc/myrvm\"",
+            ),
+            (
+                "/var/log/x/y",
+                "[logs]\npaths = [\"/var/log/x\"]",
+                "inside [logs] path",
+            ),
         ] {
             let e = parse(&format!("backup_dir = \"{backup_dir}\"\n{section}\n"))
                 .unwrap_err()
@@ -1014,7 +1048,9 @@ exclude = ["*.pyc", "__pycache__"]
         .unwrap();
         let e = Config::load(&fifo).unwrap_err().to_string();
         assert!(e.contains("FIFO"), "{e}");
-        let e = Config::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("character device"), "{e}");
         let big = d.join("big.toml");
         std::fs::write(&big, vec![b'#'; MAX_CONFIG_LEN + 1]).unwrap();

@@ -88,7 +88,8 @@ pub fn open_regular(path: &Path, follow: Follow) -> std::io::Result<(File, fs::M
         .custom_flags(flags.bits() as i32)
         .open(path)
         .map_err(|e| {
-            if follow == Follow::No && e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+            if follow == Follow::No
+                && e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
             {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,

@@ -181,12 +181,22 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
         }
-        for bad in ["2026-1-124", "2026-11-24T15", "2026-11-24Z", "2026/11/24", "2026-11-24T15:00:00ZZ", ""] {
+        for bad in [
+            "2026-1-124",
+            "2026-11-24T15",
+            "2026-11-24Z",
+            "2026/11/24",
+            "2026-11-24T15:00:00ZZ",
+            "",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse("2024-02-29").is_ok());
         assert!(parse("2000-02-29").is_ok());
-        assert_eq!(parse("2026-03-01").unwrap() - parse("2026-02-28").unwrap(), 86_400);
+        assert_eq!(
+            parse("2026-03-01").unwrap() - parse("2026-02-28").unwrap(),
+            86_400
+        );
     }
 
     #[test]

@@ -32,8 +32,10 @@ fn backup_dir_equal_to_a_source_is_refused() {
     with_backup_dir(&b, &app);
     let e = b.fails(&["backup", "--all"]);
     assert!(
-        e.contains(&format!("backup_dir \"{}\" is the same as [application] path", app.display()))
-            && e.contains("move the backup directory out of the sources"),
+        e.contains(&format!(
+            "backup_dir \"{}\" is the same as [application] path",
+            app.display()
+        )) && e.contains("move the backup directory out of the sources"),
         "{e}"
     );
 }
@@ -115,7 +117,10 @@ fn lock_cleanup_deletes_only_our_leftovers() {
     for name in user_files {
         assert_eq!(fs::read(dir.join(name)).unwrap(), b"user data", "{name}");
     }
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(fs::read(&outside).unwrap(), b"precious");
     for name in leftovers {
         assert!(!dir.join(name).exists(), "{name} should be gone");

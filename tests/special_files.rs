@@ -37,7 +37,10 @@ fn run_bounded(mut cmd: std::process::Command) -> Output {
 
 fn mkfifo(p: &Path) {
     let _ = fs::remove_file(p);
-    let st = std::process::Command::new("mkfifo").arg(p).status().unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(p)
+        .status()
+        .unwrap();
     assert!(st.success(), "mkfifo {}", p.display());
 }
 
@@ -62,13 +65,19 @@ fn key_file_fifo_or_device_fails_fast() {
     let o = run(&b, &["list"]);
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
-    assert!(e.contains("key file") && e.contains("FIFO") && e.contains("regular file"), "{e}");
+    assert!(
+        e.contains("key file") && e.contains("FIFO") && e.contains("regular file"),
+        "{e}"
+    );
     fs::remove_file(&b.key).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &b.key).unwrap();
     let o = run(&b, &["backup", "config"]);
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
-    assert!(e.contains("key file") && e.contains("character device"), "{e}");
+    assert!(
+        e.contains("key file") && e.contains("character device"),
+        "{e}"
+    );
     // A private (0600) copy of /dev/zero passes the mode check: only the
     // file type check stops an endless read. Making one needs root.
     fs::remove_file(&b.key).unwrap();
@@ -83,7 +92,10 @@ fn key_file_fifo_or_device_fails_fast() {
         let o = run(&b, &["list"]);
         let e = stderr(&o);
         assert!(!o.status.success(), "{e}");
-        assert!(e.contains("key file") && e.contains("character device"), "{e}");
+        assert!(
+            e.contains("key file") && e.contains("character device"),
+            "{e}"
+        );
     } else {
         eprintln!("note: not root, skipped the private /dev/zero node case");
     }
@@ -119,11 +131,15 @@ fn special_sidecars_are_a_per_file_problem_in_list() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     let lines: Vec<&str> = e.lines().collect();
     assert!(
-        lines.iter().any(|l| l.contains("error:") && l.contains("000001.meta") && l.contains("FIFO")),
+        lines
+            .iter()
+            .any(|l| l.contains("error:") && l.contains("000001.meta") && l.contains("FIFO")),
         "{e}"
     );
     assert!(
-        lines.iter().any(|l| l.contains("error:") && l.contains("000002.meta") && l.contains("symbolic link")),
+        lines.iter().any(|l| l.contains("error:")
+            && l.contains("000002.meta")
+            && l.contains("symbolic link")),
         "{e}"
     );
     // The good archive is still listed.
@@ -137,7 +153,14 @@ fn impossible_at_dates_are_refused() {
     b.ok(&["backup", "config"]);
     let target = b.tmp.path().join("r");
     for at in ["2026-02-30", "2026-11-24T24:00:00Z", "2025-02-29"] {
-        let e = b.fails(&["restore", "config", "--at", at, "--target", target.to_str().unwrap()]);
+        let e = b.fails(&[
+            "restore",
+            "config",
+            "--at",
+            at,
+            "--target",
+            target.to_str().unwrap(),
+        ]);
         assert!(e.contains("invalid time") && e.contains(at), "{at}: {e}");
     }
     assert!(!target.exists());

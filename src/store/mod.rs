@@ -260,10 +260,7 @@ fn sorted_names(entries: fs::ReadDir) -> Vec<String> {
 /// Whether `id` is an archive id of strategy `s`:
 /// `<strategy>-<YYYYMMDDTHHMMSSZ>-<6 lowercase hex>`.
 pub fn is_archive_id(s: Strategy, id: &str) -> bool {
-    let Some(rest) = id
-        .strip_prefix(s.name())
-        .and_then(|r| r.strip_prefix('-'))
-    else {
+    let Some(rest) = id.strip_prefix(s.name()).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
     let b = rest.as_bytes();
@@ -392,14 +389,30 @@ mod tests {
         let id = "config-20261124T150000Z-0a1b2c";
         assert!(is_archive_id(Strategy::Config, id));
         assert!(!is_archive_id(Strategy::Logs, id));
-        assert!(!is_archive_id(Strategy::Config, "config-20261124T150000Z-0A1B2C"));
-        assert!(!is_archive_id(Strategy::Config, "config-2026112XT150000Z-0a1b2c"));
-        assert!(!is_archive_id(Strategy::Config, "config-20261124T150000Z-0a1b2c0"));
+        assert!(!is_archive_id(
+            Strategy::Config,
+            "config-20261124T150000Z-0A1B2C"
+        ));
+        assert!(!is_archive_id(
+            Strategy::Config,
+            "config-2026112XT150000Z-0a1b2c"
+        ));
+        assert!(!is_archive_id(
+            Strategy::Config,
+            "config-20261124T150000Z-0a1b2c0"
+        ));
         let s = Strategy::Config;
         assert_eq!(leftover_kind(s, &format!("{id}.000.rvb")), Some((id, true)));
-        assert_eq!(leftover_kind(s, &format!("{id}.1000.rvb")), Some((id, true)));
+        assert_eq!(
+            leftover_kind(s, &format!("{id}.1000.rvb")),
+            Some((id, true))
+        );
         for t in [".000.rvb.tmp", ".meta.tmp", ".index.tmp"] {
-            assert_eq!(leftover_kind(s, &format!("{id}{t}")), Some((id, false)), "{t}");
+            assert_eq!(
+                leftover_kind(s, &format!("{id}{t}")),
+                Some((id, false)),
+                "{t}"
+            );
         }
         for other in [
             "foo.tmp",
