@@ -165,3 +165,22 @@ fn impossible_at_dates_are_refused() {
     }
     assert!(!target.exists());
 }
+
+/// The FIFO half of roundtrip.rs's `fifos_are_skipped_and_the_backup_dir_
+/// is_not_backed_up`, whose other half (backup_dir inside a source) is
+/// now refused at config load (see tests/config_overlap.rs).
+#[test]
+fn fifos_in_a_source_are_skipped() {
+    let b = Board::new("special-fifo-source");
+    b.populate();
+    mkfifo(&b.root.join("opt/myrvm/control.fifo"));
+    b.ok(&["backup", "application"]);
+    let o = run(&b, &["backup", "application"]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("control.fifo") && e.contains("skipping"), "{e}");
+    let listed = b.list();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["skipped"], 1);
+    assert_eq!(listed[0]["files"], listed[1]["files"]);
+}
