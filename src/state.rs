@@ -34,7 +34,7 @@ impl Remembered {
             }
             Err(e) => {
                 self.last_failure = Some(now);
-                self.failures += 1;
+                self.failures = self.failures.saturating_add(1);
                 self.last_error = Some(e);
             }
         }
@@ -100,4 +100,26 @@ pub fn save(backup_dir: &Path, state: &State) -> Result<()> {
     let named: BTreeMap<&str, &Remembered> = state.iter().map(|(k, v)| (k.name(), v)).collect();
     let text = serde_json::to_string_pretty(&named).unwrap_or_default();
     write_atomic(&path(backup_dir), text.as_bytes(), 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_read_bounded_and_never_overflows() {
+        let d = std::env::temp_dir().join(format!("rvb-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(path(&d), r#"{"config":{"failures":4294967295}}"#).unwrap();
+        let mut st = load(&d);
+        let r = st.get_mut(&Strategy::Config).unwrap();
+        r.record_run(Err("disk".into()), 1);
+        assert_eq!(r.failures, u32::MAX);
+        // A FIFO or a link to a device is "nothing known", at once.
+        std::fs::remove_file(path(&d)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", path(&d)).unwrap();
+        assert!(load(&d).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
