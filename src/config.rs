@@ -107,6 +107,90 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// Write a number of seconds the way a config would ("90s", "10m", "366d").
+pub fn format_secs(secs: u64) -> String {
+    for (unit, n) in [('d', 86_400), ('h', 3600), ('m', 60)] {
+        if secs >= n && secs.is_multiple_of(n) {
+            return format!("{}{unit}", secs / n);
+        }
+    }
+    format!("{secs}s")
+}
+
+/// A duration that must lie within `MIN..=MAX` seconds. The range is
+/// checked while the value is read, so the error names the key and line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundedDuration<const MIN: u64, const MAX: u64>(pub Duration);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for BoundedDuration<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = parse_duration(&s).map_err(serde::de::Error::custom)?;
+        if !(MIN..=MAX).contains(&v.as_secs()) {
+            return Err(serde::de::Error::custom(format!(
+                "duration {s:?} is out of range: it must be from {} to {}",
+                format_secs(MIN),
+                format_secs(MAX)
+            )));
+        }
+        Ok(BoundedDuration(v))
+    }
+}
+
+/// `backup_interval` and a strategy's `interval`: 1s to 366d. (1s, not 1m:
+/// tests and demos run a scheduler every few seconds.)
+pub type IntervalDuration = BoundedDuration<1, { 366 * 86_400 }>;
+/// `backup_jitter`: 1s to 1d.
+pub type JitterDuration = BoundedDuration<1, 86_400>;
+/// `recovery_timeout`: 1s to 1d.
+pub type TimeoutDuration = BoundedDuration<1, 86_400>;
+/// `backup_monitoring_interval`: 1m to 7d.
+pub type MonitoringDuration = BoundedDuration<60, { 7 * 86_400 }>;
+
+/// Write a byte count the way a config would ("64K", "1G", "4095M").
+pub fn format_size(n: u64) -> String {
+    for (unit, m) in [('G', 1u64 << 30), ('M', 1 << 20), ('K', 1 << 10)] {
+        if n >= m && n.is_multiple_of(m) {
+            return format!("{}{unit}", n / m);
+        }
+    }
+    n.to_string()
+}
+
+/// A byte size that must lie within `MIN..=MAX`, checked while read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundedSize<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for BoundedSize<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = ByteSize::deserialize(d)?.0;
+        if !(MIN..=MAX).contains(&n) {
+            return Err(serde::de::Error::custom(format!(
+                "size {n} is out of range: it must be from {} to {}",
+                format_size(MIN),
+                format_size(MAX)
+            )));
+        }
+        Ok(BoundedSize(n))
+    }
+}
+
+/// A small count that must lie within `MIN..=MAX`, checked while read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundedCount<const MIN: u32, const MAX: u32>(pub u32);
+
+impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for BoundedCount<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u32::try_from(n) {
+            Ok(v) if (MIN..=MAX).contains(&v) => Ok(BoundedCount(v)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{n} is out of range: it must be from {MIN} to {MAX}"
+            ))),
+        }
+    }
+}
+
 /// A byte size written like 4096, "64K", "100M" or "4G".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
@@ -176,22 +260,24 @@ struct RawConfig {
     audit_log: Option<AbsPath>,
     log_level: Option<LogLevel>,
     backup_enabled: Option<bool>,
-    backup_interval: Option<HumanDuration>,
+    backup_interval: Option<IntervalDuration>,
     retention_days: Option<u32>,
     keep_last: Option<u32>,
     keep_hourly: Option<u32>,
     keep_daily: Option<u32>,
     keep_weekly: Option<u32>,
     keep_monthly: Option<u32>,
-    backup_jitter: Option<HumanDuration>,
+    backup_jitter: Option<JitterDuration>,
     compression_enabled: Option<bool>,
     compression_level: Option<u8>,
     encryption_enabled: Option<bool>,
-    max_part_size: Option<ByteSize>,
+    max_part_size: Option<BoundedSize<MIN_PART_SIZE, DEFAULT_PART_SIZE>>,
+    audit_max_bytes: Option<BoundedSize<MIN_AUDIT_MAX_BYTES, MAX_AUDIT_MAX_BYTES>>,
+    audit_keep: Option<BoundedCount<0, MAX_AUDIT_KEEP>>,
     recovery_enabled: Option<bool>,
-    recovery_timeout: Option<HumanDuration>,
+    recovery_timeout: Option<TimeoutDuration>,
     backup_monitoring_enabled: Option<bool>,
-    backup_monitoring_interval: Option<HumanDuration>,
+    backup_monitoring_interval: Option<MonitoringDuration>,
     database: Option<DatabaseSection>,
     config: Option<TreeSection>,
     logs: Option<TreeSection>,
@@ -213,7 +299,7 @@ enum LogLevel {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSection {
     pub path: AbsPath,
-    pub interval: Option<HumanDuration>,
+    pub interval: Option<IntervalDuration>,
     pub at: Option<DailyAt>,
 }
 
@@ -223,7 +309,7 @@ pub struct TreeSection {
     pub paths: Vec<AbsPath>,
     #[serde(default)]
     pub exclude: Vec<String>,
-    pub interval: Option<HumanDuration>,
+    pub interval: Option<IntervalDuration>,
     pub at: Option<DailyAt>,
 }
 
@@ -311,6 +397,10 @@ pub struct Config {
     pub compression_level: u8,
     pub encryption_enabled: bool,
     pub max_part_size: u64,
+    /// Rotate the audit log when it grows beyond this many bytes.
+    pub audit_max_bytes: u64,
+    /// How many rotated audit logs (`audit.log.1` …) to keep.
+    pub audit_keep: u32,
     pub recovery_enabled: bool,
     pub recovery_timeout: Duration,
     pub monitoring_enabled: bool,
@@ -326,6 +416,15 @@ pub struct Config {
 pub const MIN_PART_SIZE: u64 = 64 << 10;
 /// Just under FAT32's 4 GiB file size limit.
 pub const DEFAULT_PART_SIZE: u64 = (4 << 30) - (1 << 20);
+/// `audit_max_bytes`: default and range.
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 4 << 20;
+pub const MIN_AUDIT_MAX_BYTES: u64 = 64 << 10;
+pub const MAX_AUDIT_MAX_BYTES: u64 = 1 << 30;
+/// `audit_keep`: default and largest value.
+pub const DEFAULT_AUDIT_KEEP: u32 = 3;
+pub const MAX_AUDIT_KEEP: u32 = crate::audit::MAX_ROTATED;
+/// The largest config file read.
+pub const MAX_CONFIG_LEN: usize = 1 << 20;
 
 impl Config {
     /// Which file to read: `--config`, else `$RVM_BACKUP_CONFIG`, else the default.
@@ -339,20 +438,28 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
     }
 
+    /// Read (a regular file of at most 1 MiB; a FIFO or device is refused
+    /// at once), parse, then check on the file system that `backup_dir`
+    /// does not overlap a source (see [`Config::check_real_paths`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let err = |message: String| ConfigError {
             path: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            err(match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    "not found: write one (see README.md), or name it with --config or RVM_BACKUP_CONFIG".into()
-                }
-                _ => format!("cannot read: {e}"),
-            })
-        })?;
-        Config::parse(&text, path)
+        let (_, bytes) = crate::fsutil::read_regular(path, MAX_CONFIG_LEN, crate::fsutil::Follow::Yes)
+            .map_err(|e| {
+                err(match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        "not found: write one (see README.md), or name it with --config or RVM_BACKUP_CONFIG".into()
+                    }
+                    _ => format!("cannot read: {e}"),
+                })
+            })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| err("is not UTF-8 text; a config file is TOML".into()))?;
+        let cfg = Config::parse(&text, path)?;
+        cfg.check_real_paths()?;
+        Ok(cfg)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -369,11 +476,6 @@ impl Config {
             )));
         }
         let max_part_size = raw.max_part_size.map_or(DEFAULT_PART_SIZE, |b| b.0);
-        if !(MIN_PART_SIZE..=DEFAULT_PART_SIZE).contains(&max_part_size) {
-            return Err(err(format!(
-                "max_part_size = {max_part_size}: it must be from 64K to just under 4G"
-            )));
-        }
         if let Some(t) = [&raw.config, &raw.logs, &raw.application]
             .into_iter()
             .flatten()
@@ -406,6 +508,12 @@ impl Config {
         let backup_dir = raw
             .backup_dir
             .map_or_else(|| PathBuf::from("/var/lib/rvm-backup"), |p| p.0);
+        let sources = source_roots(&raw.database, &raw.config, &raw.logs, &raw.application);
+        for (label, p) in &sources {
+            if let Some(m) = overlap_message((&backup_dir, p), label, None) {
+                return Err(err(m));
+            }
+        }
         Ok(Config {
             file: path.to_path_buf(),
             environment: env,
@@ -440,6 +548,8 @@ impl Config {
             compression_level: level,
             encryption_enabled: raw.encryption_enabled.unwrap_or(true),
             max_part_size,
+            audit_max_bytes: raw.audit_max_bytes.map_or(DEFAULT_AUDIT_MAX_BYTES, |b| b.0),
+            audit_keep: raw.audit_keep.map_or(DEFAULT_AUDIT_KEEP, |k| k.0),
             recovery_enabled: raw.recovery_enabled.unwrap_or(true),
             recovery_timeout: raw
                 .recovery_timeout
@@ -454,6 +564,64 @@ impl Config {
             application: raw.application,
             access: raw.access.unwrap_or_default(),
         })
+    }
+
+    /// Every configured source root with the key it comes from, e.g.
+    /// `("[application] path", "/opt/myrvm")`.
+    pub fn source_roots(&self) -> Vec<(&'static str, PathBuf)> {
+        source_roots(&self.database, &self.config, &self.logs, &self.application)
+    }
+
+    /// `backup_dir` must not overlap a source once symlinks and bind mounts
+    /// are seen through: compares the real paths (the longest existing
+    /// prefix of each, canonicalized) and the device and inode of
+    /// `backup_dir`, each source root and their existing ancestors. Called
+    /// by [`Config::load`]; `parse` does the same on the written paths.
+    pub fn check_real_paths(&self) -> Result<(), ConfigError> {
+        let err = |message: String| ConfigError {
+            path: self.file.clone(),
+            message,
+        };
+        let backup_real = real_path(&self.backup_dir);
+        let backup_ids = ancestor_ids(&backup_real);
+        for (label, src) in self.source_roots() {
+            let src_real = real_path(&src);
+            let written = (self.backup_dir.as_path(), src.as_path());
+            let resolved = (backup_real.as_path(), src_real.as_path());
+            if let Some(m) = overlap_message(resolved, label, Some(written)) {
+                return Err(err(m));
+            }
+            let src_ids = ancestor_ids(&src_real);
+            let inside = |ids: &[(u64, u64)], of: &[(u64, u64)]| {
+                of.first().is_some_and(|root| ids.contains(root))
+            };
+            // The first element is the path itself when it exists.
+            let own = |p: &Path, ids: &Vec<(u64, u64)>| -> Vec<(u64, u64)> {
+                if p.exists() {
+                    ids.iter().take(1).copied().collect()
+                } else {
+                    Vec::new()
+                }
+            };
+            let backup_own = own(&backup_real, &backup_ids);
+            let src_own = own(&src_real, &src_ids);
+            let tail = "(the same directory is reachable under both names, through a bind mount or a symlink); move the backup directory out of the sources";
+            if inside(&backup_ids, &src_own) {
+                return Err(err(format!(
+                    "backup_dir {:?} lies inside {label} {:?} {tail}",
+                    self.backup_dir.display().to_string(),
+                    src.display().to_string()
+                )));
+            }
+            if inside(&src_ids, &backup_own) {
+                return Err(err(format!(
+                    "{label} {:?} lies inside backup_dir {:?} {tail}",
+                    src.display().to_string(),
+                    self.backup_dir.display().to_string()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The sources of a strategy, or `None` when its section is absent.
@@ -491,6 +659,99 @@ impl Config {
             .filter(|s| self.source(*s).is_some())
             .collect()
     }
+}
+
+fn source_roots(
+    database: &Option<DatabaseSection>,
+    config: &Option<TreeSection>,
+    logs: &Option<TreeSection>,
+    application: &Option<TreeSection>,
+) -> Vec<(&'static str, PathBuf)> {
+    let mut v: Vec<(&'static str, PathBuf)> = Vec::new();
+    if let Some(d) = database {
+        v.push(("[database] path", d.path.0.clone()));
+    }
+    for (label, t) in [
+        ("[config] path", config),
+        ("[logs] path", logs),
+        ("[application] path", application),
+    ] {
+        for p in t.iter().flat_map(|t| &t.paths) {
+            v.push((label, p.0.clone()));
+        }
+    }
+    v
+}
+
+/// Why `backup_dir` and a source (from key `label`) overlap, if they do:
+/// equal, or one inside the other. `paths` are the paths compared; when
+/// `written` is given (the paths as configured, `paths` then being their
+/// resolved forms) the message names both.
+fn overlap_message(
+    paths: (&Path, &Path),
+    label: &str,
+    written: Option<(&Path, &Path)>,
+) -> Option<String> {
+    let (backup_dir, src) = paths;
+    let (wb, ws) = written.unwrap_or(paths);
+    let b = format!("backup_dir {:?}", wb.display().to_string());
+    let s = format!("{label} {:?}", ws.display().to_string());
+    let how = match written {
+        Some(_) => format!(
+            " (through symlinks: backup_dir is really {:?}, the source {:?})",
+            backup_dir.display().to_string(),
+            src.display().to_string()
+        ),
+        None => String::new(),
+    };
+    let fix = "move the backup directory out of the sources";
+    if backup_dir == src {
+        Some(format!(
+            "{b} is the same as {s}{how}: nothing could be backed up into itself; {fix}"
+        ))
+    } else if backup_dir.starts_with(src) {
+        Some(format!(
+            "{b} lies inside {s}{how}: every archive would contain the earlier ones; {fix}"
+        ))
+    } else if src.starts_with(backup_dir) {
+        Some(format!(
+            "{s} lies inside {b}{how}: the backup directory's cleanup and retention must never touch source files; {fix}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// `p` with its longest existing prefix canonicalized (symlinks resolved)
+/// and the rest appended as written.
+pub fn real_path(p: &Path) -> PathBuf {
+    let mut existing = p;
+    let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
+    loop {
+        if let Ok(mut c) = std::fs::canonicalize(existing) {
+            for part in rest.iter().rev() {
+                c.push(part);
+            }
+            return c;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+/// (device, inode) of `p` (first, if it exists) and of each existing
+/// ancestor, nearest first.
+fn ancestor_ids(p: &Path) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    p.ancestors()
+        .filter_map(|a| std::fs::metadata(a).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
 }
 
 impl LogLevel {
@@ -636,5 +897,165 @@ exclude = ["*.pyc", "__pycache__"]
         assert!(parse_duration("99999999999999999999d").is_err());
         assert_eq!(parse_size("64K").unwrap(), 65536);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes_are_bounded_per_key() {
+        for (key, val, range) in [
+            (
+                "backup_interval",
+                "\"18446744073709552s\"",
+                "from 1s to 366d",
+            ),
+            ("backup_interval", "\"367d\"", "from 1s to 366d"),
+            ("backup_jitter", "\"2d\"", "from 1s to 1d"),
+            ("recovery_timeout", "\"25h\"", "from 1s to 1d"),
+            ("backup_monitoring_interval", "\"30s\"", "from 1m to 7d"),
+            ("backup_monitoring_interval", "\"8d\"", "from 1m to 7d"),
+            ("max_part_size", "\"5G\"", "from 64K to 4095M"),
+            ("max_part_size", "1000", "from 64K to 4095M"),
+            ("audit_max_bytes", "\"2G\"", "from 64K to 1G"),
+            ("audit_max_bytes", "\"1K\"", "from 64K to 1G"),
+            ("audit_keep", "21", "from 0 to 20"),
+            ("audit_keep", "-1", "from 0 to 20"),
+        ] {
+            let e = parse(&format!("\n\n{key} = {val}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(range) && e.contains("line 3") && e.contains(key),
+                "{key} = {val}: {e}"
+            );
+        }
+        let e = parse("[config]\npaths = [\"/etc/x\"]\ninterval = \"400d\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("366d"), "{e}");
+        let c = parse(
+            "backup_interval = \"366d\"\nbackup_jitter = \"1d\"\naudit_max_bytes = \"64K\"\naudit_keep = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.backup_interval, Duration::from_secs(366 * 86_400));
+        assert_eq!((c.audit_max_bytes, c.audit_keep), (65536, 0));
+        let c = parse("").unwrap();
+        assert_eq!(
+            (c.audit_max_bytes, c.audit_keep),
+            (DEFAULT_AUDIT_MAX_BYTES, DEFAULT_AUDIT_KEEP)
+        );
+    }
+
+    #[test]
+    fn backup_dir_must_not_overlap_a_source() {
+        for (backup_dir, section, want) in [
+            (
+                "/opt/app",
+                "[application]\npaths = [\"/opt/app\"]",
+                "is the same as [application] path \"/opt/app\"",
+            ),
+            (
+                "/opt/app/backups",
+                "[application]\npaths = [\"/opt/app\"]",
+                "backup_dir \"/opt/app/backups\" lies inside [application] path \"/opt/app\"",
+            ),
+            (
+                "/opt",
+                "[application]\npaths = [\"/opt/app\"]",
+                "[application] path \"/opt/app\" lies inside backup_dir \"/opt\"",
+            ),
+            (
+                "/var/lib/db/rvm.sqlite",
+                "[database]\npath = \"/var/lib/db/rvm.sqlite\"",
+                "same as [database] path",
+            ),
+            (
+                "/var/lib",
+                "[database]\npath = \"/var/lib/db/rvm.sqlite\"",
+                "[database] path \"/var/lib/db/rvm.sqlite\" lies inside backup_dir",
+            ),
+            (
+                "/etc/myrvm/b",
+                "[config]\npaths = [\"/etc/other\", \"/etc/myrvm\"]",
+                "inside [config] path \"/etc/myrvm\"",
+            ),
+            (
+                "/var/log/x/y",
+                "[logs]\npaths = [\"/var/log/x\"]",
+                "inside [logs] path",
+            ),
+        ] {
+            let e = parse(&format!("backup_dir = \"{backup_dir}\"\n{section}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(want) && e.contains("move the backup directory out of the sources"),
+                "{backup_dir}: {e}"
+            );
+        }
+        // Neighbours, and the audit log and key inside a source, are fine.
+        parse("backup_dir = \"/opt/app2\"\naudit_log = \"/opt/app/audit.log\"\nkey_file = \"/opt/app/k\"\n[application]\npaths = [\"/opt/app\"]\n").unwrap();
+    }
+
+    #[test]
+    fn backup_dir_reached_through_a_symlink_is_refused_at_load() {
+        let d = std::env::temp_dir().join(format!("rvb-config-real-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("app/var")).unwrap();
+        std::os::unix::fs::symlink(d.join("app/var"), d.join("srv")).unwrap();
+        let file = d.join("c.toml");
+        let write = |backup: &Path| {
+            std::fs::write(
+                &file,
+                format!(
+                    "backup_dir = \"{}\"\n[application]\npaths = [\"{}\"]\n",
+                    backup.display(),
+                    d.join("app").display()
+                ),
+            )
+            .unwrap()
+        };
+        // backup_dir (not yet existing) below a symlink into the source.
+        write(&d.join("srv/backups"));
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("srv/backups\" lies inside [application] path")
+                && e.contains("through symlinks")
+                && e.contains("app/var/backups"),
+            "{e}"
+        );
+        // The source reached through a symlink in backup_dir's place.
+        std::os::unix::fs::symlink(d.join("app"), d.join("applink")).unwrap();
+        write(&d.join("applink"));
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(e.contains("is the same as"), "{e}");
+        write(&d.join("elsewhere"));
+        Config::load(&file).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn special_config_files_fail_fast() {
+        let d = std::env::temp_dir().join(format!("rvb-config-special-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let fifo = d.join("fifo.toml");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = Config::load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("character device"), "{e}");
+        let big = d.join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_LEN + 1]).unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -60,3 +60,145 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     }
     result
 }
+
+/// Whether [`open_regular`] may follow a symbolic link at the last
+/// component of the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// Follow it (the opened file is still checked).
+    Yes,
+    /// Refuse it (`O_NOFOLLOW`): for files inside `backup_dir`.
+    No,
+}
+
+/// Open `path` for reading without ever blocking on it: `O_NONBLOCK` (a
+/// FIFO opens at once instead of waiting for a writer), `O_CLOEXEC`, and
+/// `O_NOFOLLOW` unless `follow` says otherwise. The opened file must be a
+/// regular file (checked with `fstat`, so a symlink swapped in after a
+/// check cannot get past it). Errors are `std::io::Error`s whose text says
+/// what the file is instead; callers add which file they wanted.
+pub fn open_regular(path: &Path, follow: Follow) -> std::io::Result<(File, fs::Metadata)> {
+    use rustix::fs::OFlags;
+    let mut flags = OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if follow == Follow::No {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            if follow == Follow::No
+                && e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+            {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is a symbolic link, which is refused here: replace it with the file itself",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "it is {}, not a regular file",
+                describe_type(meta.file_type())
+            ),
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// "a directory", "a FIFO (named pipe)", … for error messages.
+pub fn describe_type(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Read a whole small file: [`open_regular`], then at most `max` bytes; a
+/// longer file is an error (nothing beyond `max + 1` bytes is read, so a
+/// huge or growing file cannot exhaust memory). The one bounded read used
+/// for key, config, sidecar, state and audit head files.
+pub fn read_regular(
+    path: &Path,
+    max: usize,
+    follow: Follow,
+) -> std::io::Result<(fs::Metadata, Vec<u8>)> {
+    use std::io::Read;
+    let (file, meta) = open_regular(path, follow)?;
+    let cap = usize::try_from(meta.len()).unwrap_or(max).min(max);
+    let mut bytes = Vec::with_capacity(cap.saturating_add(1));
+    file.take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {max} bytes, too large for what it should hold"),
+        ));
+    }
+    Ok((meta, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rvb-fsutil-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn reads_small_regular_files_only() {
+        let d = scratch("read");
+        let f = d.join("f");
+        fs::write(&f, b"hello").unwrap();
+        assert_eq!(read_regular(&f, 5, Follow::No).unwrap().1, b"hello");
+        let e = read_regular(&f, 4, Follow::No).unwrap_err().to_string();
+        assert!(e.contains("larger than 4 bytes"), "{e}");
+        let l = d.join("l");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        assert_eq!(read_regular(&l, 5, Follow::Yes).unwrap().1, b"hello");
+        let e = read_regular(&l, 5, Follow::No).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        let e = read_regular(&d, 5, Follow::Yes).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+        let z = d.join("z");
+        std::os::unix::fs::symlink("/dev/zero", &z).unwrap();
+        let e = read_regular(&z, 5, Follow::Yes).unwrap_err().to_string();
+        assert!(e.contains("character device"), "{e}");
+        let fifo = d.join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = read_regular(&fifo, 5, Follow::No).unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{MasterKey, KEY_LEN};
 use crate::error::{msg, IoContext, Result};
-use crate::fsutil::{parent, sync_dir};
+use crate::fsutil::{parent, read_regular, sync_dir, Follow};
 
 /// Create a new key file; refuses to overwrite an existing one.
 pub fn generate(out: &Path) -> Result<MasterKey> {
@@ -44,16 +44,30 @@ pub fn generate(out: &Path) -> Result<MasterKey> {
     Ok(key)
 }
 
-/// Load the key file, refusing one that group or others can read.
+/// Largest key file read: the key is 65 bytes; a little room for a
+/// trailing newline or `\r\n`, never a read that cannot end.
+pub const MAX_KEY_FILE_LEN: usize = 4096;
+
+/// Load the key file, refusing one that group or others can read, and
+/// anything that is not a small regular file (a FIFO, a device such as
+/// `/dev/zero`, a directory). A symlink to the key is followed; the file it
+/// leads to is what gets checked.
 pub fn load(path: &Path) -> Result<MasterKey> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+    let (meta, bytes) = read_regular(path, MAX_KEY_FILE_LEN, Follow::Yes).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => msg(format!(
             "key file {} does not exist: create it with `rvm-backup keygen --out {}` (or restore it from your key escrow)",
             path.display(),
             path.display()
         )),
-        _ => crate::error::Error::Io { what: format!("cannot read key file {}", path.display()), source: e },
+        _ => crate::error::Error::Io {
+            what: format!(
+                "cannot read key file {} (it must be a regular file of 64 hex digits, mode 0600)",
+                path.display()
+            ),
+            source: e,
+        },
     })?;
+    let bytes = Zeroizing::new(bytes);
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(msg(format!(
@@ -62,7 +76,7 @@ pub fn load(path: &Path) -> Result<MasterKey> {
             path.display()
         )));
     }
-    let text = Zeroizing::new(std::fs::read_to_string(path).at("read key file", path)?);
+    let text = std::str::from_utf8(&bytes).unwrap_or_default();
     parse(text.trim()).ok_or_else(|| {
         msg(format!(
             "key file {} is not a key: it must hold 64 hex digits",
@@ -105,6 +119,40 @@ mod tests {
         std::fs::write(&path, "nothex").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(load(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A FIFO or a device as the key file fails at once with a clear
+    /// error instead of blocking forever or reading until out of memory.
+    #[test]
+    fn special_key_files_fail_fast() {
+        let dir = std::env::temp_dir().join(format!("rvb-keys-special-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.key");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let zero = dir.join("zero.key");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let big = dir.join("big.key");
+        std::fs::write(&big, vec![b'a'; 100_000]).unwrap();
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for (p, want) in [
+            (&fifo, "FIFO"),
+            (&zero, "character device"),
+            (&big, "larger than"),
+        ] {
+            let start = std::time::Instant::now();
+            let e = load(p).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("key file"), "{e}");
+            assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -34,7 +34,7 @@ impl Remembered {
             }
             Err(e) => {
                 self.last_failure = Some(now);
-                self.failures += 1;
+                self.failures = self.failures.saturating_add(1);
                 self.last_error = Some(e);
             }
         }
@@ -64,10 +64,16 @@ fn warn_once(message: String) {
     }
 }
 
+/// Largest `state.json` read (it holds four small records).
+pub const MAX_STATE_LEN: usize = 1 << 20;
+
+/// Read `state.json`: a small regular file, not followed if it is a
+/// symlink, at most [`MAX_STATE_LEN`] bytes. Anything else is "nothing
+/// known yet", with a warning.
 pub fn load(backup_dir: &Path) -> State {
     let p = path(backup_dir);
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
+    let text = match crate::fsutil::read_regular(&p, MAX_STATE_LEN, crate::fsutil::Follow::No) {
+        Ok((_, bytes)) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::new(),
         Err(e) => {
             warn_once(format!(
@@ -77,7 +83,7 @@ pub fn load(backup_dir: &Path) -> State {
             return State::new();
         }
     };
-    let named: BTreeMap<String, Remembered> = serde_json::from_str(&text).unwrap_or_else(|e| {
+    let named: BTreeMap<String, Remembered> = serde_json::from_slice(&text).unwrap_or_else(|e| {
         warn_once(format!(
             "{} is damaged ({e}); starting with no history",
             p.display()
@@ -94,4 +100,26 @@ pub fn save(backup_dir: &Path, state: &State) -> Result<()> {
     let named: BTreeMap<&str, &Remembered> = state.iter().map(|(k, v)| (k.name(), v)).collect();
     let text = serde_json::to_string_pretty(&named).unwrap_or_default();
     write_atomic(&path(backup_dir), text.as_bytes(), 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_read_bounded_and_never_overflows() {
+        let d = std::env::temp_dir().join(format!("rvb-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(path(&d), r#"{"config":{"failures":4294967295}}"#).unwrap();
+        let mut st = load(&d);
+        let r = st.get_mut(&Strategy::Config).unwrap();
+        r.record_run(Err("disk".into()), 1);
+        assert_eq!(r.failures, u32::MAX);
+        // A FIFO or a link to a device is "nothing known", at once.
+        std::fs::remove_file(path(&d)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", path(&d)).unwrap();
+        assert!(load(&d).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

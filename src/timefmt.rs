@@ -60,24 +60,89 @@ pub fn rfc3339(t: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// Whether `y` is a leap year in the proleptic Gregorian calendar.
+pub fn is_leap(y: i64) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+/// Days in month `m` (1–12) of year `y`.
+pub fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
 /// Parse `2026-11-24T15:00:00Z`, `2026-11-24 15:00:00`, `2026-11-24T15:00Z`,
-/// `2026-11-24` or `20261124T150000Z`, all as UTC.
+/// `2026-11-24` or `20261124T150000Z`, all as UTC (the `Z` is optional).
+/// An impossible date or time (February 30, hour 24, minute 60, …) is
+/// refused, never rolled over into the next day or month.
 pub fn parse(s: &str) -> Result<i64, String> {
     let bad = || format!("invalid time {s:?}: write it like 2026-11-24T15:00:00Z (UTC)");
-    let digits: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
-    let ok_chars = s.chars().all(|c| c.is_ascii_digit() || "-:TZ ".contains(c));
-    if !ok_chars || !matches!(digits.len(), 8 | 12 | 14) {
+    let t = s.strip_suffix('Z').unwrap_or(s);
+    // The shape, with 'D' for a digit and 'T' for 'T' or a space.
+    let shape: String = t
+        .chars()
+        .map(|c| match c {
+            '0'..='9' => 'D',
+            ' ' => 'T',
+            c => c,
+        })
+        .collect();
+    let compact = shape == "DDDDDDDDTDDDDDD";
+    if !compact
+        && !matches!(
+            shape.as_str(),
+            "DDDD-DD-DD" | "DDDD-DD-DDTDD:DD" | "DDDD-DD-DDTDD:DD:DD"
+        )
+    {
         return Err(bad());
     }
-    let num = |a: usize, b: usize| digits[a..b].parse::<u32>().map_err(|_| bad());
-    let (y, mo, d) = (num(0, 4)?, num(4, 6)?, num(6, 8)?);
-    let h = if digits.len() >= 12 { num(8, 10)? } else { 0 };
-    let mi = if digits.len() >= 12 { num(10, 12)? } else { 0 };
-    let sec = if digits.len() == 14 { num(12, 14)? } else { 0 };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return Err(bad());
+    if shape.len() == 10 && t.len() != s.len() {
+        return Err(bad()); // "2026-11-24Z"
     }
-    Ok(days_from_civil(i64::from(y), mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + sec))
+    let digits: Vec<u32> = t.chars().filter_map(|c| c.to_digit(10)).collect();
+    let num = |a: usize, b: usize| digits[a..b].iter().fold(0u32, |n, d| n * 10 + d);
+    let (y, mo, d) = (num(0, 4), num(4, 6), num(6, 8));
+    let h = if digits.len() >= 12 { num(8, 10) } else { 0 };
+    let mi = if digits.len() >= 12 { num(10, 12) } else { 0 };
+    let sec = if digits.len() == 14 { num(12, 14) } else { 0 };
+    if !(1..=12).contains(&mo) {
+        return Err(format!("{}: there is no month {mo}", bad()));
+    }
+    let year = i64::from(y);
+    let last = days_in_month(year, mo);
+    if !(1..=last).contains(&d) {
+        let name = MONTHS[(mo - 1) as usize];
+        return Err(format!(
+            "{}: {name} {y} has {last} days, there is no day {d}",
+            bad()
+        ));
+    }
+    if h > 23 || mi > 59 || sec > 59 {
+        return Err(format!(
+            "{}: {h:02}:{mi:02}:{sec:02} is not a time of day (hours 00-23, minutes and seconds 00-59)",
+            bad()
+        ));
+    }
+    Ok(days_from_civil(year, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + sec))
 }
 
 #[cfg(test)]
@@ -93,6 +158,45 @@ mod tests {
         assert_eq!(parse("2026-11-24").unwrap(), 1_795_478_400);
         assert!(parse("yesterday").is_err());
         assert!(parse("2026-13-01").is_err());
+        assert_eq!(parse("2026-11-24 15:00:00").unwrap(), 1_795_532_400);
+        assert_eq!(parse("2026-11-24T15:00Z").unwrap(), 1_795_532_400);
+        assert_eq!(parse("20261124T150000").unwrap(), 1_795_532_400);
+    }
+
+    #[test]
+    fn impossible_dates_and_times_are_refused() {
+        for (bad, why) in [
+            ("2026-02-30", "February 2026 has 28 days"),
+            ("2026-02-29", "February 2026 has 28 days"),
+            ("2100-02-29", "February 2100 has 28 days"),
+            ("2026-04-31", "April 2026 has 30 days"),
+            ("2026-01-32", "January 2026 has 31 days"),
+            ("2026-01-00", "no day 0"),
+            ("2026-00-10", "no month 0"),
+            ("2026-11-24T24:00:00Z", "not a time of day"),
+            ("2026-11-24T23:60:00Z", "not a time of day"),
+            ("2026-11-24T23:59:60Z", "not a time of day"),
+            ("20261124T250000Z", "not a time of day"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
+        }
+        for bad in [
+            "2026-1-124",
+            "2026-11-24T15",
+            "2026-11-24Z",
+            "2026/11/24",
+            "2026-11-24T15:00:00ZZ",
+            "",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse("2024-02-29").is_ok());
+        assert!(parse("2000-02-29").is_ok());
+        assert_eq!(
+            parse("2026-03-01").unwrap() - parse("2026-02-28").unwrap(),
+            86_400
+        );
     }
 
     #[test]

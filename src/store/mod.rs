@@ -10,7 +10,8 @@
 //! - only the holder of `backup_dir/.lock` writes or deletes; a second run
 //!   fails at once with a message naming the holder's pid;
 //! - at lock time, temporary files and parts without a sidecar (what a killed
-//!   run leaves) are removed.
+//!   run leaves) are removed; only names this program writes, with an id of
+//!   that directory's strategy, and only regular files.
 
 pub mod parts;
 
@@ -22,7 +23,7 @@ use crate::crypto::MasterKey;
 use crate::error::{msg, Error, IoContext, Result};
 use crate::format::header::Header;
 use crate::format::sidecar::{self, Meta};
-use crate::fsutil::TMP_SUFFIX;
+use crate::fsutil::{read_regular, Follow, TMP_SUFFIX};
 use crate::strategy::Strategy;
 
 pub const SIDECAR_EXT: &str = ".meta";
@@ -150,7 +151,7 @@ impl Store {
         for s in Strategy::ALL {
             let dir = self.strategy_dir(s);
             fs::create_dir_all(&dir).at("create", &dir)?;
-            clean_leftovers(&dir)?;
+            clean_leftovers(s, &dir)?;
         }
         Ok(StoreLock { _file: file })
     }
@@ -229,15 +230,13 @@ impl Store {
     }
 }
 
+/// Read and authenticate one sidecar. It is opened without following a
+/// symlink and without blocking (`O_NOFOLLOW|O_NONBLOCK`), must be a regular
+/// file, and at most `MAX_SIDECAR_LEN + 1` bytes are ever read, so a FIFO, a
+/// device or a huge file in `backup_dir` is one clear problem, not a hang.
 pub fn read_sidecar(path: &Path, key: Option<&MasterKey>) -> Result<(Header, Meta)> {
-    let len = fs::metadata(path).at("read", path)?.len();
-    if len > sidecar::MAX_SIDECAR_LEN as u64 {
-        return Err(msg(format!(
-            "{} is too large to be a sidecar",
-            path.display()
-        )));
-    }
-    let bytes = fs::read(path).at("read", path)?;
+    let (_, bytes) = read_regular(path, sidecar::MAX_SIDECAR_LEN, Follow::No)
+        .ctx(|| format!("cannot read sidecar {}", path.display()))?;
     let id = path
         .file_name()
         .map(|n| {
@@ -258,27 +257,86 @@ fn sorted_names(entries: fs::ReadDir) -> Vec<String> {
     names
 }
 
-/// Remove temporaries and parts whose sidecar was never published.
-fn clean_leftovers(dir: &Path) -> Result<()> {
+/// Whether `id` is an archive id of strategy `s`:
+/// `<strategy>-<YYYYMMDDTHHMMSSZ>-<6 lowercase hex>`.
+pub fn is_archive_id(s: Strategy, id: &str) -> bool {
+    let Some(rest) = id.strip_prefix(s.name()).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() == 16 + 1 + 6
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..15)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// What a leftover file name is, if this program could have written it:
+/// the archive id it belongs to and whether it is a published part (which
+/// is a leftover only without its sidecar) or a temporary (always one).
+fn leftover_kind(s: Strategy, name: &str) -> Option<(&str, bool)> {
+    fn part_of(n: &str) -> Option<&str> {
+        let (id, num) = n.strip_suffix(PART_EXT)?.rsplit_once('.')?;
+        (num.len() >= 3 && num.bytes().all(|c| c.is_ascii_digit())).then_some(id)
+    }
+    let (id, is_part) = if let Some(t) = name.strip_suffix(TMP_SUFFIX) {
+        let id = t
+            .strip_suffix(SIDECAR_EXT)
+            .or_else(|| t.strip_suffix(".index"))
+            .or_else(|| part_of(t))?;
+        (id, false)
+    } else {
+        (part_of(name)?, true)
+    };
+    is_archive_id(s, id).then_some((id, is_part))
+}
+
+/// Remove what an interrupted run of strategy `s` left in its directory:
+/// `<id>.NNN.rvb` parts without a `<id>.meta`, and the temporaries
+/// `<id>.NNN.rvb.tmp`, `<id>.meta.tmp`, `<id>.index.tmp`, where `<id>` is an
+/// id of this strategy, and only regular files (looked at with lstat, no
+/// symlink followed). Anything else, whatever its name, is left alone: the
+/// directory may hold files this program never wrote.
+fn clean_leftovers(s: Strategy, dir: &Path) -> Result<()> {
     let names = sorted_names(fs::read_dir(dir).at("read", dir)?);
     let mut removed = false;
     for name in &names {
-        let orphan_part = name.ends_with(PART_EXT) && {
-            let id = name
-                .trim_end_matches(PART_EXT)
-                .rsplit_once('.')
-                .map_or("", |(id, _)| id);
-            !names.contains(&format!("{id}{SIDECAR_EXT}"))
+        let Some((id, is_part)) = leftover_kind(s, name) else {
+            if name.ends_with(TMP_SUFFIX) || name.ends_with(PART_EXT) {
+                log::debug!(
+                    "leaving {} alone: not a name rvm-backup writes",
+                    dir.join(name).display()
+                );
+            }
+            continue;
         };
-        if name.ends_with(TMP_SUFFIX) || orphan_part {
-            let path = dir.join(name);
-            log::info!(
-                "removing leftover of an interrupted run: {}",
-                path.display()
-            );
-            fs::remove_file(&path).at("remove leftover", &path)?;
-            removed = true;
+        if is_part && names.contains(&format!("{id}{SIDECAR_EXT}")) {
+            continue;
         }
+        let path = dir.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(m) => {
+                log::debug!(
+                    "leaving {} alone: it is {}",
+                    path.display(),
+                    crate::fsutil::describe_type(m.file_type())
+                );
+                continue;
+            }
+            Err(_) => continue,
+        }
+        log::info!(
+            "removing leftover of an interrupted run: {}",
+            path.display()
+        );
+        fs::remove_file(&path).at("remove leftover", &path)?;
+        removed = true;
     }
     if removed {
         crate::fsutil::sync_dir(dir)?;
@@ -319,5 +377,58 @@ pub fn resolve<'a>(archives: &'a [Listed], wanted: &str) -> Result<&'a Listed> {
             many.len(),
             many[0].meta.id
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_names_are_leftovers() {
+        let id = "config-20261124T150000Z-0a1b2c";
+        assert!(is_archive_id(Strategy::Config, id));
+        assert!(!is_archive_id(Strategy::Logs, id));
+        assert!(!is_archive_id(
+            Strategy::Config,
+            "config-20261124T150000Z-0A1B2C"
+        ));
+        assert!(!is_archive_id(
+            Strategy::Config,
+            "config-2026112XT150000Z-0a1b2c"
+        ));
+        assert!(!is_archive_id(
+            Strategy::Config,
+            "config-20261124T150000Z-0a1b2c0"
+        ));
+        let s = Strategy::Config;
+        assert_eq!(leftover_kind(s, &format!("{id}.000.rvb")), Some((id, true)));
+        assert_eq!(
+            leftover_kind(s, &format!("{id}.1000.rvb")),
+            Some((id, true))
+        );
+        for t in [".000.rvb.tmp", ".meta.tmp", ".index.tmp"] {
+            assert_eq!(
+                leftover_kind(s, &format!("{id}{t}")),
+                Some((id, false)),
+                "{t}"
+            );
+        }
+        for other in [
+            "foo.tmp",
+            "x.rvb",
+            "notes.meta.tmp",
+            "x.000.rvb",
+            "state.json.tmp",
+            &format!("{id}.meta"),
+            &format!("{id}.00.rvb"),
+            &format!("{id}.0a0.rvb"),
+            &format!("{id}.rvb"),
+            &format!("{id}.tmp"),
+            &format!("{id}.000.rvb.bak"),
+            "logs-20261124T150000Z-0a1b2c.000.rvb",
+        ] {
+            assert_eq!(leftover_kind(s, other), None, "{other}");
+        }
     }
 }
