@@ -215,39 +215,6 @@ fn large_archives_are_split_into_parts() {
 }
 
 #[test]
-fn fifos_are_skipped_and_the_backup_dir_is_not_backed_up() {
-    let b = Board::new("special");
-    b.populate();
-    let fifo = b.root.join("opt/myrvm/control.fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
-    // A backup dir inside a backed-up tree must not swallow itself.
-    let inner = b.root.join("opt/myrvm/backups");
-    let text = fs::read_to_string(&b.config).unwrap();
-    let text = text.replace(
-        &format!("backup_dir = \"{}\"", b.backups.display()),
-        &format!("backup_dir = \"{}\"", inner.display()),
-    );
-    fs::write(&b.config, text).unwrap();
-    b.ok(&["backup", "application"]);
-    let out = b.run(&["backup", "application"]);
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("control.fifo") && err.contains("skipping"),
-        "{err}"
-    );
-    let listed = b.list();
-    assert_eq!(listed.len(), 2);
-    assert_eq!(listed[1]["skipped"], 1);
-    // The second backup did not store the first one.
-    assert_eq!(listed[0]["files"], listed[1]["files"]);
-}
-
-#[test]
 fn prune_applies_the_policy_and_keeps_the_newest() {
     let b = Board::with_config("prune", "keep_last = 2\nretention_days = 0");
     b.populate();

@@ -76,8 +76,10 @@ impl crate::server::Handler for Daemon {
 
 impl Daemon {
     fn audit_refused(&self, actor: &Actor, what: &str, result: &str) {
-        // MERGE: switch to the rate-limited AuditLog::refused.
-        self.audit_quietly(actor, what, result);
+        let now = std::time::Instant::now();
+        if let Err(e) = self.audit.borrow_mut().refused(actor, what, result, now) {
+            log::error!("cannot write the audit log: {e}");
+        }
     }
 
     /// Answer one allowed request.
@@ -262,6 +264,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rvb-handler-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
+        (daemon_on(&dir).0, dir)
+    }
+
+    /// A daemon (again) on the store under `dir`.
+    fn daemon_on(dir: &Path) -> (Daemon, smol::channel::Receiver<()>) {
         let text = format!(
             "backup_dir = \"{d}/backups\"\nencryption_enabled = false\nsocket = \"{d}/run/s.sock\"\n\
              [config]\npaths = [\"{d}/etc\"]\n\
@@ -269,8 +276,7 @@ mod tests {
             d = dir.display()
         );
         let cfg = Config::parse(&text, Path::new("test.toml")).unwrap();
-        let (d, _wake) = Daemon::new(Path::new("test.toml"), Session::open(cfg).unwrap()).unwrap();
-        (d, dir)
+        Daemon::new(Path::new("test.toml"), Session::open(cfg).unwrap()).unwrap()
     }
 
     fn peer(uid: u32) -> Peer {
@@ -338,6 +344,34 @@ mod tests {
         ] {
             assert_eq!(parse_restore(&words(bad)).unwrap_err().code, 400, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_refused_flood_writes_a_bounded_audit_log_and_the_daemon_restarts() {
+        let (d, dir) = daemon("flood");
+        let line = format!("BACKUP {}", "x".repeat(4000));
+        for _ in 0..20_000 {
+            assert!(d
+                .handle_line(&peer(5000), line.as_bytes())
+                .starts_with("ERR 403"));
+        }
+        // An operator's bad requests are refusals too.
+        for _ in 0..1000 {
+            assert!(d
+                .handle_line(&peer(2002), line.as_bytes())
+                .starts_with("ERR 400"));
+        }
+        let log = dir.join("backups/audit.log");
+        let size = std::fs::metadata(&log).unwrap().len();
+        assert!(
+            size < 64 * 1024,
+            "21,000 refusals wrote {size} bytes of audit log"
+        );
+        drop(d);
+        let (again, _) = daemon_on(&dir);
+        assert!(again.handle_line(&peer(0), b"PING").starts_with("OK"));
+        crate::audit::verify(&log).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

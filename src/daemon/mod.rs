@@ -40,7 +40,7 @@ use smol::{Async, LocalExecutor};
 use self::jobs::{JobKind, Jobs};
 use self::notify::Notifier;
 use self::scheduler::{Plan, Scheduler};
-use crate::audit::{Actor, AuditLog};
+use crate::audit::{Actor, AuditLog, Limits};
 use crate::config::Config;
 use crate::error::{IoContext, Result};
 use crate::ops::Session;
@@ -94,7 +94,7 @@ impl Daemon {
     ) -> Result<(Daemon, smol::channel::Receiver<()>)> {
         let cfg = session.config();
         drop(session.store().lock()?);
-        let mut audit = AuditLog::open(&cfg.audit_log)?;
+        let mut audit = AuditLog::open_with(&cfg.audit_log, Limits::from_config(cfg))?;
         audit.record(
             &Actor::Daemon,
             "start",

@@ -23,6 +23,12 @@ use std::time::Duration;
 use crate::state::Remembered;
 use crate::strategy::Strategy;
 
+/// Milliseconds of a duration, saturating (config bounds keep them small;
+/// the scheduler must not overflow whatever it is given).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// How one strategy is scheduled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -58,7 +64,7 @@ impl Scheduler {
     ) -> Scheduler {
         let mut s = Scheduler {
             entries: BTreeMap::new(),
-            jitter_ms: jitter.as_millis() as u64,
+            jitter_ms: millis(jitter),
             rng: seed | 1,
             last_tick: None,
         };
@@ -93,7 +99,7 @@ impl Scheduler {
     fn first_due(&mut self, plan: &Plan, r: &Remembered, mono_ms: u64, wall: i64) -> u64 {
         let period = match plan.at {
             Some(_) => 86_400_000,
-            None => plan.interval.as_millis() as u64,
+            None => millis(plan.interval),
         };
         let remaining = match r.last_success {
             None => 0,
@@ -107,7 +113,9 @@ impl Scheduler {
         if plan.at.is_some() && remaining > 0 {
             return u64::MAX; // not missed: the window will fire it
         }
-        mono_ms + remaining + self.jitter()
+        mono_ms
+            .saturating_add(remaining)
+            .saturating_add(self.jitter())
     }
 
     /// Strategies due now; they stay out of the schedule until `finished`.
@@ -143,13 +151,13 @@ impl Scheduler {
         let Some(e) = self.entries.get_mut(&strategy) else {
             return;
         };
-        let interval = e.plan.interval.as_millis() as u64;
+        let interval = millis(e.plan.interval);
         if ok {
             e.failures = 0;
             e.next_due = Some(if e.plan.at.is_some() {
                 u64::MAX
             } else {
-                mono_ms + interval + jitter
+                mono_ms.saturating_add(interval).saturating_add(jitter)
             });
         } else {
             e.failures += 1;
@@ -157,7 +165,7 @@ impl Scheduler {
             let backoff = base
                 .saturating_mul(1 << (e.failures - 1).min(20))
                 .min(interval.max(base));
-            e.next_due = Some(mono_ms + backoff);
+            e.next_due = Some(mono_ms.saturating_add(backoff));
         }
     }
 
@@ -165,11 +173,11 @@ impl Scheduler {
     pub fn skipped(&mut self, strategy: Strategy, mono_ms: u64) {
         let jitter = self.jitter();
         if let Some(e) = self.entries.get_mut(&strategy) {
-            let interval = e.plan.interval.as_millis() as u64;
+            let interval = millis(e.plan.interval);
             e.next_due = Some(if e.plan.at.is_some() {
                 u64::MAX
             } else {
-                mono_ms + interval + jitter
+                mono_ms.saturating_add(interval).saturating_add(jitter)
             });
         }
     }

@@ -57,6 +57,10 @@ pub(super) async fn ticker(d: Rc<Daemon>, notifier: Rc<Notifier>) {
                 d.sched.borrow_mut().finished(s, true, d.mono_ms());
             }
         }
+        // Close the refusal windows that ended (their summary records).
+        if let Err(e) = d.audit.borrow_mut().flush_suppressed(Instant::now()) {
+            log::error!("cannot write the audit log: {e}");
+        }
         if watchdog.is_some() {
             notifier.send("WATCHDOG=1");
         }
