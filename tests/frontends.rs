@@ -155,3 +155,42 @@ fn demo_runs_and_cleans_only_its_own_directory() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not made by the demo"));
     assert_eq!(fs::read(other.join("backups/precious")).unwrap(), b"x");
 }
+
+#[test]
+fn restore_works_from_a_read_only_backup_directory() {
+    if !require_root("restore_works_from_a_read_only_backup_directory") {
+        return;
+    }
+    let b = Board::new("rostore");
+    b.populate();
+    b.ok(&["backup", "config"]);
+    // The store as a write-protected stick: a read-only bind mount.
+    let ro = b.tmp.path().join("stick");
+    fs::create_dir_all(&ro).unwrap();
+    let mount = |args: &[&str]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let (src, dst) = (b.backups.to_str().unwrap(), ro.to_str().unwrap());
+    assert!(mount(&["--bind", src, dst]), "cannot bind-mount as root");
+    assert!(
+        mount(&["-o", "remount,bind,ro", dst]),
+        "cannot remount read-only"
+    );
+    let text = fs::read_to_string(&b.config).unwrap();
+    fs::write(&b.config, text.replace(src, dst)).unwrap();
+    let target = b.tmp.path().join("restored");
+    let out = b.run(&["restore", "config", "--target", target.to_str().unwrap()]);
+    let _ = std::process::Command::new("umount").arg(&ro).status();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(target
+        .join(b.root.strip_prefix("/").unwrap())
+        .join("etc/myrvm")
+        .is_dir());
+}

@@ -38,7 +38,13 @@ impl Session {
             },
             Err(e) => Err(e.to_string()),
         };
-        let verified = outcome.as_ref().ok().map(|r| r.meta.id.clone());
+        // An archive of a damaged source is kept, but it does not become
+        // the protected "newest verified" restore point.
+        let verified = outcome
+            .as_ref()
+            .ok()
+            .filter(|r| r.problem.is_none())
+            .map(|r| r.meta.id.clone());
         crate::state::update(self.backup_dir(), strategy, |r| {
             r.record_run(recorded, now);
             if verified.is_some() {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::restore::{Restored, Selector};
 use crate::strategy::Strategy;
@@ -30,7 +30,21 @@ impl Session {
             log::warn!("ignoring unreadable sidecar {}: {e}", path.display());
         }
         let archive = select::by_selector(&mut listing, req.strategy, &req.selector)?;
-        let _lock = self.store.lock()?;
+        let _lock = match self.store.lock() {
+            Ok(lock) => Some(lock),
+            // A store on a read-only medium (a write-protected recovery
+            // stick) cannot be pruned meanwhile: restore without the lock.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
+            {
+                log::info!(
+                    "{} is read-only: restoring without the store lock",
+                    self.store.root().display()
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
         crate::restore::run(
             archive,
             self.key.as_ref(),
