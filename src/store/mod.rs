@@ -13,6 +13,7 @@
 //!   run leaves) are removed.
 
 pub mod parts;
+pub mod spill;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
