@@ -520,3 +520,102 @@ fn hostname() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rvb-backup-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_tree_walk_yields_per_entry() {
+        // Empty files have no content chunks: before, a tree of them never
+        // let another task of the executor run until the backup ended.
+        let d = scratch("yield");
+        let src = d.join("src");
+        fs::create_dir_all(&src).unwrap();
+        let n = 3000;
+        for i in 0..n {
+            File::create(src.join(format!("f{i:05}"))).unwrap();
+        }
+        let text = format!(
+            "backup_dir = {:?}\nencryption_enabled = false\n[application]\npaths = [{:?}]\n",
+            d.join("backups").display().to_string(),
+            src.display().to_string()
+        );
+        let cfg = Config::parse(&text, &d.join("c.toml")).unwrap();
+        let store = Store::for_config(&cfg);
+        let lock = store.lock().unwrap();
+        let ex = smol::LocalExecutor::new();
+        let ticks = Rc::new(Cell::new(0u64));
+        let done = Rc::new(Cell::new(false));
+        let (t, dn) = (ticks.clone(), done.clone());
+        ex.spawn(async move {
+            while !dn.get() {
+                t.set(t.get() + 1);
+                smol::future::yield_now().await;
+            }
+        })
+        .detach();
+        let mut progress = Progress::silent();
+        let meta = smol::block_on(ex.run(async {
+            let r = run(
+                &cfg,
+                &store,
+                &lock,
+                Strategy::Application,
+                None,
+                &mut progress,
+            )
+            .await;
+            done.set(true);
+            r
+        }))
+        .unwrap();
+        assert_eq!(meta.files, n);
+        assert!(
+            ticks.get() >= n,
+            "the other task ran {} times during {n} entries",
+            ticks.get()
+        );
+        drop(lock);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_hard_link_map_is_bounded() {
+        let mut links = HardLinks::default();
+        let info = |ino: u64| Info {
+            dev: 1,
+            ino,
+            mode: 0o100644,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+        };
+        for i in 0..HARDLINK_MAP_ENTRIES as u64 + 5 {
+            links.remember(&info(i), Path::new(&format!("/t/{i}")));
+        }
+        assert_eq!(links.first.len(), HARDLINK_MAP_ENTRIES);
+        assert!(links.full_warned);
+        assert_eq!(links.get(&info(7)), Some(&b"/t/7"[..]));
+        assert_eq!(links.get(&info(HARDLINK_MAP_ENTRIES as u64 + 1)), None);
+        let single = Info {
+            nlink: 1,
+            ..info(7)
+        };
+        assert_eq!(links.get(&single), None, "one link: never a hard link");
+    }
+}
