@@ -62,10 +62,6 @@ fn hardlink_entries() -> Vec<(EntryKind, &'static str, u32, Vec<u8>)> {
 
 type Entries = Vec<(EntryKind, &'static str, u32, Vec<u8>)>;
 
-fn build(flags: u16) -> Vec<u8> {
-    build_from(flags, entries())
-}
-
 fn build_from(flags: u16, entries: Entries) -> Vec<u8> {
     let key = MasterKey::from_bytes(MASTER);
     let key_id = if flags & FLAG_ENCRYPTED != 0 {
