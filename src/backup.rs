@@ -325,7 +325,12 @@ fn next_data(file: &File, pos: u64) -> std::io::Result<Option<(u64, u64)>> {
         Err(e) => return Err(e.into()),
     };
     let end = seek(file, SeekFrom::Hole(start))?;
-    Ok(Some((start, end.max(start))))
+    if end <= start {
+        // Only a racing hole punch could say so; read the rest as data
+        // rather than ask again (which could loop).
+        return Err(std::io::Error::other("SEEK_HOLE went backwards"));
+    }
+    Ok(Some((start, end)))
 }
 
 /// Store one regular file, already opened by the walker (and checked to be
