@@ -5,13 +5,13 @@
 //! writer spreads them over files under temporary names. Only when all of
 //! that succeeded are the parts published and, last, the sidecar; a failure
 //! or a kill at any point leaves no listed archive and earlier archives
-//! untouched. The driver yields to the executor after every chunk so a
-//! daemon stays responsive while it runs.
+//! untouched. The driver yields to the executor after every entry and every
+//! chunk so a daemon stays responsive while it runs.
 
-use std::fs::{self, File, Metadata};
-use std::io::Read;
+use std::collections::HashMap;
+use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,7 +26,7 @@ use crate::fsutil::write_atomic;
 use crate::progress::Progress;
 use crate::sources::database::DbSnapshot;
 use crate::sources::exclude::Excludes;
-use crate::sources::tree::{Found, Walker};
+use crate::sources::tree::{exists_nofollow, Found, Info, Walker};
 use crate::store::parts::PartWriter;
 use crate::store::{new_id, Store, StoreLock, SIDECAR_EXT};
 use crate::strategy::Strategy;
@@ -41,7 +41,9 @@ struct Counts {
     skipped: u64,
     changed: u64,
     content_bytes: u64,
+    hardlinks: u64,
     database: Option<DatabaseInfo>,
+    db_check: Option<String>,
 }
 
 type Writer = ArchiveWriter<PartWriter>;
@@ -74,7 +76,7 @@ pub async fn run(
     let parts = PartWriter::new(&dir, &id, cfg.max_part_size);
     let level = cfg.compression_enabled.then_some(cfg.compression_level);
     let mut w = ArchiveWriter::new(parts, &header, protection, level).map_err(archive_err)?;
-    w.spill_index_to(crate::fsutil::tmp_path(&dir.join(format!("{id}.index"))));
+    w.spill_index_with(crate::store::spill::index_spill(&dir, &id));
     let mut counts = Counts::default();
     progress.start(&format!("backup {strategy}"), None);
     let sources = match &spec {
@@ -119,8 +121,8 @@ pub async fn run(
         key_id: header.key_id,
         parts,
         database: counts.database,
-        hardlinks: 0,
-        db_check: None,
+        hardlinks: counts.hardlinks,
+        db_check: counts.db_check,
     };
     let bytes = sidecar::encode(
         &meta,
@@ -154,15 +156,15 @@ fn new_header(cfg: &Config, key: Option<&MasterKey>, created: i64) -> Result<Hea
     })
 }
 
-fn entry_header(kind: EntryKind, path: &Path, m: &Metadata, size: u64) -> EntryHeader {
+fn entry_header(kind: EntryKind, path: &Path, m: &Info, size: u64) -> EntryHeader {
     EntryHeader {
         kind,
         path: path.as_os_str().as_bytes().to_vec(),
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+        mode: m.mode & 0o7777,
+        uid: m.uid,
+        gid: m.gid,
+        mtime: m.mtime,
+        mtime_nsec: m.mtime_nsec,
         size,
     }
 }
@@ -177,6 +179,54 @@ fn write_err(path: &Path) -> impl Fn(FormatError) -> Error + '_ {
     }
 }
 
+/// At most this many first names of multiply linked files are remembered
+/// per archive (with at most [`HARDLINK_MAP_BYTES`] of paths); further
+/// names of files not remembered are stored as full copies.
+pub const HARDLINK_MAP_ENTRIES: usize = 10_000;
+pub const HARDLINK_MAP_BYTES: usize = 4 << 20;
+
+/// (device, inode) → archive path of the first name stored, for regular
+/// files with more than one link. Bounded; see [`HARDLINK_MAP_ENTRIES`].
+#[derive(Default)]
+struct HardLinks {
+    first: HashMap<(u64, u64), Vec<u8>>,
+    bytes: usize,
+    full_warned: bool,
+}
+
+impl HardLinks {
+    fn get(&self, m: &Info) -> Option<&[u8]> {
+        if m.nlink < 2 {
+            return None;
+        }
+        self.first.get(&(m.dev, m.ino)).map(Vec::as_slice)
+    }
+
+    fn remember(&mut self, m: &Info, path: &Path) {
+        if m.nlink < 2 {
+            return;
+        }
+        let path = path.as_os_str().as_bytes();
+        if self.first.len() >= HARDLINK_MAP_ENTRIES || self.bytes + path.len() > HARDLINK_MAP_BYTES
+        {
+            if !self.full_warned {
+                log::warn!(
+                    "more than {HARDLINK_MAP_ENTRIES} hard-linked files: further names of files not yet seen (from {}) are stored as full copies",
+                    path_display(path)
+                );
+                self.full_warned = true;
+            }
+            return;
+        }
+        self.bytes += path.len();
+        self.first.insert((m.dev, m.ino), path.to_vec());
+    }
+}
+
+fn path_display(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
 async fn write_tree(
     w: &mut Writer,
     roots: &[PathBuf],
@@ -185,7 +235,7 @@ async fn write_tree(
     counts: &mut Counts,
     progress: &mut Progress,
 ) -> Result<()> {
-    if !roots.iter().any(|r| fs::symlink_metadata(r).is_ok()) {
+    if !roots.iter().any(|r| exists_nofollow(r)) {
         let list: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
         return Err(msg(format!(
             "none of the configured paths exist: {}",
@@ -205,6 +255,7 @@ async fn write_tree(
         );
     }
     let mut buf = vec![0u8; CHUNK];
+    let mut links = HardLinks::default();
     for found in Walker::new(
         roots,
         Excludes::new(exclude),
@@ -218,85 +269,140 @@ async fn write_tree(
                 counts.dirs += 1;
             }
             Found::Symlink(p, m, target) => {
-                w.begin_entry(&entry_header(
-                    EntryKind::Symlink,
-                    &p,
-                    &m,
-                    target.len() as u64,
-                ))
-                .map_err(write_err(&p))?;
-                w.write_content(&target).map_err(write_err(&p))?;
-                w.end_entry(STATUS_CLEAN).map_err(write_err(&p))?;
+                write_small(w, EntryKind::Symlink, &p, &m, &target)?;
                 counts.symlinks += 1;
             }
-            Found::File(p, m) => write_file(w, &p, &m, &mut buf, counts, progress).await?,
+            Found::File(p, m, file) => match links.get(&m) {
+                Some(first) => {
+                    let first = first.to_vec();
+                    write_small(w, EntryKind::HardLink, &p, &m, &first)?;
+                    counts.hardlinks += 1;
+                }
+                None => {
+                    write_file(w, &p, file, &m, &mut buf, counts, progress).await?;
+                    links.remember(&m, &p);
+                }
+            },
             Found::Skipped(p, why) => {
                 log::warn!("skipping {}: {why}", p.display());
                 counts.skipped += 1;
             }
+            Found::RootExcluded(p, pattern) => {
+                log::warn!(
+                    "configured path {} matches the exclude pattern {pattern:?}: nothing under it is stored; remove the pattern or the path from the config",
+                    p.display()
+                );
+                counts.skipped += 1;
+            }
         }
+        // Per entry, not only per content chunk: a tree of many empty files
+        // must not hold the executor.
+        smol::future::yield_now().await;
     }
     Ok(())
 }
 
-/// Store one regular file. The size is taken when the file is opened; if the
-/// file changes while it is read (size, mtime, ctime or inode differ
-/// afterwards, or it ends early), the entry is stored marked "changed while
-/// read" and a warning names it: never silently torn.
+/// An entry whose content is a short byte string (a symlink's target, a
+/// hard link's first name).
+fn write_small(w: &mut Writer, kind: EntryKind, p: &Path, m: &Info, content: &[u8]) -> Result<()> {
+    w.begin_entry(&entry_header(kind, p, m, content.len() as u64))
+        .map_err(write_err(p))?;
+    w.write_content(content).map_err(write_err(p))?;
+    w.end_entry(STATUS_CLEAN).map_err(write_err(p))?;
+    Ok(())
+}
+
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+/// Where the next data starts at or after `pos`, and where it ends (the
+/// next hole): `Ok(None)` if only a hole is left. `Err` if the file system
+/// cannot tell (then the file is read as all data).
+fn next_data(file: &File, pos: u64) -> std::io::Result<Option<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let start = match seek(file, SeekFrom::Data(pos)) {
+        Ok(d) => d,
+        Err(rustix::io::Errno::NXIO) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let end = seek(file, SeekFrom::Hole(start))?;
+    if end <= start {
+        // Only a racing hole punch could say so; read the rest as data
+        // rather than ask again (which could loop).
+        return Err(std::io::Error::other("SEEK_HOLE went backwards"));
+    }
+    Ok(Some((start, end)))
+}
+
+/// Store one regular file, already opened by the walker (and checked to be
+/// the inode it listed). The size is taken when the file is opened; if the
+/// file changes while it is read (size, mtime or ctime differ afterwards,
+/// or it ends early), the entry is stored marked "changed while read" and a
+/// warning names it: never silently torn. Holes of sparse files are found
+/// with `SEEK_DATA`/`SEEK_HOLE` and stored as the zeros they read as,
+/// without reading them.
 async fn write_file(
     w: &mut Writer,
     path: &Path,
-    listed: &Metadata,
+    file: File,
+    before: &Info,
     buf: &mut [u8],
     counts: &mut Counts,
     progress: &mut Progress,
 ) -> Result<()> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            log::warn!("skipping {}: cannot open: {e}", path.display());
-            counts.skipped += 1;
-            return Ok(());
-        }
-    };
-    let before = file.metadata().at("stat", path)?;
-    if !before.is_file() {
-        log::warn!(
-            "skipping {}: it was replaced by something else while the tree was walked",
-            path.display()
-        );
-        counts.skipped += 1;
-        return Ok(());
-    }
-    let size = before.len();
-    w.begin_entry(&entry_header(EntryKind::File, path, &before, size))
+    let size = before.size;
+    w.begin_entry(&entry_header(EntryKind::File, path, before, size))
         .map_err(write_err(path))?;
-    let mut left = size;
+    let mut pos = 0u64;
+    // Known data up to here (exclusive); past it, ask for the next data.
+    let mut data_end = 0u64;
+    let mut sparse_aware = true;
     let mut ended_early = false;
-    while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+    while pos < size {
+        if pos >= data_end {
+            match next_data(&file, pos).ok().filter(|_| sparse_aware) {
+                Some(next) => {
+                    let (start, end) = next.unwrap_or((size, size));
+                    let start = start.min(size);
+                    while pos < start {
+                        let n = (start - pos).min(CHUNK as u64) as usize;
+                        w.write_content(&ZEROS[..n]).map_err(write_err(path))?;
+                        pos += n as u64;
+                        progress.add(n as u64);
+                        smol::future::yield_now().await;
+                    }
+                    data_end = end;
+                    continue;
+                }
+                None => {
+                    sparse_aware = false;
+                    data_end = u64::MAX;
+                }
+            }
+        }
+        let want = (buf.len() as u64).min(data_end - pos).min(size - pos) as usize;
         // A read error (a bad SD sector) must not sink the whole strategy:
-        // the rest of this file is stored as zeros and marked.
-        let n = file.read(&mut buf[..want]).unwrap_or_else(|e| {
+        // this piece is stored as zeros and the file marked.
+        let n = file.read_at(&mut buf[..want], pos).unwrap_or_else(|e| {
             log::warn!(
-                "cannot read {} at byte {}: {e}; the rest is stored as zeros, marked",
+                "cannot read {} at byte {pos}: {e}; stored as zeros, marked",
                 path.display(),
-                size - left
             );
             0
         });
-        if n == 0 {
+        let n = if n == 0 {
             ended_early = true;
             buf[..want].fill(0);
-        }
-        let n = if n == 0 { want } else { n };
+            want
+        } else {
+            n
+        };
         w.write_content(&buf[..n]).map_err(write_err(path))?;
-        left -= n as u64;
+        pos += n as u64;
         progress.add(n as u64);
         smol::future::yield_now().await;
     }
-    let after = file.metadata().at("stat", path)?;
-    let changed = ended_early || !same_version(&before, &after) || before.ino() != listed.ino();
+    let after = Info::of(&file).at("stat", path)?;
+    let changed = ended_early || !same_version(before, &after);
     if changed {
         log::warn!(
             "{} changed while it was read; stored and marked as changed",
@@ -315,12 +421,12 @@ async fn write_file(
     Ok(())
 }
 
-fn same_version(a: &Metadata, b: &Metadata) -> bool {
-    a.len() == b.len()
-        && a.mtime() == b.mtime()
-        && a.mtime_nsec() == b.mtime_nsec()
-        && a.ctime() == b.ctime()
-        && a.ctime_nsec() == b.ctime_nsec()
+fn same_version(a: &Info, b: &Info) -> bool {
+    a.size == b.size
+        && a.mtime == b.mtime
+        && a.mtime_nsec == b.mtime_nsec
+        && a.ctime == b.ctime
+        && a.ctime_nsec == b.ctime_nsec
 }
 
 async fn write_database(
@@ -331,13 +437,47 @@ async fn write_database(
 ) -> Result<()> {
     let mut snap = open_snapshot(path).await?;
     let m = fs::metadata(path).at("stat", path)?;
+    let info = Info {
+        dev: m.dev(),
+        ino: m.ino(),
+        mode: m.mode(),
+        nlink: m.nlink(),
+        uid: m.uid(),
+        gid: m.gid(),
+        size: m.len(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+        ctime: m.ctime(),
+        ctime_nsec: m.ctime_nsec().clamp(0, 999_999_999) as u32,
+    };
+    // The check runs in the snapshot's read transaction, so it judges
+    // exactly the pages stored below. A damaged source is still backed up
+    // (it may be the best copy there is); the sidecar records the verdict.
+    let check_started = Instant::now();
+    let check = match snap.quick_check() {
+        Ok(verdict) => verdict,
+        Err(e) => format!("the check could not run: {e}"),
+    };
+    log::debug!(
+        "quick_check of {} took {} ms: {check}",
+        path.display(),
+        check_started.elapsed().as_millis()
+    );
+    if check != "ok" {
+        log::warn!(
+            "database {} fails SQLite's quick_check ({check}); it is backed up anyway, marked as damaged: repair or replace it, and keep older archives",
+            path.display()
+        );
+    }
+    counts.db_check = Some(check);
+    smol::future::yield_now().await;
     let total = snap.total_bytes();
     progress.start("backup database", Some(total));
-    w.begin_entry(&entry_header(EntryKind::Database, path, &m, total))
+    w.begin_entry(&entry_header(EntryKind::Database, path, &info, total))
         .map_err(write_err(path))?;
     let mut batch = Vec::with_capacity(CHUNK + snap.page_size as usize);
     loop {
-        let more = snap.read_page(&mut batch).map_err(msg)?;
+        let more = snap.read_page(&mut batch).map_err(|e| msg(e.to_string()))?;
         if batch.len() >= CHUNK || (!more && !batch.is_empty()) {
             w.write_content(&batch).map_err(write_err(path))?;
             progress.add(batch.len() as u64);
@@ -361,15 +501,21 @@ async fn write_database(
 
 /// Open the snapshot, waiting up to 30 s (cooperatively) while another
 /// connection holds a lock that keeps readers out (recovery, exclusive mode).
+/// Busy is told by SQLite's error code, never by message text.
 async fn open_snapshot(path: &Path) -> Result<DbSnapshot> {
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match DbSnapshot::open(path) {
             Ok(s) => return Ok(s),
-            Err(e) if crate::sources::database::is_busy(&e) && Instant::now() < deadline => {
+            Err(e) if e.is_busy() && Instant::now() < deadline => {
                 smol::Timer::after(std::time::Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(msg(e)),
+            Err(e) if e.is_busy() => {
+                return Err(msg(format!(
+                    "{e} (still locked after 30 s: another program holds the database exclusively; try again later)"
+                )))
+            }
+            Err(e) => return Err(msg(e.to_string())),
         }
     }
 }
@@ -378,4 +524,103 @@ fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rvb-backup-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_tree_walk_yields_per_entry() {
+        // Empty files have no content chunks: before, a tree of them never
+        // let another task of the executor run until the backup ended.
+        let d = scratch("yield");
+        let src = d.join("src");
+        fs::create_dir_all(&src).unwrap();
+        let n = 3000;
+        for i in 0..n {
+            File::create(src.join(format!("f{i:05}"))).unwrap();
+        }
+        let text = format!(
+            "backup_dir = {:?}\nencryption_enabled = false\n[application]\npaths = [{:?}]\n",
+            d.join("backups").display().to_string(),
+            src.display().to_string()
+        );
+        let cfg = Config::parse(&text, &d.join("c.toml")).unwrap();
+        let store = Store::for_config(&cfg);
+        let lock = store.lock().unwrap();
+        let ex = smol::LocalExecutor::new();
+        let ticks = Rc::new(Cell::new(0u64));
+        let done = Rc::new(Cell::new(false));
+        let (t, dn) = (ticks.clone(), done.clone());
+        ex.spawn(async move {
+            while !dn.get() {
+                t.set(t.get() + 1);
+                smol::future::yield_now().await;
+            }
+        })
+        .detach();
+        let mut progress = Progress::silent();
+        let meta = smol::block_on(ex.run(async {
+            let r = run(
+                &cfg,
+                &store,
+                &lock,
+                Strategy::Application,
+                None,
+                &mut progress,
+            )
+            .await;
+            done.set(true);
+            r
+        }))
+        .unwrap();
+        assert_eq!(meta.files, n);
+        assert!(
+            ticks.get() >= n,
+            "the other task ran {} times during {n} entries",
+            ticks.get()
+        );
+        drop(lock);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_hard_link_map_is_bounded() {
+        let mut links = HardLinks::default();
+        let info = |ino: u64| Info {
+            dev: 1,
+            ino,
+            mode: 0o100644,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+        };
+        for i in 0..HARDLINK_MAP_ENTRIES as u64 + 5 {
+            links.remember(&info(i), Path::new(&format!("/t/{i}")));
+        }
+        assert_eq!(links.first.len(), HARDLINK_MAP_ENTRIES);
+        assert!(links.full_warned);
+        assert_eq!(links.get(&info(7)), Some(&b"/t/7"[..]));
+        assert_eq!(links.get(&info(HARDLINK_MAP_ENTRIES as u64 + 1)), None);
+        let single = Info {
+            nlink: 1,
+            ..info(7)
+        };
+        assert_eq!(links.get(&single), None, "one link: never a hard link");
+    }
 }

@@ -4,7 +4,15 @@
 //! that the archive header is the one the sidecar copied, every frame tag,
 //! decompression, every entry's SHA-256, index and footer against the
 //! entries, the tail, each part's size and SHA-256, and the sidecar's counts.
+//! A hard link's target must be a path stored earlier as a file entry: the
+//! verifier remembers file paths up to the same bound as the writer's
+//! hard-link map ([`HARDLINK_MAP_ENTRIES`] paths, [`HARDLINK_MAP_BYTES`]
+//! bytes); past that bound, links to files it no longer remembers are not
+//! checked (memory stays fixed), and a debug line says so.
 
+use std::collections::HashSet;
+
+use crate::backup::{HARDLINK_MAP_BYTES, HARDLINK_MAP_ENTRIES};
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format::record::STATUS_CHANGED;
@@ -38,8 +46,14 @@ pub async fn verify(
     progress.start(&format!("verify {id}"), Some(archive.meta.content_bytes));
     let mut v = Verified::default();
     let (mut files, mut dirs, mut symlinks, mut hardlinks) = (0u64, 0u64, 0u64, 0u64);
+    let mut stored_files = FilePaths::default();
     while let Some(h) = r.next_entry().map_err(arch)? {
+        let mut target = Vec::new();
         while let Some(chunk) = r.content_chunk().map_err(arch)? {
+            if h.kind == EntryKind::HardLink {
+                // At most 4096 bytes: the reader checks the declared size.
+                target.extend_from_slice(chunk);
+            }
             progress.add(chunk.len() as u64);
             smol::future::yield_now().await;
         }
@@ -49,11 +63,18 @@ pub async fn verify(
             EntryKind::File | EntryKind::Database => {
                 files += 1;
                 v.content_bytes += h.size;
+                if h.kind == EntryKind::File {
+                    stored_files.add(&h.path);
+                }
             }
             EntryKind::Dir => dirs += 1,
             EntryKind::Symlink => symlinks += 1,
-            EntryKind::HardLink => hardlinks += 1,
+            EntryKind::HardLink => {
+                hardlinks += 1;
+                stored_files.check_link(&h.path, &target).map_err(arch)?;
+            }
         }
+        smol::future::yield_now().await;
         if t.status == STATUS_CHANGED {
             v.changed_while_read += 1;
         }
@@ -72,4 +93,65 @@ pub async fn verify(
         return Err(arch(FormatError::CountsMismatch));
     }
     Ok(v)
+}
+
+/// Paths of the file entries seen so far, bounded (see the module doc).
+#[derive(Default)]
+struct FilePaths {
+    paths: HashSet<Vec<u8>>,
+    bytes: usize,
+    full: bool,
+}
+
+impl FilePaths {
+    fn add(&mut self, path: &[u8]) {
+        if self.paths.len() >= HARDLINK_MAP_ENTRIES || self.bytes + path.len() > HARDLINK_MAP_BYTES
+        {
+            self.full = true;
+            return;
+        }
+        self.bytes += path.len();
+        self.paths.insert(path.to_vec());
+    }
+
+    fn check_link(&self, link: &[u8], target: &[u8]) -> std::result::Result<(), FormatError> {
+        if self.paths.contains(target) {
+            return Ok(());
+        }
+        let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        if self.full {
+            log::debug!(
+                "hard link {} -> {}: not checked (more files than the verifier remembers)",
+                show(link),
+                show(target)
+            );
+            return Ok(());
+        }
+        Err(FormatError::Corrupt(format!(
+            "hard link {} names {}, which is not a file stored before it",
+            show(link),
+            show(target)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_link_targets_must_be_earlier_files() {
+        let mut f = FilePaths::default();
+        f.add(b"/a/x");
+        assert!(f.check_link(b"/a/y", b"/a/x").is_ok());
+        assert!(f.check_link(b"/a/y", b"/a/z").is_err());
+        for i in 0..HARDLINK_MAP_ENTRIES + 1 {
+            f.add(format!("/b/{i}").as_bytes());
+        }
+        assert!(f.full);
+        assert!(
+            f.check_link(b"/a/y", b"/a/z").is_ok(),
+            "past the bound, unknown targets are not checked"
+        );
+    }
 }

@@ -40,7 +40,29 @@ fn entries() -> Vec<(EntryKind, &'static str, u32, Vec<u8>)> {
     ]
 }
 
-fn build(flags: u16) -> Vec<u8> {
+/// The hard-link vector (`v1-hardlink.hex`, unencrypted): a file and a
+/// second name for it.
+fn hardlink_entries() -> Vec<(EntryKind, &'static str, u32, Vec<u8>)> {
+    vec![
+        (EntryKind::Dir, "/etc/myrvm", 0o755, Vec::new()),
+        (
+            EntryKind::File,
+            "/etc/myrvm/a.env",
+            0o644,
+            b"RVM_MACHINE=RVM-0001\n".to_vec(),
+        ),
+        (
+            EntryKind::HardLink,
+            "/etc/myrvm/b.env",
+            0o644,
+            b"/etc/myrvm/a.env".to_vec(),
+        ),
+    ]
+}
+
+type Entries = Vec<(EntryKind, &'static str, u32, Vec<u8>)>;
+
+fn build_from(flags: u16, entries: Entries) -> Vec<u8> {
     let key = MasterKey::from_bytes(MASTER);
     let key_id = if flags & FLAG_ENCRYPTED != 0 {
         key.id()
@@ -62,7 +84,7 @@ fn build(flags: u16) -> Vec<u8> {
         level,
     )
     .unwrap();
-    for (kind, path, mode, content) in entries() {
+    for (kind, path, mode, content) in entries {
         let h = EntryHeader {
             kind,
             path: path.as_bytes().to_vec(),
@@ -93,7 +115,11 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn check(name: &str, flags: u16, expected_hex: &str) {
-    let bytes = build(flags);
+    check_entries(name, flags, expected_hex, entries())
+}
+
+fn check_entries(name: &str, flags: u16, expected_hex: &str, entries: Entries) {
+    let bytes = build_from(flags, entries.clone());
     if std::env::var_os("RVM_BACKUP_WRITE_VECTORS").is_some() {
         let lines: Vec<String> = hex(&bytes)
             .as_bytes()
@@ -120,7 +146,7 @@ fn check(name: &str, flags: u16, expected_hex: &str) {
         r.end_entry().unwrap();
         got.push((h.kind, String::from_utf8(h.path).unwrap(), h.mode, content));
     }
-    let want: Vec<_> = entries()
+    let want: Vec<_> = entries
         .into_iter()
         .map(|(k, p, m, c)| (k, p.to_string(), m, c))
         .collect();
@@ -139,6 +165,16 @@ fn encrypted_compressed_vector() {
 #[test]
 fn plain_vector() {
     check("v1-plain", 0, include_str!("vectors/v1-plain.hex"));
+}
+
+#[test]
+fn hardlink_vector() {
+    check_entries(
+        "v1-hardlink",
+        0,
+        include_str!("vectors/v1-hardlink.hex"),
+        hardlink_entries(),
+    );
 }
 
 #[test]

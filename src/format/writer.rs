@@ -2,7 +2,8 @@
 //!
 //! Memory is fixed: one frame of payload buffer plus the sealer's scratch and
 //! deflate state, whatever the size of the data; the index is kept in memory
-//! up to 256 KiB and spilled to a temporary file beyond (see `spill`).
+//! up to 256 KiB and spilled beyond that to a sink the caller provides (see
+//! `spill`; this module never opens a file itself).
 
 use std::io::Write;
 
@@ -11,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::frame::FrameSealer;
 use super::header::{Header, HEADER_LEN};
 use super::record::{encode_tail, EntryHeader, Footer, IndexRecord, INDEX_MARKER, STATUS_CLEAN};
-use super::spill::IndexSpill;
+use super::spill::{IndexSpill, SpillOpener};
 use super::{FormatError, Location};
 use crate::crypto::Protection;
 
@@ -96,9 +97,11 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(())
     }
 
-    /// Keep the index in memory only up to a limit, then in this file.
-    pub fn spill_index_to(&mut self, path: std::path::PathBuf) {
-        self.index = IndexSpill::new(Some(path));
+    /// Keep the index in memory only up to a limit, then in the sink that
+    /// `opener` opens (once, when the limit is first reached). Call before
+    /// the first entry.
+    pub fn spill_index_with(&mut self, opener: SpillOpener) {
+        self.index = IndexSpill::new(Some(opener));
     }
 
     /// Start an entry; exactly `header.size` content bytes must follow.

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub struct DbSnapshot {
     conn: Connection,
@@ -25,21 +25,80 @@ pub struct DbSnapshot {
     next_page: u64,
 }
 
+/// Why a snapshot could not be taken or read. SQLite's own errors keep
+/// their code, so "locked right now, try again" is told apart from every
+/// other failure by [`DbError::is_busy`], never by message text.
+#[derive(Debug)]
+pub enum DbError {
+    /// An SQLite call failed; `what` says which step, for the operator.
+    Sqlite {
+        what: String,
+        source: rusqlite::Error,
+    },
+    /// Anything else (not a file, a page of the wrong size, ...).
+    Other(String),
+}
+
+impl DbError {
+    /// SQLite's primary error code, if this came from SQLite.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            DbError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// True if this only means "locked right now, try again": another
+    /// connection holds a lock that keeps readers out (`SQLITE_BUSY`,
+    /// `SQLITE_LOCKED`).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Sqlite { what, source } => write!(f, "{what}: {source}"),
+            DbError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DbError::Sqlite { source, .. } => Some(source),
+            DbError::Other(_) => None,
+        }
+    }
+}
+
 impl DbSnapshot {
     /// Open the database and pin a snapshot (a read transaction). SQLite's
-    /// own busy wait is kept short: the caller retries cooperatively (see
-    /// [`is_busy`]) so a locked database never stalls the daemon's thread.
-    pub fn open(path: &Path) -> Result<DbSnapshot, String> {
+    /// own busy wait is kept short: the caller retries cooperatively while
+    /// [`DbError::is_busy`] holds, so a locked database never stalls the
+    /// daemon's thread.
+    pub fn open(path: &Path) -> Result<DbSnapshot, DbError> {
         if !path.is_file() {
-            return Err(format!(
-                "database {} does not exist or is not a file",
+            return Err(DbError::Other(format!(
+                "database {} does not exist or is not a file; check [database] path",
                 path.display()
-            ));
+            )));
         }
         // Read-write without CREATE: a WAL reader may need to create the
         // -shm file; nothing is ever written by this connection.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let sql_err = |e: rusqlite::Error| format!("database {}: {e}", path.display());
+        let sql_err = |e: rusqlite::Error| DbError::Sqlite {
+            what: format!("database {}", path.display()),
+            source: e,
+        };
         let conn = Connection::open_with_flags(path, flags).map_err(sql_err)?;
         conn.busy_timeout(Duration::from_millis(100))
             .map_err(sql_err)?;
@@ -64,9 +123,11 @@ impl DbSnapshot {
         let page_count: u64 = conn
             .query_row("PRAGMA page_count", [], |r| r.get(0))
             .map_err(sql_err)?;
-        conn.prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1").map_err(|e| {
-            format!("this rvm-backup was built without the sqlite_dbpage table ({e}); build it with the repository's .cargo/config.toml")
-        })?;
+        conn.prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
+            .map_err(|e| DbError::Sqlite {
+                what: "this rvm-backup was built without the sqlite_dbpage table; build it with the repository's .cargo/config.toml".into(),
+                source: e,
+            })?;
         Ok(DbSnapshot {
             conn,
             page_size,
@@ -76,12 +137,26 @@ impl DbSnapshot {
         })
     }
 
+    /// `PRAGMA quick_check(1)` inside the snapshot's read transaction: the
+    /// pages being backed up. `Ok("ok")`, or `Ok(first problem)`; SQLite
+    /// stops at the first problem, and only that one row is read. An `Err`
+    /// means the check itself could not run (SQLite gave up on a damaged
+    /// file).
+    pub fn quick_check(&self) -> Result<String, DbError> {
+        self.conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0))
+            .map_err(|e| DbError::Sqlite {
+                what: "PRAGMA quick_check".into(),
+                source: e,
+            })
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.page_count * u64::from(self.page_size)
     }
 
     /// Append the next page to `out`; false when all pages were read.
-    pub fn read_page(&mut self, out: &mut Vec<u8>) -> Result<bool, String> {
+    pub fn read_page(&mut self, out: &mut Vec<u8>) -> Result<bool, DbError> {
         if self.next_page > self.page_count {
             return Ok(false);
         }
@@ -89,32 +164,76 @@ impl DbSnapshot {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DbError::Sqlite {
+                what: "cannot prepare the page query".into(),
+                source: e,
+            })?;
         let before = out.len();
         stmt.query_row([pgno as i64], |r| {
             out.extend_from_slice(r.get_ref(0)?.as_blob()?);
             Ok(())
         })
-        .map_err(|e| format!("cannot read database page {pgno}: {e}"))?;
+        .map_err(|e| DbError::Sqlite {
+            what: format!("cannot read database page {pgno}"),
+            source: e,
+        })?;
         if out.len() - before != self.page_size as usize {
-            return Err(format!(
+            return Err(DbError::Other(format!(
                 "database page {pgno} has {} bytes, not {}",
                 out.len() - before,
                 self.page_size
-            ));
+            )));
         }
         self.next_page += 1;
         Ok(true)
     }
 }
 
-/// True if an `open` error only means "locked right now, try again".
-pub fn is_busy(error: &str) -> bool {
-    error.contains("database is locked") || error.contains("database is busy")
-}
-
 impl Drop for DbSnapshot {
     fn drop(&mut self) {
         let _ = self.conn.execute_batch("COMMIT");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rvb-db-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_locked_database_is_busy_by_code() {
+        let d = scratch("locked");
+        let db = d.join("x.sqlite");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t(x); INSERT INTO t VALUES (1);
+             PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; INSERT INTO t VALUES (2);",
+        )
+        .unwrap();
+        let e = DbSnapshot::open(&db).err().unwrap();
+        assert!(e.is_busy(), "{e}");
+        drop(c);
+        assert!(DbSnapshot::open(&db).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_message_mentioning_a_lock_is_not_busy() {
+        // The old check searched the message text: a damaged file whose
+        // path says "database is locked" was retried for 30 s.
+        let d = scratch("text");
+        let db = d.join("database is locked");
+        std::fs::write(&db, vec![0x55u8; 8192]).unwrap();
+        let e = DbSnapshot::open(&db).err().unwrap();
+        assert!(e.to_string().contains("database is locked"), "{e}");
+        assert!(!e.is_busy(), "{e}");
+        assert_eq!(e.code(), Some(ErrorCode::NotADatabase));
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -14,11 +14,19 @@ impl Excludes {
     }
 
     pub fn matches(&self, path: &[u8]) -> bool {
+        self.matching(path).is_some()
+    }
+
+    /// The first pattern that matches `path`, if any.
+    pub fn matching(&self, path: &[u8]) -> Option<&str> {
         let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
-        self.patterns.iter().any(|p| {
-            let subject = if p.contains('/') { path } else { name };
-            glob(p.as_bytes(), subject)
-        })
+        self.patterns
+            .iter()
+            .find(|p| {
+                let subject = if p.contains('/') { path } else { name };
+                glob(p.as_bytes(), subject)
+            })
+            .map(String::as_str)
     }
 }
 
@@ -61,6 +69,8 @@ mod tests {
         assert!(e.matches(b"/opt/app/tmp/x"));
         assert!(!e.matches(b"/opt/app/a.py"));
         assert!(!e.matches(b"/opt/app/pyc"));
+        assert_eq!(e.matching(b"/opt/app/tmp/x"), Some("/opt/app/tmp/*"));
+        assert_eq!(e.matching(b"/opt/app/b.pyc"), Some("*.pyc"));
         assert!(glob(b"a*b*c", b"aXXbYYc"));
         assert!(!glob(b"a*b*c", b"aXXbYY"));
     }

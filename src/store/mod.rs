@@ -14,6 +14,7 @@
 //!   that directory's strategy, and only regular files.
 
 pub mod parts;
+pub mod spill;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};

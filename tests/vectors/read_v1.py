@@ -57,14 +57,19 @@ def read(stream, master):
     assert payload_len == len(payload)
     tail = stream[pos:]
     assert len(tail) == 24 and tail[16:] == b"RVBTAIL1" and struct.unpack_from("<QQ", tail) == (final_at, final_i)
-    entries, p = [], 0
+    entries, p, files = [], 0, set()
     while payload[p] != 0xFE:
         kind, plen = struct.unpack_from("<BH", payload, p); p += 3
+        assert kind in (1, 2, 3, 4, 7), f"entry kind {kind} not supported"
         path = payload[p:p + plen]; p += plen
         mode, uid, gid, mtime, nsec, size = struct.unpack_from("<IIIqIQ", payload, p); p += 32
         content = payload[p:p + size]; p += size
         status, digest = payload[p], payload[p + 1:p + 33]; p += 33
         assert hashlib.sha256(content).digest() == digest, "content hash"
+        if kind == 1:
+            files.add(path)
+        elif kind == 7:  # hard link: content is the path of an earlier file entry
+            assert content in files, f"hard link {path!r} names {content!r}, not an earlier file"
         entries.append((kind, path.decode(), oct(mode), uid, gid, mtime, nsec, content))
     assert len(entries) == count
     return entries
