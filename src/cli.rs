@@ -434,6 +434,7 @@ impl Ctx {
             key.as_ref(),
             target.as_deref(),
             file.as_deref(),
+            false,
             &mut progress,
         ))?;
         self.say(&format!(

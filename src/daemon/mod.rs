@@ -459,6 +459,7 @@ impl Daemon {
                     key.as_deref(),
                     target.as_deref(),
                     None,
+                    false,
                     &mut progress,
                 )
                 .await?;
