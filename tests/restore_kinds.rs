@@ -113,11 +113,7 @@ fn dir(p: PathBuf) -> Entry {
 }
 
 fn link(p: PathBuf, to: &Path) -> Entry {
-    (
-        EntryKind::HardLink,
-        p,
-        to.as_os_str().as_bytes().to_vec(),
-    )
+    (EntryKind::HardLink, p, to.as_os_str().as_bytes().to_vec())
 }
 
 fn listed(b: &Board, id: &str) -> (Listed, MasterKey) {
@@ -141,7 +137,11 @@ fn refused(b: &Board, id: &str, strategy: &str, target: &Path, expect: &str) {
         target.to_str().unwrap(),
     ]);
     assert!(err.contains(expect), "expected {expect:?} in: {err}");
-    assert_eq!(snapshot(target), before, "a refused restore changed the target");
+    assert_eq!(
+        snapshot(target),
+        before,
+        "a refused restore changed the target"
+    );
 }
 
 #[test]
@@ -207,7 +207,10 @@ fn entries_out_of_canonical_order_or_repeated_are_refused() {
         "--target",
         target.to_str().unwrap(),
     ]);
-    assert_eq!(fs::read(b.in_target(&target, &src.join("a b"))).unwrap(), b"1");
+    assert_eq!(
+        fs::read(b.in_target(&target, &src.join("a b"))).unwrap(),
+        b"1"
+    );
 }
 
 #[test]
@@ -230,7 +233,13 @@ fn hard_links_restore_as_links_to_the_earlier_file() {
         ],
         None,
     );
-    b.ok(&["restore", "config", &id, "--target", target.to_str().unwrap()]);
+    b.ok(&[
+        "restore",
+        "config",
+        &id,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     let m1 = fs::metadata(b.in_target(&target, &first)).unwrap();
     let m2 = fs::metadata(b.in_target(&target, &src.join("b"))).unwrap();
     let m3 = fs::metadata(b.in_target(&target, &src.join("c/third"))).unwrap();
@@ -277,7 +286,10 @@ fn hard_links_to_anything_but_an_earlier_file_are_refused() {
         &b,
         c,
         &[&src],
-        &[link(src.join("a"), &src.join("b")), file(src.join("b"), b"x")],
+        &[
+            link(src.join("a"), &src.join("b")),
+            file(src.join("b"), b"x"),
+        ],
         None,
     );
     refused(&b, &later, "config", &target, "not a file stored earlier");
@@ -296,7 +308,13 @@ fn hard_links_to_anything_but_an_earlier_file_are_refused() {
         &[link(src.join("e"), Path::new("/etc/shadow"))],
         None,
     );
-    refused(&b, &outside, "config", &target, "outside the archive's sources");
+    refused(
+        &b,
+        &outside,
+        "config",
+        &target,
+        "outside the archive's sources",
+    );
     let unsafe_target = craft(
         &b,
         c,
@@ -375,10 +393,19 @@ fn damaged_databases_need_accept_damaged() {
     .unwrap();
     let target = b.tmp.path().join("t");
     fs::create_dir_all(&target).unwrap();
-    let err = b.fails(&["restore", "database", &id, "--target", target.to_str().unwrap()]);
+    let err = b.fails(&[
+        "restore",
+        "database",
+        &id,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     assert!(err.contains("row 17 missing"), "{err}");
     assert!(err.contains("--accept-damaged"), "{err}");
-    assert!(snapshot(&target).len() <= 1, "refused restore wrote something");
+    assert!(
+        snapshot(&target).len() <= 1,
+        "refused restore wrote something"
+    );
     let (a, key) = listed(&b, &id);
     let r = smol::block_on(rvm_backup::restore::run(
         &a,
@@ -407,7 +434,13 @@ fn damaged_databases_need_accept_damaged() {
         Some("ok"),
     );
     let t2 = b.tmp.path().join("t2");
-    let err = b.fails(&["restore", "database", &bad, "--target", t2.to_str().unwrap()]);
+    let err = b.fails(&[
+        "restore",
+        "database",
+        &bad,
+        "--target",
+        t2.to_str().unwrap(),
+    ]);
     assert!(err.contains("integrity check"), "{err}");
     assert!(!b.in_target(&t2, &db).exists());
     let leftovers: Vec<_> = snapshot(&t2)

@@ -153,7 +153,11 @@ fn a_user_swapping_directories_cannot_redirect_an_in_place_restore() {
     }
     assert_eq!(state_of(&outside), before);
     // Without the swapper the restore works and is complete.
-    if fs::symlink_metadata(&inner).unwrap().file_type().is_symlink() {
+    if fs::symlink_metadata(&inner)
+        .unwrap()
+        .file_type()
+        .is_symlink()
+    {
         fs::remove_file(&inner).unwrap();
         fs::rename(user.join("inner.link"), &inner).unwrap();
     }

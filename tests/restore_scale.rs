@@ -72,8 +72,11 @@ fn restore_peak(b: &Board, n: usize) -> (u64, Duration) {
     let (peak, took) = peak_rss(cmd);
     let last = b.in_target(
         &target,
-        &b.root
-            .join(format!("etc/myrvm/d{:04}/file-{:07}", (n - 1) / 1000, n - 1)),
+        &b.root.join(format!(
+            "etc/myrvm/d{:04}/file-{:07}",
+            (n - 1) / 1000,
+            n - 1
+        )),
     );
     assert!(last.exists(), "{} not restored", last.display());
     (peak, took)
@@ -176,7 +179,10 @@ fn daemon_answers_during_restore(n: usize) {
     let _ = child.wait();
     eprintln!("{pings} PINGs during the restore of {n} files, slowest {worst} ms");
     assert_eq!(state["state"], "done", "{state}");
-    assert!(pings >= 3, "the restore was too quick to test ({pings} pings)");
+    assert!(
+        pings >= 3,
+        "the restore was too quick to test ({pings} pings)"
+    );
     assert!(worst < 1000, "a PING took {worst} ms during the restore");
 }
 

@@ -113,8 +113,9 @@ pub fn swap(dir: &Dir, tmp: &[u8], live: &[u8], shown: &Path) -> Result<Option<P
         for suffix in ["-wal", "-shm", "-journal"] {
             let side = with_suffix(live, suffix);
             if dir.stat(&side).at("inspect", shown)?.is_some() {
-                dir.rename(&side, &with_suffix(&saved, suffix))
-                    .ctx(|| format!("cannot move aside the {suffix} file of {}", shown.display()))?;
+                dir.rename(&side, &with_suffix(&saved, suffix)).ctx(|| {
+                    format!("cannot move aside the {suffix} file of {}", shown.display())
+                })?;
             }
         }
         log::warn!("the previous database is kept as {}", saved_shown.display());

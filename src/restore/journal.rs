@@ -119,7 +119,7 @@ impl Journal {
     pub fn push(&mut self, rec: &Rec) -> io::Result<()> {
         let body = postcard::to_stdvec(rec).map_err(io::Error::other)?;
         if let Rec::Staged { key: Some(_), .. } = rec {
-            if self.files % SPARSE_EVERY == 0 {
+            if self.files.is_multiple_of(SPARSE_EVERY) {
                 self.sparse.push(self.len);
             }
             self.files += 1;
@@ -269,7 +269,10 @@ mod tests {
         }
         assert_eq!(n, 20_000);
         for i in [0, 1, 63, 64, 65, 12_345, 19_999] {
-            let (_, rec) = j.find_file(0, format!("/r/f{i:06}").as_bytes()).unwrap().unwrap();
+            let (_, rec) = j
+                .find_file(0, format!("/r/f{i:06}").as_bytes())
+                .unwrap()
+                .unwrap();
             assert_eq!(rec, file(i));
         }
         assert!(j.find_file(0, b"/r/f0123450").unwrap().is_none());

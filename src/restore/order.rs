@@ -102,13 +102,19 @@ mod tests {
             o.check(0, p.as_bytes(), d).unwrap();
         }
         assert!(o.check(0, b"/r/b", false).unwrap_err().contains("twice"));
-        assert!(o.check(0, b"/r/a/y", false).unwrap_err().contains("out of order"));
+        assert!(o
+            .check(0, b"/r/a/y", false)
+            .unwrap_err()
+            .contains("out of order"));
         let err = o.check(0, b"/r/b/c", false).unwrap_err();
         assert!(err.contains("not a directory"), "{err}");
         // Another root starts over, and may not go back.
         o.check(1, b"/q", true).unwrap();
         o.check(1, b"/q/z", false).unwrap();
-        assert!(o.check(0, b"/r/z", false).unwrap_err().contains("out of order"));
+        assert!(o
+            .check(0, b"/r/z", false)
+            .unwrap_err()
+            .contains("out of order"));
     }
 
     #[test]

@@ -115,7 +115,10 @@ impl Stage {
                         None => self.root_dir(root.unwrap_or(u32::MAX))?,
                     };
                     let shown = self.shown_at(root, &names, &name);
-                    let dir = parent.open_child(&name).ok().filter(|d| (d.dev, d.ino) == (dev, ino));
+                    let dir = parent
+                        .open_child(&name)
+                        .ok()
+                        .filter(|d| (d.dev, d.ino) == (dev, ino));
                     let Some(dir) = dir else {
                         return Err(msg(format!(
                             "{} was replaced by someone else while restoring; stopped publishing \
@@ -167,8 +170,9 @@ impl Stage {
                     if kind == Kind::Database {
                         previous = super::database::swap(dir, &tmp, &name, &shown)?;
                     } else {
-                        dir.rename(&tmp, &name)
-                            .ctx(|| format!("cannot move the restored copy into {}", shown.display()))?;
+                        dir.rename(&tmp, &name).ctx(|| {
+                            format!("cannot move the restored copy into {}", shown.display())
+                        })?;
                     }
                     smol::future::yield_now().await;
                 }
@@ -228,11 +232,16 @@ impl Stage {
         let end = self.journal.end();
         while at < end {
             let Ok((rec, next)) = self.journal.read(at) else {
-                log::warn!("cannot read the restore journal: some .rvm-restore-* files may be left");
+                log::warn!(
+                    "cannot read the restore journal: some .rvm-restore-* files may be left"
+                );
                 break;
             };
             at = next;
-            let root_dir = root.and_then(|i| self.roots.get(i as usize)).and_then(Option::as_ref).map(|r| &r.dir);
+            let root_dir = root
+                .and_then(|i| self.roots.get(i as usize))
+                .and_then(Option::as_ref)
+                .map(|r| &r.dir);
             match rec {
                 Rec::Root { index } => {
                     leave(&mut stack, root_dir, 0);
@@ -280,7 +289,10 @@ impl Stage {
                 }
             }
         }
-        let root_dir = root.and_then(|i| self.roots.get(i as usize)).and_then(Option::as_ref).map(|r| &r.dir);
+        let root_dir = root
+            .and_then(|i| self.roots.get(i as usize))
+            .and_then(Option::as_ref)
+            .map(|r| &r.dir);
         leave(&mut stack, root_dir, 0);
         for d in self.created_root_dirs.drain(..).rev() {
             let _ = std::fs::remove_dir(d);

@@ -143,7 +143,10 @@ impl Stage {
                 )
             }
         };
-        let comps: Vec<&[u8]> = below.split(|&c| c == b'/').filter(|c| !c.is_empty()).collect();
+        let comps: Vec<&[u8]> = below
+            .split(|&c| c == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
         if comps.is_empty() {
             return Err(msg(format!(
                 "archive entry {} is the restore root itself; refusing it",
@@ -155,8 +158,10 @@ impl Stage {
 
     fn note_dev(&mut self, dir: &Dir) -> Result<()> {
         if !self.devs.iter().any(|d| d.dev == dir.dev) {
-            self.devs
-                .push(dir.try_clone().ctx(|| "cannot duplicate a directory descriptor".into())?);
+            self.devs.push(
+                dir.try_clone()
+                    .ctx(|| "cannot duplicate a directory descriptor".into())?,
+            );
         }
         Ok(())
     }
@@ -208,9 +213,9 @@ impl Stage {
     }
 
     pub(super) fn push(&mut self, rec: &Rec) -> Result<()> {
-        self.journal
-            .push(rec)
-            .ctx(|| "cannot write the restore journal (a temporary file in the restore root)".into())
+        self.journal.push(rec).ctx(|| {
+            "cannot write the restore journal (a temporary file in the restore root)".into()
+        })
     }
 
     /// The directory the stack ends in (the root when it is empty).
@@ -386,7 +391,9 @@ impl Stage {
                 let (n, tmp) = self.next_tmp();
                 let shown = self.shown(name);
                 let top = self.top()?;
-                let mut f = top.create_file(&tmp, 0o600).at("create a file beside", &shown)?;
+                let mut f = top
+                    .create_file(&tmp, 0o600)
+                    .at("create a file beside", &shown)?;
                 let (dev, ino) = safefs::file_id(&f).at("inspect", &shown)?;
                 let (pdev, pino) = (top.dev, top.ino);
                 self.push(&Rec::Staged {
@@ -411,7 +418,12 @@ impl Stage {
                     .write_content(r, &mut f, &shown, done, progress)
                     .await?;
                 if h.kind == EntryKind::Database {
-                    super::database::check_staged(self.top()?, &tmp, self.accept_damaged, &self.id)?;
+                    super::database::check_staged(
+                        self.top()?,
+                        &tmp,
+                        self.accept_damaged,
+                        &self.id,
+                    )?;
                 }
                 safefs::set_meta(f.as_fd(), h.uid, h.gid, h.mode, h.mtime, h.mtime_nsec)
                     .at("set owner, mode and time of", &shown)?;
