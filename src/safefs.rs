@@ -309,3 +309,39 @@ pub fn set_meta(
 pub fn file_id(f: &File) -> io::Result<(u64, u64)> {
     Ok(dev_ino(&rustix::fs::fstat(f)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_follows_or_removes_what_it_did_not_make() {
+        let base = std::env::temp_dir().join(format!("rvb-safefs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("real")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        let root = Dir::open_path(&base).unwrap();
+        assert!(root.open_child(b"link").is_err(), "followed a symlink");
+        assert_eq!(root.kind(b"link").unwrap(), Found::Symlink);
+        assert!(root.open_child(b"../etc").is_err(), "took a path");
+        let real = root.open_child(b"real").unwrap();
+        let f = real.create_file(b"f", 0o600).unwrap();
+        assert!(real.create_file(b"f", 0o600).is_err(), "reused a file");
+        let (dev, ino) = file_id(&f).unwrap();
+        // Swapped for another file: left alone.
+        std::fs::remove_file(base.join("real/f")).unwrap();
+        std::fs::write(base.join("real/f"), b"theirs").unwrap();
+        assert!(!real.unlink_if(b"f", dev, ino).unwrap());
+        assert!(base.join("real/f").exists());
+        root.symlink(b"/etc", b"s").unwrap();
+        root.chown_symlink(b"s", rustix::process::geteuid().as_raw(), 0)
+            .unwrap();
+        assert!(
+            root.chown_symlink(b"real", 0, 0).is_err(),
+            "chowned a non-link"
+        );
+        let t = root.temp_file(b".t.tmp").unwrap();
+        drop(t);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -118,6 +118,9 @@ pub async fn run(
     progress: &mut Progress,
 ) -> Result<Restored> {
     database::refuse_damaged_source(&archive.meta, accept_damaged)?;
+    for s in &archive.meta.sources {
+        crate::format::record::check_path(s.as_bytes()).map_err(arch(archive))?;
+    }
     let mut stage = Stage::new(
         &archive.meta.id,
         &archive.meta.sources,

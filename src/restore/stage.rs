@@ -182,7 +182,7 @@ impl Stage {
                 Some(d) => d,
                 None => {
                     let mut missing = Vec::new();
-                    for a in root.ancestors() {
+                    for a in root.ancestors().filter(|a| !a.as_os_str().is_empty()) {
                         match std::fs::symlink_metadata(a) {
                             Ok(_) => break,
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
