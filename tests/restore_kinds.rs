@@ -521,3 +521,55 @@ fn a_dropped_restore_leaves_nothing_behind() {
     drop(fut);
     assert_eq!(snapshot(&b.root), before);
 }
+
+#[test]
+fn a_directory_replaced_between_staging_and_publishing_is_refused() {
+    let b = Board::new("swapped");
+    let cfg = b.root.join("etc/myrvm");
+    for d in 0..10 {
+        let sub = cfg.join(format!("d{d}"));
+        fs::create_dir_all(&sub).unwrap();
+        for f in 0..30 {
+            fs::write(sub.join(format!("f{f:02}")), format!("{d} {f}")).unwrap();
+        }
+    }
+    b.ok(&["backup", "config"]);
+    let id = b.ids("config")[0].clone();
+    let (a, key) = listed(&b, &id);
+    let target = b.tmp.path().join("t");
+    let first = b.in_target(&target, &cfg.join("d0/f00"));
+    let late = b.in_target(&target, &cfg.join("d9"));
+    let mut progress = Progress::silent();
+    let mut fut = Box::pin(rvm_backup::restore::run(
+        &a,
+        Some(&key),
+        Some(&target),
+        None,
+        false,
+        &mut progress,
+    ));
+    let result = smol::block_on(async {
+        // Run until publishing has begun (the first file is in place)…
+        loop {
+            if let Some(r) = smol::future::poll_once(&mut fut).await {
+                return r;
+            }
+            if first.exists() {
+                break;
+            }
+        }
+        // …then put another directory where a staged one was.
+        fs::rename(&late, late.with_file_name("d9.away")).unwrap();
+        fs::create_dir(&late).unwrap();
+        fut.as_mut().await
+    });
+    drop(fut);
+    let err = result.expect_err("publish went on into a replaced directory");
+    assert!(err.to_string().contains("replaced"), "{err}");
+    assert_eq!(
+        fs::read_dir(&late).unwrap().count(),
+        0,
+        "something was published into the impostor directory"
+    );
+    assert!(first.exists());
+}
