@@ -26,6 +26,7 @@ pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod retention;
+pub mod safefs;
 pub mod server;
 pub mod sources;
 pub mod state;

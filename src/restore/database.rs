@@ -1,0 +1,129 @@
+//! The database strategy's extra rules: refuse an archive whose source
+//! failed its check unless told otherwise, check the staged image, and
+//! swap it for the live database while keeping the old one.
+//!
+//! Invariants: SQLite only ever sees a path into a directory we hold open
+//! (`/proc/self/fd/N/NAME`); the staged image is opened immutable (SQLite
+//! creates no side files next to it); the live database is kept as
+//! `NAME.pre-restore-<time>` (a hard link, with its `-wal`, `-shm` and
+//! `-journal` moved beside it) before the new image is renamed over it.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::sidecar::Meta;
+use crate::format::FormatError;
+use crate::safefs::Dir;
+
+fn damaged(id: &str, why: String) -> Error {
+    Error::Archive {
+        id: id.to_string(),
+        source: FormatError::DatabaseDamaged(why),
+    }
+}
+
+/// Refuse an archive whose source database failed `quick_check` at backup
+/// time, unless `accept_damaged`.
+pub fn refuse_damaged_source(meta: &Meta, accept_damaged: bool) -> Result<()> {
+    match &meta.db_check {
+        Some(problem) if problem != "ok" => {
+            if accept_damaged {
+                log::warn!(
+                    "archive {}: the database was already damaged when it was backed up ({problem}); restoring it as asked",
+                    meta.id
+                );
+                Ok(())
+            } else {
+                Err(damaged(
+                    &meta.id,
+                    format!(
+                        "{problem}; the source database was already damaged when it was backed up. \
+                         Restore an older archive, or restore this one deliberately with \
+                         `rvm-backup restore {} {} --accept-damaged`",
+                        meta.strategy, meta.id
+                    ),
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn with_suffix(name: &[u8], suffix: &str) -> Vec<u8> {
+    let mut v = name.to_vec();
+    v.extend_from_slice(suffix.as_bytes());
+    v
+}
+
+/// `PRAGMA integrity_check` of the staged image `name` in `dir`. A failure
+/// is an error, or only a warning with `accept_damaged`.
+pub fn check_staged(dir: &Dir, name: &[u8], accept_damaged: bool, id: &str) -> Result<()> {
+    let path = dir.proc_path(name);
+    let uri = format!("file:{}?immutable=1", path.display());
+    let check = || -> rusqlite::Result<String> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+    };
+    let problem = match check() {
+        Ok(s) if s == "ok" => return Ok(()),
+        Ok(s) => s,
+        Err(e) => format!("it cannot be opened: {e}"),
+    };
+    if accept_damaged {
+        log::warn!("archive {id}: the restored database fails PRAGMA integrity_check ({problem}); restoring it as asked");
+        Ok(())
+    } else {
+        Err(damaged(
+            id,
+            format!(
+                "{problem}; nothing was restored. Restore another archive, or this one \
+                 deliberately with `--accept-damaged`"
+            ),
+        ))
+    }
+}
+
+/// Put the staged image `tmp` in place of the live database `live` (both
+/// in `dir`), keeping the live one (WAL folded in where possible) as
+/// `NAME.pre-restore-<time>`. `shown`: the live database's path, for
+/// messages. Returns where the old database was kept.
+pub fn swap(dir: &Dir, tmp: &[u8], live: &[u8], shown: &Path) -> Result<Option<PathBuf>> {
+    let mut previous = None;
+    if dir.stat(live).at("inspect", shown)?.is_some() {
+        if let Ok(conn) = rusqlite::Connection::open(dir.proc_path(live)) {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                log::warn!("could not fold the WAL of {} into it: {e}", shown.display());
+            }
+        }
+        let saved = with_suffix(
+            live,
+            &format!(
+                ".pre-restore-{}",
+                crate::timefmt::compact(crate::timefmt::now_unix())
+            ),
+        );
+        let saved_shown = shown.with_file_name(OsStr::from_bytes(&saved));
+        dir.link_from(dir, live, &saved)
+            .ctx(|| format!("cannot save the live database as {}", saved_shown.display()))?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let side = with_suffix(live, suffix);
+            if dir.stat(&side).at("inspect", shown)?.is_some() {
+                dir.rename(&side, &with_suffix(&saved, suffix)).ctx(|| {
+                    format!("cannot move aside the {suffix} file of {}", shown.display())
+                })?;
+            }
+        }
+        log::warn!("the previous database is kept as {}", saved_shown.display());
+        previous = Some(saved_shown);
+    }
+    dir.rename(tmp, live)
+        .ctx(|| format!("cannot move the restored database into {}", shown.display()))?;
+    dir.fsync()
+        .ctx(|| format!("cannot sync the directory of {}", shown.display()))?;
+    Ok(previous)
+}

@@ -1,0 +1,273 @@
+//! Restore: stage everything, verify everything, then publish.
+//!
+//! Phase 1 ([`stage`]) reads the archive and writes each entry under a
+//! temporary name beside its destination (`.rvm-restore-PID-N.tmp`),
+//! creating missing directories, all relative to open directory
+//! descriptors ([`crate::safefs`]) and journaled ([`journal`]) so memory
+//! stays fixed for any number of entries. Content is checked against its
+//! SHA-256 as it is read, runs of zeros become holes ([`sparse`]), and a
+//! database image must pass `PRAGMA integrity_check` ([`database`]).
+//! Entries must come in canonical order ([`order`]). Phase 1 ends only when
+//! the whole archive has been authenticated (final frame, index, footer,
+//! tail, part hashes). Any failure, or dropping the future (cancel),
+//! removes every temporary name and every directory phase 1 created: the
+//! target is left as it was.
+//!
+//! Phase 2 ([`publish`]) flushes the file systems once, reopens every
+//! directory from the root descriptors and checks it is the one phase 1
+//! used, renames each staged name over its destination, sets directory
+//! owners, modes and times, and flushes again. A live database is first
+//! kept as `NAME.pre-restore-<time>` (with its WAL folded in).
+//!
+//! Paths are refused when they are unsafe (checked by the format reader),
+//! outside the archive's recorded sources, repeated or out of order, below
+//! a non-directory entry, or when a directory on the way below the restore
+//! root is a symlink.
+
+mod database;
+mod journal;
+mod order;
+mod publish;
+mod sparse;
+mod stage;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::crypto::MasterKey;
+use crate::error::{msg, Error, Result};
+use crate::format::{ArchiveReader, EntryKind, FormatError};
+use crate::progress::Progress;
+use crate::store::parts::PartReader;
+use crate::store::Listed;
+use crate::strategy::Strategy;
+
+pub use stage::Stage;
+
+/// Which archive of a strategy to restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    Latest,
+    Id(String),
+    /// The newest archive created at or before this Unix time.
+    At(i64),
+}
+
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub id: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Hard links made (second names of files restored earlier).
+    pub hardlinks: u64,
+    pub bytes: u64,
+    pub changed_while_read: u64,
+    pub previous_database: Option<PathBuf>,
+}
+
+/// Pick the archive to restore from a listing (oldest first).
+pub fn select<'a>(
+    archives: &'a [Listed],
+    strategy: Strategy,
+    sel: &Selector,
+) -> Result<&'a Listed> {
+    let of: Vec<Listed> = archives
+        .iter()
+        .filter(|a| a.meta.strategy == strategy)
+        .cloned()
+        .collect();
+    let none = || {
+        msg(format!(
+            "there is no {strategy} archive; run `rvm-backup backup {strategy}` first"
+        ))
+    };
+    let chosen_id = match sel {
+        Selector::Latest => of.last().ok_or_else(none)?.meta.id.clone(),
+        Selector::Id(prefix) => crate::store::resolve(&of, prefix)?.meta.id.clone(),
+        Selector::At(t) => match of.iter().rev().find(|a| a.meta.created <= *t) {
+            Some(a) => a.meta.id.clone(),
+            None => {
+                let oldest = of.first().ok_or_else(none)?;
+                return Err(msg(format!(
+                    "no {strategy} archive from {} or before; the oldest is {} from {}",
+                    crate::timefmt::rfc3339(*t),
+                    oldest.meta.id,
+                    crate::timefmt::rfc3339(oldest.meta.created)
+                )));
+            }
+        },
+    };
+    archives
+        .iter()
+        .find(|a| a.meta.id == chosen_id)
+        .ok_or_else(none)
+}
+
+/// Restore `archive` (all of it, or only the entry at `only`) into `target`,
+/// or in place when `target` is `None`. A database archive whose source
+/// failed its integrity check at backup time is refused unless
+/// `accept_damaged`, which also turns a failed check of the restored image
+/// into a warning.
+pub async fn run(
+    archive: &Listed,
+    key: Option<&MasterKey>,
+    target: Option<&Path>,
+    only: Option<&Path>,
+    accept_damaged: bool,
+    progress: &mut Progress,
+) -> Result<Restored> {
+    database::refuse_damaged_source(&archive.meta, accept_damaged)?;
+    for s in &archive.meta.sources {
+        crate::format::record::check_path(s.as_bytes()).map_err(arch(archive))?;
+    }
+    let mut stage = Stage::new(
+        &archive.meta.id,
+        &archive.meta.sources,
+        target,
+        accept_damaged,
+    );
+    let mut done = Restored {
+        id: archive.meta.id.clone(),
+        ..Restored::default()
+    };
+    progress.start(
+        &format!("restore {}", archive.meta.id),
+        Some(archive.meta.content_bytes),
+    );
+    let staged = match only {
+        None => stage_all(archive, key, &mut stage, &mut done, progress).await,
+        Some(path) => stage_one(archive, key, path, &mut stage, &mut done, progress).await,
+    };
+    progress.finish();
+    staged?;
+    done.previous_database = stage.publish().await?;
+    Ok(done)
+}
+
+fn arch(archive: &Listed) -> impl Fn(FormatError) -> Error + '_ {
+    move |source| Error::Archive {
+        id: archive.meta.id.clone(),
+        source,
+    }
+}
+
+fn open_reader(archive: &Listed, key: Option<&MasterKey>) -> Result<ArchiveReader<PartReader>> {
+    let parts = PartReader::open(&archive.dir, &archive.meta.parts)?;
+    let r = ArchiveReader::open(parts, key).map_err(arch(archive))?;
+    if r.header() != &archive.header {
+        return Err(arch(archive)(FormatError::HeaderMismatch));
+    }
+    Ok(r)
+}
+
+async fn stage_all(
+    archive: &Listed,
+    key: Option<&MasterKey>,
+    stage: &mut Stage,
+    done: &mut Restored,
+    progress: &mut Progress,
+) -> Result<()> {
+    let mut r = open_reader(archive, key)?;
+    while let Some(h) = r.next_entry().map_err(arch(archive))? {
+        stage.entry(&mut r, &h, true, done, progress).await?;
+        smol::future::yield_now().await;
+    }
+    // Reaching here means index, footer and tail were checked too.
+    let parts = r.into_inner();
+    for (info, hash) in archive.meta.parts.iter().zip(parts.part_hashes()) {
+        if hash != Some(info.sha256) {
+            return Err(arch(archive)(FormatError::PartMismatch(info.name.clone())));
+        }
+    }
+    Ok(())
+}
+
+/// Restore one entry through the index. A hard link restores as a copy of
+/// the file it names (its other names are not part of a one-file restore).
+async fn stage_one(
+    archive: &Listed,
+    key: Option<&MasterKey>,
+    path: &Path,
+    stage: &mut Stage,
+    done: &mut Restored,
+    progress: &mut Progress,
+) -> Result<()> {
+    let mut r = open_reader(archive, key)?;
+    let wanted = path.as_os_str().as_bytes();
+    let index = r.read_index().map_err(arch(archive))?;
+    let pos = index
+        .iter()
+        .position(|rec| rec.path == wanted)
+        .ok_or_else(|| {
+            msg(format!(
+                "archive {} holds no entry {}",
+                archive.meta.id,
+                path.display()
+            ))
+        })?;
+    let mut rec = &index[pos];
+    let mut link = None;
+    if rec.kind == EntryKind::HardLink {
+        // Its content names the file; read it, then restore that file's
+        // content under this name.
+        r.seek_to(rec.at).map_err(arch(archive))?;
+        let h = r
+            .next_entry()
+            .map_err(arch(archive))?
+            .ok_or_else(|| arch(archive)(FormatError::Corrupt("index points at the end".into())))?;
+        if h.path != rec.path || h.kind != rec.kind {
+            return Err(arch(archive)(FormatError::Corrupt(
+                "index points at another entry".into(),
+            )));
+        }
+        let mut target = Vec::new();
+        while let Some(c) = r.content_chunk().map_err(arch(archive))? {
+            target.extend_from_slice(c);
+        }
+        let t = r.end_entry().map_err(arch(archive))?;
+        if t.sha256 != rec.sha256 {
+            return Err(arch(archive)(FormatError::ContentMismatch(
+                path.display().to_string(),
+            )));
+        }
+        rec = index[..pos]
+            .iter()
+            .find(|f| f.path == target && f.kind == EntryKind::File)
+            .ok_or_else(|| {
+                msg(format!(
+                    "archive entry {} is a hard link to {}, which is not a file stored earlier in this archive; refusing it",
+                    path.display(),
+                    String::from_utf8_lossy(&target)
+                ))
+            })?;
+        link = Some(h);
+    }
+    r.seek_to(rec.at).map_err(arch(archive))?;
+    let mut h = r
+        .next_entry()
+        .map_err(arch(archive))?
+        .ok_or_else(|| arch(archive)(FormatError::Corrupt("index points at the end".into())))?;
+    if h.path != rec.path || h.kind != rec.kind || h.size != rec.size {
+        return Err(arch(archive)(FormatError::Corrupt(
+            "index points at another entry".into(),
+        )));
+    }
+    if let Some(l) = link {
+        h.path = l.path;
+    }
+    let sha = stage.entry(&mut r, &h, false, done, progress).await?;
+    if sha != rec.sha256 {
+        return Err(arch(archive)(FormatError::ContentMismatch(
+            path.display().to_string(),
+        )));
+    }
+    Ok(())
+}
+
+/// True if `p` has no `..` (used for `--file` arguments).
+pub fn is_plain_absolute(p: &Path) -> bool {
+    p.is_absolute()
+        && p.components()
+            .all(|c| !matches!(c, Component::ParentDir | Component::CurDir))
+}
