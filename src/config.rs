@@ -1038,14 +1038,7 @@ exclude = ["*.pyc", "__pycache__"]
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         let fifo = d.join("fifo.toml");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::fsutil::make_fifo(&fifo);
         let e = Config::load(&fifo).unwrap_err().to_string();
         assert!(e.contains("FIFO"), "{e}");
         let e = Config::load(Path::new("/dev/zero"))

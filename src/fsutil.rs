@@ -158,6 +158,20 @@ pub fn read_regular(
     Ok((meta, bytes))
 }
 
+/// A FIFO at `path`, mode 0600 (tests of the no-special-file rules).
+#[cfg(test)]
+pub(crate) fn make_fifo(path: &Path) {
+    if let Err(e) = rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    ) {
+        panic!("cannot make a FIFO at {}: {e}", path.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,14 +203,7 @@ mod tests {
         let e = read_regular(&z, 5, Follow::Yes).unwrap_err().to_string();
         assert!(e.contains("character device"), "{e}");
         let fifo = d.join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        make_fifo(&fifo);
         let e = read_regular(&fifo, 5, Follow::No).unwrap_err().to_string();
         assert!(e.contains("FIFO"), "{e}");
         fs::remove_dir_all(&d).unwrap();

@@ -130,14 +130,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo.key");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::fsutil::make_fifo(&fifo);
         let zero = dir.join("zero.key");
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
         let big = dir.join("big.key");

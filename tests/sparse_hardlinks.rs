@@ -7,7 +7,7 @@ mod common;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use rvm_backup::format::{ArchiveReader, EntryKind};
@@ -68,7 +68,7 @@ fn sparse_files_keep_their_content() {
 }
 
 #[test]
-fn a_two_gib_sparse_file_backs_up_fast() {
+fn a_two_gib_sparse_file_roundtrips_and_keeps_its_holes() {
     let (b, app) = app_board("sparse2g");
     let big = app.join("big.img");
     let mib = 1 << 20;
@@ -82,9 +82,9 @@ fn a_two_gib_sparse_file_backs_up_fast() {
     );
     let t = Instant::now();
     b.ok(&["backup", "application"]);
-    let took = t.elapsed();
-    eprintln!("2 GiB sparse file: backup took {took:?}");
-    assert!(took < Duration::from_secs(10), "backup took {took:?}");
+    // Timing is reported, not asserted (benches measure it): holes are not
+    // read, so this is far below reading 2 GiB.
+    eprintln!("2 GiB sparse file: backup took {:?}", t.elapsed());
 
     // The stored content hashes like the file reads.
     let mut want = Sha256::new();
@@ -119,6 +119,20 @@ fn a_two_gib_sparse_file_backs_up_fast() {
         }
     }
     assert!(seen);
+
+    // Restored, it is still sparse: 2 MiB of data, not 2 GiB of blocks.
+    let target = b.tmp.path().join("restored");
+    b.ok(&[
+        "restore",
+        "application",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let restored = target.join(big.strip_prefix("/").unwrap());
+    let m = std::fs::metadata(&restored).unwrap();
+    assert_eq!(m.len(), 2048 * mib);
+    let on_disk = std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+    assert!(on_disk < 64 * mib, "restored with {on_disk} bytes on disk");
 }
 
 #[test]

@@ -9,11 +9,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use rvm_backup::crypto::MasterKey;
-use rvm_backup::format::header::{Header, DEFAULT_FRAME_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED};
-use rvm_backup::format::sidecar::{self, Meta};
-use rvm_backup::format::{ArchiveWriter, EntryHeader, EntryKind};
+use rvm_backup::format::{sidecar, EntryKind};
 use rvm_backup::progress::Progress;
-use rvm_backup::store::parts::PartWriter;
 use rvm_backup::store::Store;
 
 /// A board whose config tree is small, so every bit can be tried.
@@ -185,76 +182,15 @@ fn foreign_files_are_refused() {
     b.fails(&["verify", "--all"]);
 }
 
-/// Write an archive with arbitrary entries, signed with the board's key, as
-/// a malicious or buggy writer could.
+/// A crafted config archive (see `common::craft`).
 fn craft(b: &Board, sources: &[&Path], entries: &[(EntryKind, PathBuf, Vec<u8>)]) -> String {
-    let key = rvm_backup::keys::load(&b.key).unwrap();
-    let created = rvm_backup::timefmt::now_unix();
-    let id = format!("config-{}-abcdef", rvm_backup::timefmt::compact(created));
-    let header = Header {
-        flags: FLAG_COMPRESSED | FLAG_ENCRYPTED,
-        frame_size: DEFAULT_FRAME_SIZE,
-        key_id: key.id(),
-        salt: [7; 32],
-        created,
-    };
-    let dir = b.backups.join("config");
-    fs::create_dir_all(&dir).unwrap();
-    let mut w = ArchiveWriter::new(
-        PartWriter::new(&dir, &id, 1 << 30),
-        &header,
-        header.protection(Some(&key)).unwrap(),
-        Some(1),
+    common::craft::craft(
+        b,
+        rvm_backup::strategy::Strategy::Config,
+        sources,
+        entries,
+        None,
     )
-    .unwrap();
-    for (kind, path, content) in entries {
-        use std::os::unix::ffi::OsStrExt;
-        let h = EntryHeader {
-            kind: *kind,
-            path: path.as_os_str().as_bytes().to_vec(),
-            mode: if *kind == EntryKind::Dir {
-                0o755
-            } else {
-                0o644
-            },
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            size: content.len() as u64,
-        };
-        w.begin_entry(&h).unwrap();
-        w.write_content(content).unwrap();
-        w.end_entry(0).unwrap();
-    }
-    let (parts, summary) = w.finish().unwrap();
-    let meta = Meta {
-        id: id.clone(),
-        strategy: rvm_backup::strategy::Strategy::Config,
-        created,
-        created_nanos: 0,
-        duration_ms: 0,
-        host: "evil".into(),
-        tool_version: "0".into(),
-        sources: sources.iter().map(|s| s.display().to_string()).collect(),
-        files: 0,
-        dirs: 0,
-        symlinks: 0,
-        skipped: 0,
-        changed_while_read: 0,
-        content_bytes: 0,
-        archive_bytes: summary.archive_bytes,
-        compressed: true,
-        encrypted: true,
-        key_id: key.id(),
-        parts: parts.finish().unwrap(),
-        database: None,
-        hardlinks: 0,
-        db_check: None,
-    };
-    let bytes = sidecar::encode(&meta, &header, &header.protection(Some(&key)).unwrap());
-    fs::write(dir.join(format!("{id}.meta")), bytes).unwrap();
-    id
 }
 
 fn restore_is_refused(b: &Board, id: &str, target: &Path, expect: &str) {

@@ -2,6 +2,8 @@
 //! board with a config and key, the real binary, and tree comparison.
 #![allow(dead_code)]
 
+pub mod craft;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
