@@ -224,22 +224,19 @@ pub async fn run(phase: Phase, cmd: &HookCommand, timeout: Duration) -> Result<R
     let mut pumps = std::pin::pin!(pumps);
     let deadline = started + timeout;
     // Wait for the exit while reading the output, up to the deadline.
-    let status = smol::future::or(
-        async { Some(child.status().await) },
-        async {
-            smol::future::or(
-                async {
-                    (&mut pumps).await;
-                    std::future::pending::<()>().await
-                },
-                async {
-                    smol::Timer::at(deadline).await;
-                },
-            )
-            .await;
-            None
-        },
-    )
+    let status = smol::future::or(async { Some(child.status().await) }, async {
+        smol::future::or(
+            async {
+                (&mut pumps).await;
+                std::future::pending::<()>().await
+            },
+            async {
+                smol::Timer::at(deadline).await;
+            },
+        )
+        .await;
+        None
+    })
     .await;
     let timed_out = status.is_none();
     let status = match status {
@@ -337,7 +334,10 @@ pub fn spawn_detached(phase: Phase, cmd: &HookCommand, timeout: Duration) {
     let mut child = match c.spawn() {
         Ok(child) => child,
         Err(e) => {
-            log::error!("cannot run the recovery {} command {shown}: {e}", phase.name());
+            log::error!(
+                "cannot run the recovery {} command {shown}: {e}",
+                phase.name()
+            );
             return;
         }
     };
@@ -503,7 +503,8 @@ mod tests {
             let e = toml::from_str::<T>(bad).err().unwrap().to_string();
             assert!(e.contains(why) && e.contains("line 2"), "{bad}: {e}");
         }
-        let ok: T = toml::from_str("[recovery]\nstop = [\"/bin/systemctl\", \"stop\", \"x\"]\n").unwrap();
+        let ok: T =
+            toml::from_str("[recovery]\nstop = [\"/bin/systemctl\", \"stop\", \"x\"]\n").unwrap();
         assert_eq!(ok.recovery.stop.unwrap().shown(), "/bin/systemctl stop x");
     }
 }

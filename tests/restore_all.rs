@@ -252,15 +252,17 @@ fn in_place_restore_all_runs_stop_and_start_around_the_swap() {
     // stop saw the changed board, start the restored one.
     assert_eq!(
         hook_log(&b),
-        vec![
-            format!("stop stop {changed}"),
-            format!("start start {old}")
-        ]
+        vec![format!("stop stop {changed}"), format!("start start {old}")]
     );
     assert_eq!(db_dump(&b.db_path()), db_t1);
     assert_eq!(pre_restore_copies(&b).len(), 1);
     // A restore into a target runs no hooks.
-    b.ok(&["restore", "--all", "--target", b.tmp.path().join("t").to_str().unwrap()]);
+    b.ok(&[
+        "restore",
+        "--all",
+        "--target",
+        b.tmp.path().join("t").to_str().unwrap(),
+    ]);
     assert_eq!(hook_log(&b).len(), 2);
 }
 
@@ -277,7 +279,10 @@ fn a_failing_start_rolls_the_database_back() {
     let err = b.fails(&["restore", "--all"]);
     assert!(err.contains("ROLLED BACK"), "{err}");
     assert!(err.contains("platform refused to start"), "{err}");
-    assert!(err.contains("started again on the rolled-back database"), "{err}");
+    assert!(
+        err.contains("started again on the rolled-back database"),
+        "{err}"
+    );
     assert!(err.contains("no pre-restore copy"), "{err}");
     // The database is the one from before the restore, row for row; the
     // trees stay restored (they have no pre-restore copy).
@@ -286,7 +291,9 @@ fn a_failing_start_rolls_the_database_back() {
     assert_eq!(fs::read(&env).unwrap(), restored_env);
     let log = hook_log(&b);
     assert_eq!(log.len(), 3, "{log:?}");
-    assert!(log[0].starts_with("stop ") && log[1].starts_with("start ") && log[2].starts_with("start "));
+    assert!(
+        log[0].starts_with("stop ") && log[1].starts_with("start ") && log[2].starts_with("start ")
+    );
 
     // One strategy the same way.
     fs::write(b.tmp.path().join("fail-start"), b"").unwrap();
@@ -308,14 +315,20 @@ fn a_stop_that_times_out_aborts_before_anything_changed() {
     let t = Instant::now();
     let err = b.fails(&["restore", "--all"]);
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
-    assert!(err.contains("did not finish within recovery_timeout"), "{err}");
+    assert!(
+        err.contains("did not finish within recovery_timeout"),
+        "{err}"
+    );
     assert!(err.contains("aborted before anything was touched"), "{err}");
     assert_eq!(snapshot(&b.root), before, "the board changed");
     assert_eq!(db_dump(&b.db_path()), db_before);
     let before = snapshot(&b.root);
     // One strategy the same way.
     let err = b.fails(&["restore", "config"]);
-    assert!(err.contains("did not finish within recovery_timeout"), "{err}");
+    assert!(
+        err.contains("did not finish within recovery_timeout"),
+        "{err}"
+    );
     assert_eq!(snapshot(&b.root), before, "the board changed");
 }
 
@@ -392,7 +405,10 @@ fn the_daemon_restores_all_as_a_job() {
     };
     assert_eq!(job["state"], "done", "{job}");
     assert!(
-        job["what"].as_str().unwrap().starts_with("restore all latest into"),
+        job["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("restore all latest into"),
         "{job}"
     );
     assert!(

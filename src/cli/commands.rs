@@ -275,12 +275,11 @@ impl Ctx<'_> {
             .transpose()?;
         let target = absolute_target(target)?;
         let mut progress = self.progress();
-        let report = smol::block_on(self.session.restore_all(
-            at,
-            target,
-            accept_damaged,
-            &mut progress,
-        ))?;
+        let report =
+            smol::block_on(
+                self.session
+                    .restore_all(at, target, accept_damaged, &mut progress),
+            )?;
         let mut files = 0u64;
         let mut bytes = 0u64;
         for r in &report.restored {

@@ -266,7 +266,9 @@ fn parse_restore_all(args: &[String]) -> Result<JobKind, ProtoError> {
         } else if let Some(dir) = a.strip_prefix("target=") {
             let p = PathBuf::from(dir);
             if !crate::restore::is_plain_absolute(&p) {
-                return Err(bad(format!("target={dir} must be an absolute path without ..")));
+                return Err(bad(format!(
+                    "target={dir} must be an absolute path without .."
+                )));
             }
             if target.replace(p).is_some() {
                 return Err(bad("give target=DIR once".into()));
@@ -388,8 +390,10 @@ mod tests {
     #[test]
     fn restore_all_requests_parse() {
         let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
-        let k = parse_restore_all(&words("at=2026-11-24T15:00:00Z target=/srv/r accept-damaged"))
-            .unwrap();
+        let k = parse_restore_all(&words(
+            "at=2026-11-24T15:00:00Z target=/srv/r accept-damaged",
+        ))
+        .unwrap();
         assert_eq!(
             k,
             JobKind::RestoreAll {
@@ -413,7 +417,11 @@ mod tests {
             "at=yesterday",
             "at=2026-11-24T15:00:00Z at=2026-11-24T15:00:00Z",
         ] {
-            assert_eq!(parse_restore_all(&words(bad)).unwrap_err().code, 400, "{bad}");
+            assert_eq!(
+                parse_restore_all(&words(bad)).unwrap_err().code,
+                400,
+                "{bad}"
+            );
         }
     }
 

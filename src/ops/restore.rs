@@ -237,7 +237,9 @@ pub(super) struct Stopped {
 impl Drop for Stopped {
     fn drop(&mut self) {
         if let (true, Some(start)) = (self.armed, &self.start) {
-            log::warn!("the restore was cancelled after the platform was stopped: starting it again");
+            log::warn!(
+                "the restore was cancelled after the platform was stopped: starting it again"
+            );
             hooks::spawn_detached(Phase::Start, start, self.timeout);
         }
     }
@@ -285,14 +287,18 @@ pub(super) fn roll_back_database(previous: &Path) -> Result<PathBuf> {
             })?;
         }
     }
-    dir.rename(name, live)
-        .ctx(|| format!("cannot put {} back as {}", previous.display(), shown.display()))?;
+    dir.rename(name, live).ctx(|| {
+        format!(
+            "cannot put {} back as {}",
+            previous.display(),
+            shown.display()
+        )
+    })?;
     for suffix in ["-wal", "-shm", "-journal"] {
         let side = with_suffix(name, suffix);
         if dir.stat(&side).at("inspect", previous)?.is_some() {
-            dir.rename(&side, &with_suffix(live, suffix)).ctx(|| {
-                format!("cannot put back the {suffix} file of {}", shown.display())
-            })?;
+            dir.rename(&side, &with_suffix(live, suffix))
+                .ctx(|| format!("cannot put back the {suffix} file of {}", shown.display()))?;
         }
     }
     dir.fsync()
@@ -318,7 +324,8 @@ mod tests {
         w("rvm.sqlite-shm", "restored shm");
         w("rvm.sqlite.pre-restore-20261126T120000Z", "old");
         w("rvm.sqlite.pre-restore-20261126T120000Z-wal", "old wal");
-        let live = roll_back_database(&dir.join("rvm.sqlite.pre-restore-20261126T120000Z")).unwrap();
+        let live =
+            roll_back_database(&dir.join("rvm.sqlite.pre-restore-20261126T120000Z")).unwrap();
         assert_eq!(live, dir.join("rvm.sqlite"));
         let r = |n: &str| std::fs::read_to_string(dir.join(n)).ok();
         assert_eq!(r("rvm.sqlite").as_deref(), Some("old"));
