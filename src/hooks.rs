@@ -273,7 +273,8 @@ pub async fn run(phase: Phase, cmd: &HookCommand, timeout: Duration) -> Result<R
         stderr: err.take(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    log_output(phase, &ran);
+    let failed = timed_out || !matches!(&status, Some(Ok(s)) if s.success());
+    log_output(phase, &ran, failed);
     let tail = || {
         let t = if ran.stderr.kept.is_empty() {
             ran.stdout.tail_line(1024)
@@ -380,7 +381,12 @@ pub fn spawn_detached(phase: Phase, cmd: &HookCommand, timeout: Duration) {
     }
 }
 
-fn log_output(phase: Phase, ran: &Ran) {
+fn log_output(phase: Phase, ran: &Ran, failed: bool) {
+    let level = if failed {
+        log::Level::Warn
+    } else {
+        log::Level::Info
+    };
     for (which, c) in [("stdout", &ran.stdout), ("stderr", &ran.stderr)] {
         if c.total == 0 {
             continue;
@@ -390,7 +396,8 @@ fn log_output(phase: Phase, ran: &Ran) {
         } else {
             String::new()
         };
-        log::info!(
+        log::log!(
+            level,
             "recovery {} command {which}: {}{more}",
             phase.name(),
             String::from_utf8_lossy(&c.kept).trim_end()

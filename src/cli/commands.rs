@@ -207,7 +207,11 @@ impl Ctx<'_> {
         let (strategy, which) = match args.as_slice() {
             [s] => (parse_strategy(s)?, None),
             [s, w] => (parse_strategy(s)?, Some(w.clone())),
-            _ => return Err(Error::Usage("restore needs STRATEGY [ID|latest]".into())),
+            _ => {
+                return Err(Error::Usage(
+                    "restore needs STRATEGY [ID|latest], or --all".into(),
+                ))
+            }
         };
         let selector = match (which.as_deref(), at) {
             (Some(_), Some(_)) => {

@@ -156,8 +156,9 @@ impl Session {
         let Some(start) = stopped.start.clone() else {
             return outcome;
         };
-        stopped.armed = false;
+        // Still armed while it runs: cancelled now, start is still owed.
         let first = hooks::run(Phase::Start, &start, stopped.timeout).await;
+        stopped.armed = false;
         let restored = match (outcome, first) {
             (Ok(v), Ok(_)) => return Ok(v),
             (Err(e), Ok(_)) => {
