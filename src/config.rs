@@ -276,6 +276,8 @@ struct RawConfig {
     audit_keep: Option<BoundedCount<0, MAX_AUDIT_KEEP>>,
     recovery_enabled: Option<bool>,
     recovery_timeout: Option<TimeoutDuration>,
+    /// `[recovery] stop`, `start`: commands around an in-place restore.
+    recovery: Option<crate::hooks::RecoveryHooks>,
     backup_monitoring_enabled: Option<bool>,
     backup_monitoring_interval: Option<MonitoringDuration>,
     database: Option<DatabaseSection>,
@@ -403,6 +405,8 @@ pub struct Config {
     pub audit_keep: u32,
     pub recovery_enabled: bool,
     pub recovery_timeout: Duration,
+    /// Commands that stop and start the platform around an in-place restore.
+    pub recovery: crate::hooks::RecoveryHooks,
     pub monitoring_enabled: bool,
     pub monitoring_interval: Duration,
     pub database: Option<DatabaseSection>,
@@ -554,6 +558,7 @@ impl Config {
             recovery_timeout: raw
                 .recovery_timeout
                 .map_or(Duration::from_secs(300), |d| d.0),
+            recovery: raw.recovery.unwrap_or_default(),
             monitoring_enabled: raw.backup_monitoring_enabled.unwrap_or(true),
             monitoring_interval: raw
                 .backup_monitoring_interval

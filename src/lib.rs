@@ -18,6 +18,7 @@ pub mod demo;
 pub mod error;
 pub mod format;
 pub mod fsutil;
+pub mod hooks;
 pub mod keys;
 pub mod logger;
 pub mod ops;

@@ -199,11 +199,19 @@ impl Ctx<'_> {
         let target = take_value(&mut args, "--target")?.map(PathBuf::from);
         let file = take_value(&mut args, "--file")?.map(PathBuf::from);
         let accept_damaged = take_flag(&mut args, "--accept-damaged");
+        let all = take_flag(&mut args, "--all");
         no_unknown_flags(&args)?;
+        if all {
+            return self.restore_all(&args, at, target, file, accept_damaged);
+        }
         let (strategy, which) = match args.as_slice() {
             [s] => (parse_strategy(s)?, None),
             [s, w] => (parse_strategy(s)?, Some(w.clone())),
-            _ => return Err(Error::Usage("restore needs STRATEGY [ID|latest]".into())),
+            _ => {
+                return Err(Error::Usage(
+                    "restore needs STRATEGY [ID|latest], or --all".into(),
+                ))
+            }
         };
         let selector = match (which.as_deref(), at) {
             (Some(_), Some(_)) => {
@@ -223,14 +231,7 @@ impl Ctx<'_> {
                 )));
             }
         }
-        let target = match target {
-            Some(t) if !t.is_absolute() => Some(
-                std::env::current_dir()
-                    .map_err(|e| msg(format!("no working directory: {e}")))?
-                    .join(t),
-            ),
-            t => t,
-        };
+        let target = absolute_target(target)?;
         let req = RestoreRequest {
             strategy,
             selector,
@@ -253,4 +254,83 @@ impl Ctx<'_> {
         ));
         Ok(0)
     }
+
+    /// `restore --all [--at TIME] [--target DIR] [--accept-damaged]`.
+    fn restore_all(
+        mut self,
+        args: &[String],
+        at: Option<String>,
+        target: Option<PathBuf>,
+        file: Option<PathBuf>,
+        accept_damaged: bool,
+    ) -> Result<i32> {
+        if file.is_some() {
+            return Err(Error::Usage(
+                "--file restores one entry of one strategy; it cannot go with --all".into(),
+            ));
+        }
+        if let Some(extra) = args.first() {
+            return Err(Error::Usage(format!(
+                "restore --all takes no strategy or archive id (got {extra:?}); use --at TIME for a point in time"
+            )));
+        }
+        let at = at
+            .map(|t| crate::timefmt::parse(&t).map_err(Error::Usage))
+            .transpose()?;
+        let target = absolute_target(target)?;
+        let mut progress = self.progress();
+        let report =
+            smol::block_on(
+                self.session
+                    .restore_all(at, target, accept_damaged, &mut progress),
+            )?;
+        let mut files = 0u64;
+        let mut bytes = 0u64;
+        for r in &report.restored {
+            files = files.saturating_add(r.files);
+            bytes = bytes.saturating_add(r.bytes);
+            self.say(&format!(
+                "restored {:<11} {}  created {}  {} files, {} in {:.1} s{}",
+                r.strategy.name(),
+                r.id,
+                crate::timefmt::rfc3339(r.created),
+                r.files,
+                human_bytes(r.bytes),
+                r.seconds,
+                r.previous_database
+                    .as_ref()
+                    .map(|p| format!("; previous database kept as {}", p.display()))
+                    .unwrap_or_default()
+            ));
+        }
+        self.say(&format!(
+            "restored all {} strategies{} {}: {} files, {} in {:.1} s",
+            report.restored.len(),
+            report
+                .at
+                .map(|t| format!(" as of {}", crate::timefmt::rfc3339(t)))
+                .unwrap_or_else(|| " (newest archives)".into()),
+            if report.in_place {
+                "in place"
+            } else {
+                "into the target"
+            },
+            files,
+            human_bytes(bytes),
+            report.seconds
+        ));
+        Ok(0)
+    }
+}
+
+/// A relative `--target` is taken from the working directory.
+fn absolute_target(target: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    Ok(match target {
+        Some(t) if !t.is_absolute() => Some(
+            std::env::current_dir()
+                .map_err(|e| msg(format!("no working directory: {e}")))?
+                .join(t),
+        ),
+        t => t,
+    })
 }

@@ -27,6 +27,8 @@ commands:
   verify [ID...|--all]               read every byte of archives and check it
   restore STRATEGY [ID|latest] [--at TIME] [--target DIR] [--file PATH] [--accept-damaged]
                                      restore an archive (in place unless --target)
+  restore --all [--at TIME] [--target DIR] [--accept-damaged]
+                                     full-system restore: every strategy as of TIME
   prune [--dry-run]                  apply retention (keep_* and retention_days)
   daemon                             scheduler, jobs and control socket, in the foreground
   ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR

@@ -123,7 +123,10 @@ impl Daemon {
                 Ok(json!({"job": self.submit(JobKind::Verify(ids), actor.clone())}))
             }
             Verb::Restore => {
-                let kind = JobKind::Restore(parse_restore(&req.args)?);
+                let kind = match req.args.split_first() {
+                    Some((all, rest)) if all == "all" => parse_restore_all(rest)?,
+                    _ => JobKind::Restore(parse_restore(&req.args)?),
+                };
                 Ok(json!({"job": self.submit(kind, actor.clone())}))
             }
             Verb::Prune => {
@@ -251,6 +254,44 @@ fn parse_restore(args: &[String]) -> Result<RestoreRequest, ProtoError> {
     Ok(req)
 }
 
+/// `RESTORE all [at=TIME] [target=DIR] [accept-damaged]` (after `all`).
+fn parse_restore_all(args: &[String]) -> Result<JobKind, ProtoError> {
+    let bad = |m: String| ProtoError::new(400, m);
+    let (mut at, mut target, mut accept_damaged) = (None, None, false);
+    for a in args {
+        if let Some(t) = a.strip_prefix("at=") {
+            if at.replace(crate::timefmt::parse(t).map_err(bad)?).is_some() {
+                return Err(bad("give at=TIME once".into()));
+            }
+        } else if let Some(dir) = a.strip_prefix("target=") {
+            let p = PathBuf::from(dir);
+            if !crate::restore::is_plain_absolute(&p) {
+                return Err(bad(format!(
+                    "target={dir} must be an absolute path without .."
+                )));
+            }
+            if target.replace(p).is_some() {
+                return Err(bad("give target=DIR once".into()));
+            }
+        } else if a == "accept-damaged" {
+            accept_damaged = true;
+        } else if a.starts_with("file=") {
+            return Err(bad(
+                "file= restores one entry of one strategy; it cannot go with RESTORE all".into(),
+            ));
+        } else {
+            return Err(bad(format!(
+                "RESTORE all takes at=TIME, target=DIR and accept-damaged, not {a:?}"
+            )));
+        }
+    }
+    Ok(JobKind::RestoreAll {
+        at,
+        target,
+        accept_damaged,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +384,44 @@ mod tests {
             "config at=yesterday",
         ] {
             assert_eq!(parse_restore(&words(bad)).unwrap_err().code, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn restore_all_requests_parse() {
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let k = parse_restore_all(&words(
+            "at=2026-11-24T15:00:00Z target=/srv/r accept-damaged",
+        ))
+        .unwrap();
+        assert_eq!(
+            k,
+            JobKind::RestoreAll {
+                at: Some(crate::timefmt::parse("2026-11-24T15:00:00Z").unwrap()),
+                target: Some(PathBuf::from("/srv/r")),
+                accept_damaged: true,
+            }
+        );
+        assert_eq!(
+            parse_restore_all(&[]).unwrap(),
+            JobKind::RestoreAll {
+                at: None,
+                target: None,
+                accept_damaged: false
+            }
+        );
+        for bad in [
+            "latest",
+            "file=/etc/x",
+            "target=rel",
+            "at=yesterday",
+            "at=2026-11-24T15:00:00Z at=2026-11-24T15:00:00Z",
+        ] {
+            assert_eq!(
+                parse_restore_all(&words(bad)).unwrap_err().code,
+                400,
+                "{bad}"
+            );
         }
     }
 

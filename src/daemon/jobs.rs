@@ -23,6 +23,12 @@ pub enum JobKind {
     /// Archive ids; empty means all.
     Verify(Vec<String>),
     Restore(RestoreRequest),
+    /// Every configured strategy as of `at` (the newest when `None`).
+    RestoreAll {
+        at: Option<i64>,
+        target: Option<std::path::PathBuf>,
+        accept_damaged: bool,
+    },
     Prune {
         dry_run: bool,
     },
@@ -61,6 +67,26 @@ impl JobKind {
                 };
                 format!("restore {strategy} {which}{only}{into}{damaged}")
             }
+            JobKind::RestoreAll {
+                at,
+                target,
+                accept_damaged,
+            } => format!(
+                "restore all {}{}{}",
+                at.map_or_else(
+                    || "latest".to_string(),
+                    |t| format!("at {}", crate::timefmt::rfc3339(t))
+                ),
+                target
+                    .as_ref()
+                    .map(|t| format!(" into {}", t.display()))
+                    .unwrap_or_default(),
+                if *accept_damaged {
+                    " accepting a damaged source"
+                } else {
+                    ""
+                }
+            ),
             JobKind::Prune { dry_run } => if *dry_run { "prune (dry run)" } else { "prune" }.into(),
         }
     }

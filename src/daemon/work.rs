@@ -71,6 +71,38 @@ impl Daemon {
                         .unwrap_or_default()
                 ))
             }
+            JobKind::RestoreAll {
+                at,
+                target,
+                accept_damaged,
+            } => {
+                let r = session
+                    .restore_all(*at, target.clone(), *accept_damaged, &mut progress)
+                    .await?;
+                let each: Vec<String> = r
+                    .restored
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} {} ({} files, {} bytes, {:.1} s{})",
+                            s.strategy,
+                            s.id,
+                            s.files,
+                            s.bytes,
+                            s.seconds,
+                            s.previous_database
+                                .as_ref()
+                                .map(|p| format!("; previous database kept as {}", p.display()))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                Ok(format!(
+                    "restored all {} strategies: {}",
+                    r.restored.len(),
+                    each.join("; ")
+                ))
+            }
             JobKind::Prune { dry_run } => {
                 let report = session.prune(*dry_run)?;
                 let ids: Vec<&str> = report.dropped().collect();

@@ -24,6 +24,7 @@
 mod backup;
 mod prune;
 mod restore;
+mod restore_all;
 mod select;
 mod verify;
 
@@ -38,6 +39,7 @@ use crate::strategy::Strategy;
 pub use backup::BackupReport;
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;
+pub use restore_all::{RestoreAllReport, RestoredStrategy, RESTORE_ALL_ORDER};
 pub use verify::{VerifyReport, Which};
 
 /// One configuration with its key and store: what every operation needs.

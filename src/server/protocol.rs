@@ -104,7 +104,7 @@ pub const VERBS: [VerbSpec; 16] = [
         verb: Verb::Restore,
         name: "RESTORE",
         needs: Some(Role::Admin),
-        help: "RESTORE STRATEGY [ID|latest] [at=TIME] [target=DIR] [file=PATH] [accept-damaged] — queue a restore",
+        help: "RESTORE STRATEGY [ID|latest] [at=TIME] [target=DIR] [file=PATH] [accept-damaged] | RESTORE all [at=TIME] [target=DIR] [accept-damaged] — queue a restore (all: every strategy as of TIME)",
     },
     VerbSpec {
         verb: Verb::Prune,

@@ -1,0 +1,517 @@
+//! Recovery hooks: the commands that stop and start the platform around
+//! an in-place restore (`[recovery] stop = [...]`, `start = [...]`).
+//!
+//! A hook is an argv array whose program is an absolute path (no shell, no
+//! `$PATH` search). It runs with a cleared environment (only `PATH`,
+//! `LANG=C` and `RVM_BACKUP_PHASE=stop|start`), in `/`, with stdin from
+//! `/dev/null`, in a process group of its own, bounded by
+//! `recovery_timeout`. Its stdout and stderr are read as it writes them
+//! (so a chatty command never blocks on a full pipe); the first
+//! [`OUTPUT_LIMIT`] bytes of each are kept and logged, the rest counted and
+//! dropped.
+//!
+//! Invariants: waiting never blocks the daemon's executor (the child is
+//! watched through `smol::process`); on timeout, or when the future is
+//! dropped (a cancelled job), the whole process group is killed; after the
+//! command exits, output is read for at most [`OUTPUT_GRACE`] more (a
+//! command that leaves a process behind holding its stdout does not hold up
+//! the restore), and nothing left behind by a command that exited is
+//! killed (a `start` may legitimately fork the platform).
+
+use std::cell::RefCell;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer};
+use smol::io::{AsyncRead, AsyncReadExt};
+
+use crate::error::{msg, Result};
+
+/// Bytes of stdout and of stderr kept from one hook run.
+pub const OUTPUT_LIMIT: usize = 64 << 10;
+/// How long output is still read after the command exited.
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+/// The only environment a hook gets besides `RVM_BACKUP_PHASE`.
+const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The `[recovery]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryHooks {
+    /// Run before an in-place restore touches anything.
+    pub stop: Option<HookCommand>,
+    /// Run after an in-place restore was published.
+    pub start: Option<HookCommand>,
+}
+
+impl RecoveryHooks {
+    pub fn is_empty(&self) -> bool {
+        self.stop.is_none() && self.start.is_none()
+    }
+}
+
+/// One command as an argv array; checked when the config is loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookCommand(pub Vec<String>);
+
+impl HookCommand {
+    /// The command as a readable line (for logs and messages).
+    pub fn shown(&self) -> String {
+        self.0.join(" ")
+    }
+}
+
+impl<'de> Deserialize<'de> for HookCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let argv = Vec::<String>::deserialize(d)?;
+        check_argv(&argv).map_err(serde::de::Error::custom)?;
+        Ok(HookCommand(argv))
+    }
+}
+
+fn check_argv(argv: &[String]) -> std::result::Result<(), String> {
+    let Some(program) = argv.first() else {
+        return Err(
+            "a recovery command is an argv array naming a program, e.g. [\"/usr/bin/systemctl\", \"stop\", \"myrvm\"]"
+                .into(),
+        );
+    };
+    if !program.starts_with('/') {
+        return Err(format!(
+            "program {program:?} must be an absolute path (hooks run without a shell or $PATH search)"
+        ));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err("a recovery command may not contain a NUL character".into());
+    }
+    Ok(())
+}
+
+/// Which hook runs (given to it as `RVM_BACKUP_PHASE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Stop,
+    Start,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Stop => "stop",
+            Phase::Start => "start",
+        }
+    }
+}
+
+/// What one successful run printed.
+#[derive(Debug, Default)]
+pub struct Ran {
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub seconds: f64,
+}
+
+/// The first [`OUTPUT_LIMIT`] bytes of a stream and how many there were.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub kept: Vec<u8>,
+    pub total: u64,
+}
+
+impl Captured {
+    pub fn truncated(&self) -> bool {
+        self.total > self.kept.len() as u64
+    }
+
+    /// The last `n` bytes kept, as one line (for error messages).
+    fn tail_line(&self, n: usize) -> String {
+        let from = self.kept.len().saturating_sub(n);
+        String::from_utf8_lossy(&self.kept[from..])
+            .trim()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    }
+}
+
+/// Kills the hook's process group when dropped while armed (a timeout, or
+/// the future dropped by a cancel).
+struct GroupGuard {
+    pgid: Option<rustix::process::Pid>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // The group may be gone already; nothing to do then.
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn pump(stream: Option<impl AsyncRead + Unpin>, into: &RefCell<Captured>) {
+    let Some(mut stream) = stream else { return };
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut c = into.borrow_mut();
+                let room = OUTPUT_LIMIT.saturating_sub(c.kept.len());
+                c.kept.extend_from_slice(&buf[..n.min(room)]);
+                c.total = c.total.saturating_add(n as u64);
+            }
+        }
+    }
+}
+
+/// Run one hook to its end, at most `timeout`. Exit status 0 is success;
+/// a failure to start it, another status, a signal or the timeout is an
+/// error naming the command and ending with the tail of what it printed.
+pub async fn run(phase: Phase, cmd: &HookCommand, timeout: Duration) -> Result<Ran> {
+    let shown = cmd.shown();
+    let (program, args) = cmd
+        .0
+        .split_first()
+        .ok_or_else(|| msg(format!("the recovery {} command is empty", phase.name())))?;
+    let mut std_cmd = std::process::Command::new(program);
+    {
+        use std::os::unix::process::CommandExt;
+        std_cmd
+            .args(args)
+            .env_clear()
+            .env("PATH", HOOK_PATH)
+            .env("LANG", "C")
+            .env("RVM_BACKUP_PHASE", phase.name())
+            .current_dir("/")
+            .process_group(0);
+    }
+    let mut command = smol::process::Command::from(std_cmd);
+    // (The conversion forgets the std command's stdio: set it here.)
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    log::info!("running the recovery {} command: {shown}", phase.name());
+    let mut child = command.spawn().map_err(|e| {
+        msg(format!(
+            "cannot run the recovery {} command {shown}: {e}; check [recovery] {} in the config",
+            phase.name(),
+            phase.name()
+        ))
+    })?;
+    let mut group = GroupGuard {
+        pgid: i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw),
+    };
+    let out = RefCell::new(Captured::default());
+    let err = RefCell::new(Captured::default());
+    let pumps_done = std::cell::Cell::new(false);
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let pumps = async {
+        smol::future::zip(pump(stdout, &out), pump(stderr, &err)).await;
+        pumps_done.set(true);
+    };
+    let mut pumps = std::pin::pin!(pumps);
+    let deadline = started + timeout;
+    // Wait for the exit while reading the output, up to the deadline.
+    let status = smol::future::or(async { Some(child.status().await) }, async {
+        smol::future::or(
+            async {
+                (&mut pumps).await;
+                std::future::pending::<()>().await
+            },
+            async {
+                smol::Timer::at(deadline).await;
+            },
+        )
+        .await;
+        None
+    })
+    .await;
+    let timed_out = status.is_none();
+    let status = match status {
+        Some(s) => Some(s),
+        None => {
+            group.kill();
+            let _ = child.kill();
+            smol::future::or(async { child.status().await.ok() }, async {
+                smol::Timer::after(Duration::from_secs(5)).await;
+                None
+            })
+            .await
+            .map(Ok)
+        }
+    };
+    if !timed_out {
+        // The command exited: its group is left alone (a start may fork
+        // the platform), only its kill-on-timeout is disarmed.
+        group.pgid = None;
+    }
+    if !pumps_done.get() {
+        smol::future::or(
+            async {
+                (&mut pumps).await;
+            },
+            async {
+                smol::Timer::after(OUTPUT_GRACE).await;
+            },
+        )
+        .await;
+    }
+    let ran = Ran {
+        stdout: out.take(),
+        stderr: err.take(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let failed = timed_out || !matches!(&status, Some(Ok(s)) if s.success());
+    log_output(phase, &ran, failed);
+    let tail = || {
+        let t = if ran.stderr.kept.is_empty() {
+            ran.stdout.tail_line(1024)
+        } else {
+            ran.stderr.tail_line(1024)
+        };
+        if t.is_empty() {
+            " (it printed nothing)".to_string()
+        } else {
+            format!("; it printed: {t}")
+        }
+    };
+    let name = phase.name();
+    if timed_out {
+        return Err(msg(format!(
+            "the recovery {name} command {shown} did not finish within recovery_timeout ({}); it was killed with its process group{}",
+            crate::config::format_secs(timeout.as_secs()),
+            tail()
+        )));
+    }
+    match status {
+        Some(Ok(s)) if s.success() => Ok(ran),
+        Some(Ok(s)) => Err(msg(format!(
+            "the recovery {name} command {shown} failed ({s}){}",
+            tail()
+        ))),
+        Some(Err(e)) => Err(msg(format!(
+            "cannot wait for the recovery {name} command {shown}: {e}"
+        ))),
+        None => Err(msg(format!(
+            "the recovery {name} command {shown} did not end"
+        ))),
+    }
+}
+
+/// Start a hook without waiting for it (a cancelled restore owes the
+/// platform its `start`, and a dropped future cannot wait): one small
+/// thread reaps it, killing its process group after `timeout`.
+pub fn spawn_detached(phase: Phase, cmd: &HookCommand, timeout: Duration) {
+    let Some((program, args)) = cmd.0.split_first() else {
+        return;
+    };
+    let mut c = std::process::Command::new(program);
+    {
+        use std::os::unix::process::CommandExt;
+        c.args(args)
+            .env_clear()
+            .env("PATH", HOOK_PATH)
+            .env("LANG", "C")
+            .env("RVM_BACKUP_PHASE", phase.name())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+    }
+    let shown = cmd.shown();
+    let mut child = match c.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            log::error!(
+                "cannot run the recovery {} command {shown}: {e}",
+                phase.name()
+            );
+            return;
+        }
+    };
+    let name = phase.name();
+    let reaper = move || {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) if s.success() => {
+                    log::info!("the recovery {name} command {shown} succeeded");
+                    return;
+                }
+                Ok(Some(s)) => {
+                    log::error!("the recovery {name} command {shown} failed ({s}); start the platform by hand");
+                    return;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Ok(None) | Err(_) => {
+                    let mut g = GroupGuard {
+                        pgid: i32::try_from(child.id())
+                            .ok()
+                            .and_then(rustix::process::Pid::from_raw),
+                    };
+                    g.kill();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    log::error!("the recovery {name} command {shown} did not finish in time and was killed; start the platform by hand");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("rvm-hook-reaper".into())
+        .spawn(reaper)
+    {
+        log::error!("cannot watch the recovery {name} command: {e}");
+    }
+}
+
+fn log_output(phase: Phase, ran: &Ran, failed: bool) {
+    let level = if failed {
+        log::Level::Warn
+    } else {
+        log::Level::Info
+    };
+    for (which, c) in [("stdout", &ran.stdout), ("stderr", &ran.stderr)] {
+        if c.total == 0 {
+            continue;
+        }
+        let more = if c.truncated() {
+            format!(" [{} more bytes not kept]", c.total - c.kept.len() as u64)
+        } else {
+            String::new()
+        };
+        log::log!(
+            level,
+            "recovery {} command {which}: {}{more}",
+            phase.name(),
+            String::from_utf8_lossy(&c.kept).trim_end()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> HookCommand {
+        HookCommand(vec!["/bin/sh".into(), "-c".into(), script.into()])
+    }
+
+    #[test]
+    fn success_captures_output_and_sees_only_its_environment() {
+        let r = smol::block_on(run(
+            Phase::Start,
+            &sh("echo phase=$RVM_BACKUP_PHASE home=${HOME-unset}; echo oops >&2"),
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+        assert_eq!(r.stdout.kept, b"phase=start home=unset\n");
+        assert_eq!(r.stderr.kept, b"oops\n");
+    }
+
+    #[test]
+    fn failure_names_the_command_and_its_output() {
+        let e = smol::block_on(run(
+            Phase::Stop,
+            &sh("echo cannot stop the platform >&2; exit 3"),
+            Duration::from_secs(10),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("recovery stop command /bin/sh"), "{e}");
+        assert!(e.contains("exit status: 3"), "{e}");
+        assert!(e.contains("cannot stop the platform"), "{e}");
+        let e = smol::block_on(run(
+            Phase::Stop,
+            &HookCommand(vec!["/nonexistent/stop".into()]),
+            Duration::from_secs(10),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot run the recovery stop command"), "{e}");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let dir = std::env::temp_dir().join(format!("rvm-hooks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("child-survived");
+        let script = format!(
+            "(sleep 2; touch {}) & echo started; sleep 30",
+            marker.display()
+        );
+        let t = Instant::now();
+        let e = smol::block_on(run(Phase::Stop, &sh(&script), Duration::from_secs(1)))
+            .unwrap_err()
+            .to_string();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(e.contains("did not finish within recovery_timeout"), "{e}");
+        assert!(e.contains("started"), "{e}");
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(!marker.exists(), "a process of the group outlived the kill");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn huge_output_is_bounded_and_never_blocks() {
+        let r = smol::block_on(run(
+            Phase::Start,
+            &sh("head -c 10000000 /dev/zero; head -c 200000 /dev/zero >&2"),
+            Duration::from_secs(30),
+        ))
+        .unwrap();
+        assert_eq!(r.stdout.kept.len(), OUTPUT_LIMIT);
+        assert_eq!(r.stdout.total, 10_000_000);
+        assert_eq!(r.stderr.total, 200_000);
+        assert!(r.stdout.truncated());
+    }
+
+    #[test]
+    fn a_process_left_holding_stdout_does_not_hold_up_the_run() {
+        let t = Instant::now();
+        smol::block_on(run(
+            Phase::Start,
+            &sh("sleep 20 & echo forked"),
+            Duration::from_secs(30),
+        ))
+        .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn commands_are_checked_when_parsed() {
+        #[derive(Deserialize)]
+        struct T {
+            #[allow(dead_code)]
+            recovery: RecoveryHooks,
+        }
+        for (bad, why) in [
+            ("[recovery]\nstop = []\n", "argv array"),
+            ("[recovery]\nstop = [\"systemctl\", \"stop\"]\n", "absolute"),
+            ("[recovery]\nstart = \"/bin/true\"\n", "sequence"),
+            ("[recovery]\nrestart = [\"/bin/true\"]\n", "restart"),
+        ] {
+            let e = toml::from_str::<T>(bad).err().unwrap().to_string();
+            assert!(e.contains(why) && e.contains("line 2"), "{bad}: {e}");
+        }
+        let ok: T =
+            toml::from_str("[recovery]\nstop = [\"/bin/systemctl\", \"stop\", \"x\"]\n").unwrap();
+        assert_eq!(ok.recovery.stop.unwrap().shown(), "/bin/systemctl stop x");
+    }
+}

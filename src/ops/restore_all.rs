@@ -1,0 +1,193 @@
+//! `restore --all [--at TIME]`: full-system recovery, every configured
+//! strategy as of one point in time.
+//!
+//! Order of work, so that a refusal leaves everything as it was:
+//! 1. choose, for every configured strategy, the archive as of `at` (the
+//!    newest created at or before it; the newest when `None`); if any
+//!    strategy has none, fail naming every such strategy;
+//! 2. under the store lock, refuse a database archive of a damaged source
+//!    (unless `accept_damaged`) and read every chosen archive through
+//!    (`verify`), so a damaged one is refused before anything is touched;
+//! 3. in place only: run `[recovery] stop`;
+//! 4. restore config, application, database, logs in that order, each
+//!    through the restore driver (staged, verified, published atomically);
+//! 5. in place only: run `[recovery] start`, rolling the database back to
+//!    its pre-restore copy if that fails (see `ops::restore`).
+//!
+//! A failure in step 4 stops there: the strategies restored before it stay
+//! restored, and the error names what was and was not restored.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::error::{msg, Result};
+use crate::progress::Progress;
+use crate::restore::Selector;
+use crate::store::Listed;
+use crate::strategy::Strategy;
+
+use super::restore::Published;
+use super::{select, Session};
+
+/// The order of a full-system restore: configuration before the code that
+/// reads it, the database before the logs that describe it.
+pub const RESTORE_ALL_ORDER: [Strategy; 4] = [
+    Strategy::Config,
+    Strategy::Application,
+    Strategy::Database,
+    Strategy::Logs,
+];
+
+/// One strategy of a full-system restore.
+#[derive(Debug)]
+pub struct RestoredStrategy {
+    pub strategy: Strategy,
+    pub id: String,
+    /// When the archive was created (Unix time).
+    pub created: i64,
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Where a replaced live database was kept (in place only).
+    pub previous_database: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct RestoreAllReport {
+    /// The point in time asked for (`None`: the newest archives).
+    pub at: Option<i64>,
+    pub in_place: bool,
+    pub restored: Vec<RestoredStrategy>,
+    pub seconds: f64,
+}
+
+impl Session {
+    /// Restore every configured strategy as of `at` (see the module doc).
+    pub async fn restore_all(
+        &self,
+        at: Option<i64>,
+        target: Option<PathBuf>,
+        accept_damaged: bool,
+        progress: &mut Progress,
+    ) -> Result<RestoreAllReport> {
+        let started = Instant::now();
+        let configured = self.all_strategies()?;
+        let order: Vec<Strategy> = RESTORE_ALL_ORDER
+            .into_iter()
+            .filter(|s| configured.contains(s))
+            .collect();
+        let selector = at.map_or(Selector::Latest, Selector::At);
+        let mut listing = self.list(None);
+        for (path, e) in &listing.problems {
+            log::warn!("ignoring unreadable sidecar {}: {e}", path.display());
+        }
+        let mut chosen: Vec<Listed> = Vec::new();
+        let mut missing = Vec::new();
+        for &s in &order {
+            match select::by_selector(&mut listing, s, &selector) {
+                Ok(a) => chosen.push(a.clone()),
+                Err(e) => missing.push(format!("{s}: {e}")),
+            }
+        }
+        if !missing.is_empty() {
+            let when = at.map_or_else(
+                || "at all".to_string(),
+                |t| format!("from {} or before", crate::timefmt::rfc3339(t)),
+            );
+            return Err(msg(format!(
+                "restore --all: {} configured strateg{} no archive {when} ({}); nothing was restored",
+                missing.len(),
+                if missing.len() == 1 { "y has" } else { "ies have" },
+                missing.join("; ")
+            )));
+        }
+        let _lock = self.restore_lock()?;
+        for a in &chosen {
+            if let Some(problem) = a.meta.db_check.as_deref().filter(|c| *c != "ok") {
+                if !accept_damaged {
+                    return Err(msg(format!(
+                        "restore --all: database archive {} was made from a damaged database ({problem}); nothing was restored. Choose another time with --at, or restore it deliberately with --accept-damaged",
+                        a.meta.id
+                    )));
+                }
+            }
+        }
+        for a in &chosen {
+            crate::verify::verify(a, self.key.as_ref(), progress)
+                .await
+                .map_err(|e| {
+                    msg(format!(
+                        "restore --all: the {} archive {} fails verification ({e}); nothing was restored",
+                        a.meta.strategy, a.meta.id
+                    ))
+                })?;
+        }
+        let in_place = target.is_none();
+        let stopped = if in_place {
+            Some(self.stop_platform().await?)
+        } else {
+            None
+        };
+        let mut restored = Vec::new();
+        let mut published = Published::default();
+        let mut outcome = Ok(());
+        for a in &chosen {
+            let t = Instant::now();
+            match self
+                .restore_archive(a, target.as_deref(), accept_damaged, progress)
+                .await
+            {
+                Ok(r) => {
+                    if a.meta.strategy == Strategy::Database {
+                        published.new_database = true;
+                        published.databases.extend(r.previous_database.clone());
+                    } else {
+                        published.trees.push(a.meta.strategy);
+                    }
+                    restored.push(RestoredStrategy {
+                        strategy: a.meta.strategy,
+                        id: r.id,
+                        created: a.meta.created,
+                        files: r.files,
+                        bytes: r.bytes,
+                        seconds: t.elapsed().as_secs_f64(),
+                        previous_database: r.previous_database,
+                    });
+                }
+                Err(e) => {
+                    let done: Vec<&str> = restored.iter().map(|r| r.id.as_str()).collect();
+                    let left: Vec<&str> = chosen
+                        .iter()
+                        .skip(restored.len())
+                        .map(|a| a.meta.strategy.name())
+                        .collect();
+                    outcome = Err(msg(format!(
+                        "restore --all stopped at {} ({e}); restored before it: {}; not restored: {}",
+                        a.meta.id,
+                        if done.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            done.join(", ")
+                        },
+                        left.join(", ")
+                    )));
+                    break;
+                }
+            }
+        }
+        let report = outcome.map(|()| RestoreAllReport {
+            at,
+            in_place,
+            restored,
+            seconds: 0.0,
+        });
+        let report = match stopped {
+            Some(stopped) => self.start_platform(stopped, report, &published).await,
+            None => report,
+        };
+        report.map(|mut r| {
+            r.seconds = started.elapsed().as_secs_f64();
+            r
+        })
+    }
+}
