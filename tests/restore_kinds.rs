@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use rvm_backup::crypto::MasterKey;
+use rvm_backup::crypto::KeyRing;
 use rvm_backup::format::header::{Header, DEFAULT_FRAME_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED};
 use rvm_backup::format::sidecar::{self, Meta};
 use rvm_backup::format::{ArchiveWriter, EntryHeader, EntryKind};
@@ -40,7 +40,7 @@ fn craft(
     let header = Header {
         flags: FLAG_COMPRESSED | FLAG_ENCRYPTED,
         frame_size: DEFAULT_FRAME_SIZE,
-        key_id: key.id(),
+        key_id: key.writing().id(),
         salt: [7; 32],
         created,
     };
@@ -91,7 +91,7 @@ fn craft(
         archive_bytes: summary.archive_bytes,
         compressed: true,
         encrypted: true,
-        key_id: key.id(),
+        key_id: key.writing().id(),
         parts: parts.finish().unwrap(),
         database: None,
         hardlinks: 0,
@@ -116,7 +116,7 @@ fn link(p: PathBuf, to: &Path) -> Entry {
     (EntryKind::HardLink, p, to.as_os_str().as_bytes().to_vec())
 }
 
-fn listed(b: &Board, id: &str) -> (Listed, MasterKey) {
+fn listed(b: &Board, id: &str) -> (Listed, KeyRing) {
     let key = rvm_backup::keys::load(&b.key).unwrap();
     let listing = Store::new(&b.backups).list(None, Some(&key));
     let a = listing

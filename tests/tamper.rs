@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use rvm_backup::crypto::MasterKey;
+use rvm_backup::crypto::KeyRing;
 use rvm_backup::format::header::{Header, DEFAULT_FRAME_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED};
 use rvm_backup::format::sidecar::{self, Meta};
 use rvm_backup::format::{ArchiveWriter, EntryHeader, EntryKind};
@@ -29,7 +29,7 @@ fn small_board(name: &str) -> Board {
 }
 
 /// Verify every archive in-process; true if all pass.
-fn verifies(backups: &Path, key: &MasterKey) -> bool {
+fn verifies(backups: &Path, key: &KeyRing) -> bool {
     let listing = Store::new(backups).list(None, Some(key));
     listing.problems.is_empty()
         && !listing.archives.is_empty()
@@ -194,7 +194,7 @@ fn craft(b: &Board, sources: &[&Path], entries: &[(EntryKind, PathBuf, Vec<u8>)]
     let header = Header {
         flags: FLAG_COMPRESSED | FLAG_ENCRYPTED,
         frame_size: DEFAULT_FRAME_SIZE,
-        key_id: key.id(),
+        key_id: key.writing().id(),
         salt: [7; 32],
         created,
     };
@@ -246,7 +246,7 @@ fn craft(b: &Board, sources: &[&Path], entries: &[(EntryKind, PathBuf, Vec<u8>)]
         archive_bytes: summary.archive_bytes,
         compressed: true,
         encrypted: true,
-        key_id: key.id(),
+        key_id: key.writing().id(),
         parts: parts.finish().unwrap(),
         database: None,
         hardlinks: 0,
