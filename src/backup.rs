@@ -71,7 +71,7 @@ pub async fn run(
         id: id.clone(),
         source,
     };
-    let protection = header.protection(key).map_err(archive_err)?;
+    let protection = header.protection_with_key(key).map_err(archive_err)?;
     let dir = store.strategy_dir(strategy);
     let parts = PartWriter::new(&dir, &id, cfg.max_part_size);
     let level = cfg.compression_enabled.then_some(cfg.compression_level);
@@ -127,7 +127,7 @@ pub async fn run(
     let bytes = sidecar::encode(
         &meta,
         &header,
-        &header.protection(key).map_err(archive_err)?,
+        &header.protection_with_key(key).map_err(archive_err)?,
     );
     write_atomic(&dir.join(format!("{id}{SIDECAR_EXT}")), &bytes, 0o644)?;
     Ok(meta)

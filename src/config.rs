@@ -256,6 +256,8 @@ struct RawConfig {
     environment: Option<Environment>,
     backup_dir: Option<AbsPath>,
     key_file: Option<AbsPath>,
+    recovery_public_key: Option<crate::recovery::RecoveryPublicKey>,
+    recovery_key_file: Option<AbsPath>,
     socket: Option<AbsPath>,
     audit_log: Option<AbsPath>,
     log_level: Option<LogLevel>,
@@ -386,6 +388,11 @@ pub struct Config {
     pub environment: Environment,
     pub backup_dir: PathBuf,
     pub key_file: PathBuf,
+    /// The fleet's recovery public key (`rvmrec1:…`): `export` seals the
+    /// key ring to it.
+    pub recovery_public_key: Option<crate::recovery::RecoveryPublicKey>,
+    /// Where `disaster-restore` finds the recovery private key.
+    pub recovery_key_file: Option<PathBuf>,
     pub socket: PathBuf,
     pub audit_log: PathBuf,
     pub log_level: log::LevelFilter,
@@ -528,6 +535,8 @@ impl Config {
             key_file: raw
                 .key_file
                 .map_or_else(|| PathBuf::from("/etc/rvm-backup/master.key"), |p| p.0),
+            recovery_public_key: raw.recovery_public_key,
+            recovery_key_file: raw.recovery_key_file.map(|p| p.0),
             socket: raw
                 .socket
                 .map_or_else(|| PathBuf::from("/run/rvm-backup/control.sock"), |p| p.0),

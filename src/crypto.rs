@@ -67,6 +67,99 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+/// Most keys a key ring holds (a rotation a day for most of a year; the key
+/// file and a sealed key stay small and bounded).
+pub const MAX_RING_KEYS: usize = 256;
+
+/// Every master key of a board, oldest first. The last one is the **writing
+/// key**: new archives are encrypted with it. Archives name the key they
+/// need by id, and readers pick it from the ring. Never empty; no id twice.
+pub struct KeyRing {
+    keys: Vec<MasterKey>,
+}
+
+/// Why a list of keys is not a key ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RingError {
+    Empty,
+    TooMany(usize),
+    Duplicate(KeyId),
+}
+
+impl std::fmt::Display for RingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RingError::Empty => write!(f, "it holds no key"),
+            RingError::TooMany(n) => write!(f, "it holds {n} keys, more than {MAX_RING_KEYS}"),
+            RingError::Duplicate(id) => write!(f, "it holds key {id} twice"),
+        }
+    }
+}
+
+impl KeyRing {
+    /// A ring of `keys`, oldest first; the last is the writing key.
+    pub fn new(keys: Vec<MasterKey>) -> Result<Self, RingError> {
+        if keys.is_empty() {
+            return Err(RingError::Empty);
+        }
+        if keys.len() > MAX_RING_KEYS {
+            return Err(RingError::TooMany(keys.len()));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let id = k.id();
+            if keys[..i].iter().any(|o| o.id() == id) {
+                return Err(RingError::Duplicate(id));
+            }
+        }
+        Ok(KeyRing { keys })
+    }
+
+    /// The key new archives are written with: the newest.
+    pub fn writing(&self) -> &MasterKey {
+        // `new` refuses an empty ring, so there is a last key; the index
+        // form keeps this free of a panic path anyway.
+        &self.keys[self.keys.len() - 1]
+    }
+
+    /// The key with this id, if the ring holds it.
+    pub fn get(&self, id: KeyId) -> Option<&MasterKey> {
+        self.keys.iter().find(|k| k.id() == id)
+    }
+
+    /// Every key, oldest first.
+    pub fn keys(&self) -> &[MasterKey] {
+        &self.keys
+    }
+
+    /// Every key id, oldest first.
+    pub fn ids(&self) -> Vec<KeyId> {
+        self.keys.iter().map(MasterKey::id).collect()
+    }
+
+    /// This ring with `key` added as the new writing key.
+    pub fn with_new(&self, key: MasterKey) -> Result<Self, RingError> {
+        let mut keys: Vec<MasterKey> = self
+            .keys
+            .iter()
+            .map(|k| MasterKey::from_bytes(*k.bytes()))
+            .collect();
+        keys.push(key);
+        KeyRing::new(keys)
+    }
+}
+
+impl From<MasterKey> for KeyRing {
+    fn from(key: MasterKey) -> Self {
+        KeyRing { keys: vec![key] }
+    }
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.ids()).finish()
+    }
+}
+
 /// Which key an archive was written with; all zeros for unencrypted archives.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct KeyId(pub [u8; KEY_ID_LEN]);
@@ -164,10 +257,7 @@ impl Protection {
     /// frame `frame_index` in place. A no-op without encryption.
     pub fn apply_keystream(&self, frame_index: u64, data: &mut [u8]) {
         if let Protection::Encrypted(keys) = self {
-            let mut iv = [0u8; 16];
-            iv[..8].copy_from_slice(&frame_index.to_be_bytes());
-            let mut cipher = Aes256Ctr::new((&*keys.enc).into(), (&iv).into());
-            cipher.apply_keystream(data);
+            aes_ctr_frame(&keys.enc, frame_index, data);
         }
     }
 
@@ -191,6 +281,30 @@ impl Protection {
 fn new_hmac(key: &[u8; KEY_LEN]) -> HmacSha256 {
     // HMAC accepts keys of any length: cannot fail.
     <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+/// AES-256-CTR over `data` in place, counter block `u64be(frame_index) ||
+/// u64be(0)` as in archive frames. Used by the sealed key (`recovery`),
+/// which is one such frame under its own key.
+pub fn aes_ctr_frame(key: &[u8; KEY_LEN], frame_index: u64, data: &mut [u8]) {
+    let mut iv = [0u8; 16];
+    iv[..8].copy_from_slice(&frame_index.to_be_bytes());
+    let mut cipher = Aes256Ctr::new(key.into(), (&iv).into());
+    cipher.apply_keystream(data);
+}
+
+/// A keyed tagger (HMAC-SHA256) under `key`.
+pub fn hmac_tagger(key: &[u8; KEY_LEN]) -> Tagger {
+    Tagger::Keyed(new_hmac(key))
+}
+
+/// HKDF-SHA256 (RFC 5869) of `ikm` with `salt` and `info`, into `out`
+/// (at most 255 × 32 bytes).
+pub fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) {
+    let hk = hkdf::Hkdf::<Sha256>::new(Some(salt), ikm);
+    // Callers ask for 64 bytes, far below HKDF-SHA256's limit: cannot fail.
+    hk.expand(info, out)
+        .expect("HKDF output length within 255 * 32 bytes");
 }
 
 /// Compare two byte strings in time that depends only on their lengths.
@@ -237,6 +351,28 @@ mod tests {
         assert_ne!(&f1[..16], &f0[16..32]);
         p.apply_keystream(0, &mut f0);
         assert_eq!(f0, vec![0u8; 64]);
+    }
+
+    #[test]
+    fn ring_picks_by_id_and_writes_with_the_last() {
+        let ring = KeyRing::new(vec![
+            MasterKey::from_bytes([1; 32]),
+            MasterKey::from_bytes([2; 32]),
+        ])
+        .unwrap();
+        let id1 = MasterKey::from_bytes([1; 32]).id();
+        assert_eq!(ring.writing().id(), MasterKey::from_bytes([2; 32]).id());
+        assert_eq!(ring.get(id1).unwrap().id(), id1);
+        assert!(ring.get(MasterKey::from_bytes([3; 32]).id()).is_none());
+        assert_eq!(KeyRing::new(vec![]).unwrap_err(), RingError::Empty);
+        let dup = KeyRing::new(vec![
+            MasterKey::from_bytes([1; 32]),
+            MasterKey::from_bytes([1; 32]),
+        ]);
+        assert_eq!(dup.unwrap_err(), RingError::Duplicate(id1));
+        let bigger = ring.with_new(MasterKey::from_bytes([3; 32])).unwrap();
+        assert_eq!(bigger.ids().len(), 3);
+        assert_eq!(bigger.writing().id(), MasterKey::from_bytes([3; 32]).id());
     }
 
     #[test]

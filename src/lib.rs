@@ -25,6 +25,7 @@ pub mod ops;
 pub mod out;
 pub mod progress;
 pub mod prune;
+pub mod recovery;
 pub mod restore;
 pub mod retention;
 pub mod safefs;

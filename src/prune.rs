@@ -8,7 +8,7 @@
 use std::fs;
 
 use crate::config::Config;
-use crate::crypto::MasterKey;
+use crate::crypto::KeyRing;
 use crate::error::{IoContext, Result};
 use crate::fsutil::sync_dir;
 use crate::retention::{decide, Candidate, Decision};
@@ -25,7 +25,7 @@ pub struct Plan {
 pub fn plan(
     cfg: &Config,
     store: &Store,
-    key: Option<&MasterKey>,
+    key: Option<&KeyRing>,
     now: i64,
 ) -> Result<(Vec<Plan>, Vec<Listed>)> {
     let state = crate::state::load(store.root());

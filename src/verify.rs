@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 
 use crate::backup::{HARDLINK_MAP_BYTES, HARDLINK_MAP_ENTRIES};
-use crate::crypto::MasterKey;
+use crate::crypto::KeyRing;
 use crate::error::{Error, Result};
 use crate::format::record::STATUS_CHANGED;
 use crate::format::{ArchiveReader, EntryKind, FormatError};
@@ -30,7 +30,7 @@ pub struct Verified {
 
 pub async fn verify(
     archive: &Listed,
-    key: Option<&MasterKey>,
+    key: Option<&KeyRing>,
     progress: &mut Progress,
 ) -> Result<Verified> {
     let id = &archive.meta.id;

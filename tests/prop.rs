@@ -5,12 +5,12 @@ use std::io::Cursor;
 use std::path::Path;
 
 use proptest::prelude::*;
-use rvm_backup::crypto::MasterKey;
+use rvm_backup::crypto::{KeyRing, MasterKey};
 use rvm_backup::format::header::{Header, FLAG_COMPRESSED, FLAG_ENCRYPTED};
 use rvm_backup::format::{sidecar, ArchiveReader, ArchiveWriter, EntryHeader, EntryKind};
 
-fn key() -> MasterKey {
-    MasterKey::from_bytes([0x42; 32])
+fn key() -> KeyRing {
+    KeyRing::from(MasterKey::from_bytes([0x42; 32]))
 }
 
 /// A small valid archive to mutate.
@@ -19,7 +19,7 @@ fn sample_archive() -> Vec<u8> {
     let header = Header {
         flags: FLAG_COMPRESSED | FLAG_ENCRYPTED,
         frame_size: 4096,
-        key_id: k.id(),
+        key_id: k.writing().id(),
         salt: [1; 32],
         created: 0,
     };

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::craft::{craft, Entry};
 use common::*;
-use rvm_backup::crypto::MasterKey;
+use rvm_backup::crypto::KeyRing;
 use rvm_backup::format::{sidecar, EntryKind};
 use rvm_backup::progress::Progress;
 use rvm_backup::store::{Listed, Store};
@@ -29,7 +29,7 @@ fn link(p: PathBuf, to: &Path) -> Entry {
     (EntryKind::HardLink, p, to.as_os_str().as_bytes().to_vec())
 }
 
-fn listed(b: &Board, id: &str) -> (Listed, MasterKey) {
+fn listed(b: &Board, id: &str) -> (Listed, KeyRing) {
     let key = rvm_backup::keys::load(&b.key).unwrap();
     let listing = Store::new(&b.backups).list(None, Some(&key));
     let a = listing

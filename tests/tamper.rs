@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use rvm_backup::crypto::MasterKey;
+use rvm_backup::crypto::KeyRing;
 use rvm_backup::format::{sidecar, EntryKind};
 use rvm_backup::progress::Progress;
 use rvm_backup::store::Store;
@@ -26,7 +26,7 @@ fn small_board(name: &str) -> Board {
 }
 
 /// Verify every archive in-process; true if all pass.
-fn verifies(backups: &Path, key: &MasterKey) -> bool {
+fn verifies(backups: &Path, key: &KeyRing) -> bool {
     let listing = Store::new(backups).list(None, Some(key));
     listing.problems.is_empty()
         && !listing.archives.is_empty()

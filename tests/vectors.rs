@@ -8,7 +8,7 @@
 
 use std::io::Cursor;
 
-use rvm_backup::crypto::{ArchiveKeys, MasterKey, Protection};
+use rvm_backup::crypto::{ArchiveKeys, KeyRing, MasterKey, Protection};
 use rvm_backup::format::header::{Header, FLAG_COMPRESSED, FLAG_ENCRYPTED};
 use rvm_backup::format::{sidecar, ArchiveReader, ArchiveWriter, EntryHeader, EntryKind};
 
@@ -80,7 +80,7 @@ fn build_from(flags: u16, entries: Entries) -> Vec<u8> {
     let mut w = ArchiveWriter::new(
         Vec::new(),
         &header,
-        header.protection(Some(&key)).unwrap(),
+        header.protection_with_key(Some(&key)).unwrap(),
         level,
     )
     .unwrap();
@@ -136,7 +136,7 @@ fn check_entries(name: &str, flags: u16, expected_hex: &str, entries: Entries) {
         "writer output for {name} changed: that is a format change"
     );
     let key = MasterKey::from_bytes(MASTER);
-    let mut r = ArchiveReader::open(Cursor::new(&expected), Some(&key)).unwrap();
+    let mut r = ArchiveReader::open(Cursor::new(&expected), Some(&KeyRing::from(key))).unwrap();
     let mut got = Vec::new();
     while let Some(h) = r.next_entry().unwrap() {
         let mut content = Vec::new();
@@ -230,6 +230,15 @@ fn sidecar_tag_depends_on_every_byte() {
         hardlinks: 1,
         db_check: None,
     };
-    let bytes = sidecar::encode(&meta, &header, &header.protection(Some(&key)).unwrap());
-    assert_eq!(sidecar::decode(&bytes, Some(&key)).unwrap().1, meta);
+    let bytes = sidecar::encode(
+        &meta,
+        &header,
+        &header.protection_with_key(Some(&key)).unwrap(),
+    );
+    assert_eq!(
+        sidecar::decode(&bytes, Some(&KeyRing::from(key)))
+            .unwrap()
+            .1,
+        meta
+    );
 }

@@ -14,15 +14,120 @@ use super::{
     no_arguments, no_unknown_flags, parse_strategies, parse_strategy, take_flag, take_value,
 };
 
-pub(super) fn keygen(args: &[String], out: &mut Out) -> Result<i32> {
+/// `keygen --out FILE`, `keygen --recovery --out FILE`, `keygen --rotate`,
+/// `keygen --list`. Only the last two read the config (for `key_file`).
+pub(super) fn keygen(config: Option<&Path>, args: &[String], out: &mut Out) -> Result<i32> {
     let mut args = args.to_vec();
-    let file = take_value(&mut args, "--out")?
-        .ok_or_else(|| Error::Usage("keygen needs --out FILE".into()))?;
+    let recovery = take_flag(&mut args, "--recovery");
+    let rotate = take_flag(&mut args, "--rotate");
+    let list = take_flag(&mut args, "--list");
+    let file = take_value(&mut args, "--out")?;
     no_unknown_flags(&args)?;
     no_arguments(&args)?;
-    let key = crate::keys::generate(Path::new(&file))?;
-    out.line(&key.id().to_string());
+    match (recovery, rotate, list, file) {
+        (false, false, false, Some(file)) => {
+            let key = crate::keys::generate(Path::new(&file))?;
+            out.line(&key.id().to_string());
+        }
+        (true, false, false, Some(file)) => {
+            let public = crate::recovery::generate(Path::new(&file))?;
+            out.line(&format!(
+                "recovery_public_key = \"{public}\"  # recovery key id {}",
+                public.id()
+            ));
+        }
+        (false, true, false, None) => {
+            let cfg = Config::load(&Config::locate(config))?;
+            let ring = crate::keys::rotate(&cfg.key_file)?;
+            let id = ring.writing().id();
+            out.line(&id.to_string());
+            let mut note = format!(
+                "key ring {} now holds {} keys; new archives are written with {id}; reload the daemon (SIGHUP) so it uses it",
+                cfg.key_file.display(),
+                ring.keys().len()
+            );
+            if cfg.recovery_public_key.is_some() {
+                note.push_str(", and export again so the recovery stick holds the new key");
+            }
+            out.line(&note);
+        }
+        (false, false, true, None) => {
+            let cfg = Config::load(&Config::locate(config))?;
+            keys_in_use(Session::open(cfg)?, out)?;
+        }
+        _ => {
+            return Err(Error::Usage(
+                "keygen takes one of: --out FILE, --recovery --out FILE, --rotate, --list".into(),
+            ))
+        }
+    }
     Ok(0)
+}
+
+/// `keygen --list`: every key id of the ring (oldest first, the writing key
+/// marked) with how many archives of the store use it; then keys archives
+/// need that the ring lacks.
+fn keys_in_use(session: Session, out: &mut Out) -> Result<()> {
+    use crate::crypto::KeyId;
+    use crate::format::FormatError;
+    let ring = session
+        .key()
+        .ok_or_else(|| msg("no key file is configured or present; nothing to list"))?;
+    let listing = session.list(None);
+    let mut used: Vec<(KeyId, u64)> = Vec::new();
+    let mut count = |id: KeyId| match used.iter_mut().find(|(k, _)| *k == id) {
+        Some((_, n)) => *n += 1,
+        None => used.push((id, 1)),
+    };
+    let mut plain = 0u64;
+    for a in &listing.archives {
+        if a.meta.encrypted {
+            count(a.meta.key_id);
+        } else {
+            plain += 1;
+        }
+    }
+    let mut unreadable = 0u64;
+    for (_, e) in &listing.problems {
+        match e {
+            Error::Archive {
+                source: FormatError::WrongKey { needed, .. } | FormatError::NeedKey(needed),
+                ..
+            } => count(*needed),
+            _ => unreadable += 1,
+        }
+    }
+    let uses = |id: KeyId| used.iter().find(|(k, _)| *k == id).map_or(0, |(_, n)| *n);
+    let writing = ring.writing().id();
+    for id in ring.ids() {
+        let n = uses(id);
+        let mark = if id == writing { "writing" } else { "" };
+        out.line(&format!("{id}  {mark:<7}  {n} archive{}", plural(n)));
+    }
+    for (id, n) in used.iter().filter(|(id, _)| ring.get(*id).is_none()) {
+        out.line(&format!(
+            "{id}  MISSING  {n} archive{} need this key, which the key ring lacks",
+            plural(*n)
+        ));
+    }
+    if plain > 0 {
+        out.line(&format!("unencrypted: {plain} archive{}", plural(plain)));
+    }
+    if unreadable > 0 {
+        out.line(&format!(
+            "{unreadable} sidecar{} could not be read (see `rvm-backup list`)",
+            plural(unreadable)
+        ));
+    }
+    Ok(())
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// `audit verify`: check the audit log's chain and head.

@@ -22,6 +22,10 @@ usage: rvm-backup [--config FILE] [--quiet] COMMAND [ARGS]
 
 commands:
   keygen --out FILE                  new random master key (mode 0600); prints its id
+  keygen --rotate                    add a new writing key to the key ring in key_file
+  keygen --list                      key ids of the ring and how many archives use each
+  keygen --recovery --out FILE       fleet recovery key pair: private half in FILE (0600),
+                                     prints the recovery_public_key line for the config
   backup [STRATEGY...|--all]         back up now (strategies: database config logs application)
   list [STRATEGY] [--json]           list archives (from their sidecars)
   verify [ID...|--all]               read every byte of archives and check it
@@ -84,7 +88,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
             out.line(&format!("rvm-backup {}", env!("CARGO_PKG_VERSION")));
             Ok(0)
         }
-        "keygen" => commands::keygen(args, out),
+        "keygen" => commands::keygen(global.config.as_deref(), args, out),
         "demo" => crate::demo::run(args, global.quiet, out),
         "ctl" => ctl::run(global.config.as_deref(), args, out),
         "backup" | "list" | "verify" | "restore" | "prune" | "daemon" | "audit" => {

@@ -5,7 +5,7 @@
 //! frame's authentication.
 
 use super::FormatError;
-use crate::crypto::{ArchiveKeys, KeyId, MasterKey, Protection, KEY_ID_LEN};
+use crate::crypto::{ArchiveKeys, KeyId, KeyRing, MasterKey, Protection, KEY_ID_LEN};
 
 pub const MAGIC: [u8; 8] = *b"\x89RVB\r\n\x1a\n";
 pub const VERSION: u16 = 1;
@@ -85,18 +85,31 @@ impl Header {
         })
     }
 
-    /// The protection this archive needs, checking that `key` is the one it
-    /// was written with.
-    pub fn protection(&self, key: Option<&MasterKey>) -> Result<Protection, FormatError> {
+    /// The protection this archive needs, with the key of `ring` whose id
+    /// the header names (an error naming that id when the ring lacks it).
+    pub fn protection(&self, ring: Option<&KeyRing>) -> Result<Protection, FormatError> {
+        if !self.encrypted() {
+            return Ok(Protection::Integrity);
+        }
+        let ring = ring.ok_or(FormatError::NeedKey(self.key_id))?;
+        let key = ring.get(self.key_id).ok_or_else(|| FormatError::WrongKey {
+            needed: self.key_id,
+            have: ring.ids(),
+        })?;
+        Ok(Protection::Encrypted(ArchiveKeys::derive(key, &self.salt)))
+    }
+
+    /// The protection with one given key (the writer's: a ring's writing
+    /// key), which must be the one the header names.
+    pub fn protection_with_key(&self, key: Option<&MasterKey>) -> Result<Protection, FormatError> {
         if !self.encrypted() {
             return Ok(Protection::Integrity);
         }
         let key = key.ok_or(FormatError::NeedKey(self.key_id))?;
-        let have = key.id();
-        if have != self.key_id {
+        if key.id() != self.key_id {
             return Err(FormatError::WrongKey {
                 needed: self.key_id,
-                have,
+                have: vec![key.id()],
             });
         }
         Ok(Protection::Encrypted(ArchiveKeys::derive(key, &self.salt)))
@@ -137,10 +150,38 @@ mod tests {
 
     #[test]
     fn wrong_key_names_needed_key() {
-        let k = MasterKey::from_bytes([1; 32]);
+        let k = KeyRing::from(MasterKey::from_bytes([1; 32]));
         let mut h = sample();
         h.key_id = MasterKey::from_bytes([2; 32]).id();
         let err = h.protection(Some(&k)).err().unwrap().to_string();
         assert!(err.contains(&h.key_id.to_string()), "{err}");
+        assert!(h
+            .protection(None)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains(&h.key_id.to_string()));
+    }
+
+    /// A ring picks the key the header names, whichever position it has.
+    #[test]
+    fn ring_picks_the_named_key() {
+        let ring = KeyRing::new(vec![
+            MasterKey::from_bytes([1; 32]),
+            MasterKey::from_bytes([2; 32]),
+            MasterKey::from_bytes([3; 32]),
+        ])
+        .unwrap();
+        let mut h = sample();
+        for b in 1..=3u8 {
+            h.key_id = MasterKey::from_bytes([b; 32]).id();
+            assert!(h.protection(Some(&ring)).is_ok());
+        }
+        h.key_id = MasterKey::from_bytes([4; 32]).id();
+        let err = h.protection(Some(&ring)).err().unwrap().to_string();
+        assert!(
+            err.contains(&h.key_id.to_string()) && err.contains("key ring holds"),
+            "{err}"
+        );
     }
 }

@@ -36,9 +36,10 @@ pub enum FormatError {
     UnsupportedVersion(u16),
     BadHeader(&'static str),
     NeedKey(KeyId),
+    /// The key ring lacks the archive's key; `have` lists the ring's ids.
     WrongKey {
         needed: KeyId,
-        have: KeyId,
+        have: Vec<KeyId>,
     },
     Tampered {
         frame: u64,
@@ -70,10 +71,17 @@ impl std::fmt::Display for FormatError {
             }
             BadHeader(why) => write!(f, "archive header is damaged: {why}"),
             NeedKey(id) => write!(f, "archive is encrypted with key {id}; set key_file to that key"),
-            WrongKey { needed, have } => write!(
-                f,
-                "archive needs key {needed} but the configured key is {have}; point key_file at key {needed}"
-            ),
+            WrongKey { needed, have } => {
+                let have: Vec<String> = have.iter().map(KeyId::to_string).collect();
+                let (what, have) = match have.as_slice() {
+                    [one] => ("key is", one.clone()),
+                    _ => ("key ring holds", have.join(", ")),
+                };
+                write!(
+                    f,
+                    "archive needs key {needed} but the configured {what} {have}; point key_file at key {needed} (or add it to the key ring)"
+                )
+            }
             Tampered { frame } => write!(
                 f,
                 "authentication failed at frame {frame}: the archive is corrupted or was tampered with; restore from another archive"

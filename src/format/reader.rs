@@ -16,7 +16,7 @@ use super::record::{
     TRAILER_LEN,
 };
 use super::{FormatError, Location};
-use crate::crypto::{ct_eq, MasterKey};
+use crate::crypto::{ct_eq, KeyRing};
 
 /// An entry's trailer: status byte and the SHA-256 the writer computed.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +58,7 @@ pub struct ArchiveReader<R> {
 impl<R: Read + Seek> ArchiveReader<R> {
     /// Read and check the header; `key` must be the archive's key if it is
     /// encrypted.
-    pub fn open(mut src: R, key: Option<&MasterKey>) -> Result<Self, FormatError> {
+    pub fn open(mut src: R, key: Option<&KeyRing>) -> Result<Self, FormatError> {
         let mut head = [0u8; HEADER_LEN];
         src.read_exact(&mut head).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => FormatError::NotAnArchive,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::header::{Header, HEADER_LEN};
 use super::FormatError;
-use crate::crypto::{ct_eq, KeyId, MasterKey, Protection, TAG_LEN};
+use crate::crypto::{ct_eq, KeyId, KeyRing, Protection, TAG_LEN};
 use crate::strategy::Strategy;
 
 pub const SIDECAR_MAGIC: [u8; 8] = *b"RVBMETA1";
@@ -215,7 +215,7 @@ pub fn encode(meta: &Meta, header: &Header, protection: &Protection) -> Vec<u8> 
 
 /// Check and parse a sidecar. Nothing in the body is parsed before its tag
 /// has been checked.
-pub fn decode(bytes: &[u8], key: Option<&MasterKey>) -> Result<(Header, Meta), FormatError> {
+pub fn decode(bytes: &[u8], key: Option<&KeyRing>) -> Result<(Header, Meta), FormatError> {
     let fixed = 8 + HEADER_LEN + 4;
     if bytes.len() < fixed + TAG_LEN || bytes.len() > MAX_SIDECAR_LEN || bytes[..8] != SIDECAR_MAGIC
     {
@@ -258,7 +258,12 @@ pub fn decode(bytes: &[u8], key: Option<&MasterKey>) -> Result<(Header, Meta), F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::MasterKey;
     use crate::format::header::Header;
+
+    fn ring(k: &MasterKey) -> KeyRing {
+        KeyRing::from(MasterKey::from_bytes(*k.bytes()))
+    }
 
     fn meta(key: &MasterKey) -> Meta {
         Meta {
@@ -307,7 +312,7 @@ mod tests {
         out.extend_from_slice(&h.encode());
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(body);
-        let mut t = h.protection(Some(key)).unwrap().meta_tagger();
+        let mut t = h.protection_with_key(Some(key)).unwrap().meta_tagger();
         t.update(&out);
         out.extend_from_slice(&t.finish());
         out
@@ -318,8 +323,8 @@ mod tests {
         let key = MasterKey::from_bytes([5; 32]);
         let m = meta(&key);
         let h = header(&key);
-        let bytes = encode(&m, &h, &h.protection(Some(&key)).unwrap());
-        assert_eq!(decode(&bytes, Some(&key)).unwrap().1, m);
+        let bytes = encode(&m, &h, &h.protection(Some(&ring(&key))).unwrap());
+        assert_eq!(decode(&bytes, Some(&ring(&key))).unwrap().1, m);
     }
 
     #[test]
@@ -329,7 +334,7 @@ mod tests {
         let h = header(&key);
         let (v1, _) = m.to_wire();
         let body = postcard::to_stdvec(&v1).unwrap();
-        let got = decode(&seal(&body, &h, &key), Some(&key)).unwrap().1;
+        let got = decode(&seal(&body, &h, &key), Some(&ring(&key))).unwrap().1;
         assert_eq!(got.hardlinks, 0);
         assert_eq!(got.db_check, None);
         assert_eq!(got.id, m.id);
@@ -343,12 +348,15 @@ mod tests {
         let h = header(&key);
         let mut body = encode_body(&m);
         body.extend_from_slice(b"\x03future block");
-        assert_eq!(decode(&seal(&body, &h, &key), Some(&key)).unwrap().1, m);
+        assert_eq!(
+            decode(&seal(&body, &h, &key), Some(&ring(&key))).unwrap().1,
+            m
+        );
         let (mut v1, ext) = m.to_wire();
         v1.strategy = "photos".into();
         let mut body = postcard::to_stdvec(&v1).unwrap();
         body.extend_from_slice(&postcard::to_stdvec(&ext).unwrap());
-        let e = decode(&seal(&body, &h, &key), Some(&key)).unwrap_err();
+        let e = decode(&seal(&body, &h, &key), Some(&ring(&key))).unwrap_err();
         assert!(e.to_string().contains("unknown strategy"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! `backup`: write one strategy's archive, read it back, record the run.
 
+use crate::crypto::KeyRing;
 use crate::error::{msg, Result};
 use crate::format::sidecar::Meta;
 use crate::progress::Progress;
@@ -65,7 +66,7 @@ impl Session {
             &self.store,
             &lock,
             strategy,
-            self.key.as_ref(),
+            self.key.as_ref().map(KeyRing::writing),
             progress,
         )
         .await?;

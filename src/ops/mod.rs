@@ -10,8 +10,10 @@
 //! behaves the same whichever front end asks for it.
 //!
 //! Invariants:
-//! - the key rule is one: the key is loaded when `encryption_enabled` is
-//!   on, or when a key file exists (older archives may be encrypted);
+//! - the key rule is one: the key ring is loaded when `encryption_enabled`
+//!   is on, or when a key file exists (older archives may be encrypted);
+//!   new archives are written with its last key, and read with the key
+//!   their header names;
 //! - every operation that writes or deletes in the store holds the store
 //!   lock for its whole duration (backup, restore, prune; not `--dry-run`,
 //!   list or verify, which only read);
@@ -31,7 +33,7 @@ mod verify;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::crypto::MasterKey;
+use crate::crypto::KeyRing;
 use crate::error::Result;
 use crate::store::{Listing, Store};
 use crate::strategy::Strategy;
@@ -45,7 +47,9 @@ pub use verify::{VerifyReport, Which};
 /// One configuration with its key and store: what every operation needs.
 pub struct Session {
     cfg: Config,
-    key: Option<MasterKey>,
+    /// The key ring: archives are written with its last key and read
+    /// with whichever key their header names.
+    key: Option<KeyRing>,
     store: Store,
 }
 
@@ -66,7 +70,7 @@ impl Session {
         &self.cfg
     }
 
-    pub fn key(&self) -> Option<&MasterKey> {
+    pub fn key(&self) -> Option<&KeyRing> {
         self.key.as_ref()
     }
 

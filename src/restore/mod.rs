@@ -34,7 +34,7 @@ mod stage;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::crypto::MasterKey;
+use crate::crypto::KeyRing;
 use crate::error::{msg, Error, Result};
 use crate::format::{ArchiveReader, EntryKind, FormatError};
 use crate::progress::Progress;
@@ -111,7 +111,7 @@ pub fn select<'a>(
 /// into a warning.
 pub async fn run(
     archive: &Listed,
-    key: Option<&MasterKey>,
+    key: Option<&KeyRing>,
     target: Option<&Path>,
     only: Option<&Path>,
     accept_damaged: bool,
@@ -152,7 +152,7 @@ fn arch(archive: &Listed) -> impl Fn(FormatError) -> Error + '_ {
     }
 }
 
-fn open_reader(archive: &Listed, key: Option<&MasterKey>) -> Result<ArchiveReader<PartReader>> {
+fn open_reader(archive: &Listed, key: Option<&KeyRing>) -> Result<ArchiveReader<PartReader>> {
     let parts = PartReader::open(&archive.dir, &archive.meta.parts)?;
     let r = ArchiveReader::open(parts, key).map_err(arch(archive))?;
     if r.header() != &archive.header {
@@ -163,7 +163,7 @@ fn open_reader(archive: &Listed, key: Option<&MasterKey>) -> Result<ArchiveReade
 
 async fn stage_all(
     archive: &Listed,
-    key: Option<&MasterKey>,
+    key: Option<&KeyRing>,
     stage: &mut Stage,
     done: &mut Restored,
     progress: &mut Progress,
@@ -187,7 +187,7 @@ async fn stage_all(
 /// the file it names (its other names are not part of a one-file restore).
 async fn stage_one(
     archive: &Listed,
-    key: Option<&MasterKey>,
+    key: Option<&KeyRing>,
     path: &Path,
     stage: &mut Stage,
     done: &mut Restored,

@@ -20,7 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::crypto::MasterKey;
+use crate::crypto::KeyRing;
 use crate::error::{msg, Error, IoContext, Result};
 use crate::format::header::Header;
 use crate::format::sidecar::{self, Meta};
@@ -158,7 +158,7 @@ impl Store {
     }
 
     /// Read every sidecar (of one strategy, or all), oldest first.
-    pub fn list(&self, only: Option<Strategy>, key: Option<&MasterKey>) -> Listing {
+    pub fn list(&self, only: Option<Strategy>, key: Option<&KeyRing>) -> Listing {
         let mut listing = Listing {
             archives: Vec::new(),
             problems: Vec::new(),
@@ -235,7 +235,7 @@ impl Store {
 /// symlink and without blocking (`O_NOFOLLOW|O_NONBLOCK`), must be a regular
 /// file, and at most `MAX_SIDECAR_LEN + 1` bytes are ever read, so a FIFO, a
 /// device or a huge file in `backup_dir` is one clear problem, not a hang.
-pub fn read_sidecar(path: &Path, key: Option<&MasterKey>) -> Result<(Header, Meta)> {
+pub fn read_sidecar(path: &Path, key: Option<&KeyRing>) -> Result<(Header, Meta)> {
     let (_, bytes) = read_regular(path, sidecar::MAX_SIDECAR_LEN, Follow::No)
         .ctx(|| format!("cannot read sidecar {}", path.display()))?;
     let id = path

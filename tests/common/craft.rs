@@ -34,7 +34,7 @@ pub fn craft(
     let header = Header {
         flags: FLAG_COMPRESSED | FLAG_ENCRYPTED,
         frame_size: DEFAULT_FRAME_SIZE,
-        key_id: key.id(),
+        key_id: key.writing().id(),
         salt: [7; 32],
         created,
     };
@@ -85,7 +85,7 @@ pub fn craft(
         archive_bytes: summary.archive_bytes,
         compressed: true,
         encrypted: true,
-        key_id: key.id(),
+        key_id: key.writing().id(),
         parts: parts.finish().unwrap(),
         database: None,
         hardlinks: 0,

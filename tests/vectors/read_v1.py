@@ -4,7 +4,11 @@ docs/format.md alone (Python standard library + the openssl command for
 AES-CTR). It reads the test vectors and prints their entries; CI runs it to
 show the format page is complete enough for a second implementation.
 
-usage: read_v1.py FILE.hex [MASTER_KEY_HEX]"""
+usage: read_v1.py FILE.hex [MASTER_KEY_HEX]
+       read_v1.py --unseal SEALED.hex [RECOVERY_SECRET_HEX]
+         opens a sealed key ring (docs/format.md, section 10) and prints the
+         key id of each key, oldest first; X25519 needs the `cryptography`
+         package (exit 3 with a note when it is missing)."""
 import hashlib, hmac, struct, subprocess, sys, zlib
 
 def hkdf(salt, ikm, info, length):
@@ -73,6 +77,40 @@ def read(stream, master):
         entries.append((kind, path.decode(), oct(mode), uid, gid, mtime, nsec, content))
     assert len(entries) == count
     return entries
+
+def key_id(key):
+    return hashlib.sha256(b"rvm-backup key id v1" + key).digest()[:8]
+
+def unseal(sealed, secret):
+    try:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        print("skipped: the Python cryptography package (X25519) is not installed", file=sys.stderr)
+        sys.exit(3)
+    priv = X25519PrivateKey.from_private_bytes(secret)
+    pub = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert sealed[:8] == b"RVBSEAL1", "not a sealed key ring"
+    assert sealed[8:16] == hashlib.sha256(b"rvm-backup recovery key id v1" + pub).digest()[:8], "another recovery key"
+    eph = sealed[16:48]
+    (n,) = struct.unpack_from("<H", sealed, 48)
+    assert 1 <= n <= 256 and len(sealed) == 82 + 40 * n, "length"
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(eph))  # raises on an all-zero secret
+    okm = hkdf(eph + pub, shared, b"rvm-backup v1 sealed key ring", 64)
+    body, tag = sealed[:50 + 40 * n], sealed[50 + 40 * n:]
+    assert hmac.compare_digest(hmac.new(okm[32:], body, hashlib.sha256).digest(), tag), "tag"
+    plain = aes_ctr(okm[:32], bytes(16), sealed[50 + 8 * n:50 + 40 * n])
+    keys = [plain[32 * i:32 * i + 32] for i in range(n)]
+    for i, k in enumerate(keys):
+        assert key_id(k) == sealed[50 + 8 * i:58 + 8 * i], "key id"
+    return keys
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--unseal"]:
+    sealed = bytes.fromhex("".join(open(sys.argv[2]).read().split()))
+    secret = bytes.fromhex(sys.argv[3]) if len(sys.argv) > 3 else b"\x31" * 32
+    for k in unseal(sealed, secret):
+        print(key_id(k).hex())
+    sys.exit(0)
 
 if __name__ == "__main__":
     data = bytes.fromhex("".join(open(sys.argv[1]).read().split()))
