@@ -251,6 +251,8 @@ fn craft(b: &Board, sources: &[&Path], entries: &[(EntryKind, PathBuf, Vec<u8>)]
         database: None,
         hardlinks: 0,
         db_check: None,
+        schema_sha256: None,
+        tables: Vec::new(),
     };
     let bytes = sidecar::encode(&meta, &header, &header.protection(Some(&key)).unwrap());
     fs::write(dir.join(format!("{id}.meta")), bytes).unwrap();

@@ -28,6 +28,8 @@ commands:
   restore STRATEGY [ID|latest] [--at TIME] [--target DIR] [--file PATH] [--accept-damaged]
                                      restore an archive (in place unless --target)
   prune [--dry-run]                  apply retention (keep_* and retention_days)
+  drill [STRATEGY...|--all] [--json] recovery test: restore the newest archives into
+                                     scratch space, check and time them; exits 1 on a failure
   daemon                             scheduler, jobs and control socket, in the foreground
   ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR
   audit verify                       check the audit log's hash chain
@@ -85,7 +87,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
         "keygen" => commands::keygen(args, out),
         "demo" => crate::demo::run(args, global.quiet, out),
         "ctl" => ctl::run(global.config.as_deref(), args, out),
-        "backup" | "list" | "verify" | "restore" | "prune" | "daemon" | "audit" => {
+        "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "daemon" | "audit" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;
             crate::logger::init(if global.quiet {
                 cfg.log_level.min(log::LevelFilter::Warn)
@@ -111,6 +113,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
                         "list" => ctx.list(args),
                         "verify" => ctx.verify(args),
                         "prune" => ctx.prune(args),
+                        "drill" => ctx.drill(args),
                         _ => ctx.restore(args),
                     }
                 }

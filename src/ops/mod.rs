@@ -22,6 +22,7 @@
 //!   damage) fails with that reason, never with "no such archive".
 
 mod backup;
+mod drill;
 mod prune;
 mod restore;
 mod select;
@@ -36,6 +37,7 @@ use crate::store::{Listing, Store};
 use crate::strategy::Strategy;
 
 pub use backup::BackupReport;
+pub use drill::{DrillOutcome, DrillReport};
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;
 pub use verify::{VerifyReport, Which};
