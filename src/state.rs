@@ -162,7 +162,10 @@ mod tests {
         .unwrap();
         let st = load(&d);
         let r = &st[&Strategy::Database];
-        assert_eq!((r.last_success, r.last_drill, r.last_drill_ok), (Some(5), None, None));
+        assert_eq!(
+            (r.last_success, r.last_drill, r.last_drill_ok),
+            (Some(5), None, None)
+        );
         update(&d, Strategy::Database, |r| {
             r.record_drill(Err((1.5, "table t has 3 rows".into())), 7)
         });
@@ -175,7 +178,10 @@ mod tests {
         assert_eq!(db.last_drill_error.as_deref(), Some("table t has 3 rows"));
         assert_eq!(db.last_verified.as_deref(), Some("x"));
         let c = &st[&Strategy::Config];
-        assert_eq!((c.last_drill_ok, c.last_drill_error.as_deref()), (Some(true), None));
+        assert_eq!(
+            (c.last_drill_ok, c.last_drill_error.as_deref()),
+            (Some(true), None)
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -72,18 +72,26 @@ fn a_damaged_source_database_is_archived_and_marked() {
     assert_eq!(entries[0].content, source, "every page is kept as it was");
 
     // The command says so: exit 1, naming the problem and the way out.
-    assert!(!out.status.success(), "a damaged source must fail the backup");
+    assert!(
+        !out.status.success(),
+        "a damaged source must fail the backup"
+    );
     assert!(stderr.contains("--accept-damaged"), "{stderr}");
     let listed = b.list();
     assert!(
-        listed[0]["db_check"].as_str().is_some_and(|c| c.contains(&problem)),
+        listed[0]["db_check"]
+            .as_str()
+            .is_some_and(|c| c.contains(&problem)),
         "list --json shows db_check: {listed:?}"
     );
     // Restoring it needs the operator's explicit word.
     let target = b.tmp.path().join("restored");
     let t = target.to_str().unwrap();
     let err = b.fails(&["restore", "database", "--target", t]);
-    assert!(err.contains("--accept-damaged") && err.contains(&problem), "{err}");
+    assert!(
+        err.contains("--accept-damaged") && err.contains(&problem),
+        "{err}"
+    );
     b.ok(&["restore", "database", "--target", t, "--accept-damaged"]);
     let restored = target.join(db.strip_prefix("/").unwrap());
     assert_eq!(std::fs::read(&restored).unwrap(), source);

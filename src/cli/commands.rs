@@ -262,9 +262,7 @@ impl Ctx<'_> {
         let json = take_flag(&mut args, "--json");
         no_unknown_flags(&args)?;
         if all && !args.is_empty() {
-            return Err(Error::Usage(
-                "give strategies or --all, not both".into(),
-            ));
+            return Err(Error::Usage("give strategies or --all, not both".into()));
         }
         let strategies = if args.is_empty() {
             self.session.all_strategies()?
@@ -281,7 +279,11 @@ impl Ctx<'_> {
                 self.out.line(&format!("{verdict} {}", o.describe()));
             }
             if !o.ok {
-                error_line(&format!("drill {} failed: {}", o.strategy, o.error.as_deref().unwrap_or("")));
+                error_line(&format!(
+                    "drill {} failed: {}",
+                    o.strategy,
+                    o.error.as_deref().unwrap_or("")
+                ));
             }
         }
         Ok(if report.all_ok() { 0 } else { 1 })

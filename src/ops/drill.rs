@@ -277,17 +277,12 @@ fn clean_stale_scratch(root: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let is_scratch = name
-            .to_str()
-            .is_some_and(|n| n.starts_with(SCRATCH_PREFIX));
+        let is_scratch = name.to_str().is_some_and(|n| n.starts_with(SCRATCH_PREFIX));
         // Not followed: only a real directory of that name is removed.
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
         if is_scratch && is_dir {
             let p = e.path();
-            log::warn!(
-                "removing {}, left by an interrupted drill",
-                p.display()
-            );
+            log::warn!("removing {}, left by an interrupted drill", p.display());
             if let Err(err) = std::fs::remove_dir_all(&p) {
                 log::error!("cannot remove {}: {err}", p.display());
             }
@@ -395,8 +390,8 @@ async fn compare(
     conn: &Connection,
 ) -> std::result::Result<(), String> {
     if let Some(want) = schema {
-        let got = database::schema_sha256(conn)
-            .map_err(|e| format!("its schema cannot be read: {e}"))?;
+        let got =
+            database::schema_sha256(conn).map_err(|e| format!("its schema cannot be read: {e}"))?;
         if got != want {
             return Err("its schema is not the one recorded at backup time".into());
         }
@@ -463,7 +458,10 @@ mod tests {
         smol::block_on(compare(None, &[], &ro)).unwrap();
         let fewer = vec![("deposits".to_string(), 4)];
         let e = smol::block_on(compare(Some(schema), &fewer, &ro)).unwrap_err();
-        assert!(e.contains("\"deposits\" has 3 rows") && e.contains("4"), "{e}");
+        assert!(
+            e.contains("\"deposits\" has 3 rows") && e.contains("4"),
+            "{e}"
+        );
         let gone = vec![("prizes".to_string(), 0)];
         let e = smol::block_on(compare(None, &gone, &ro)).unwrap_err();
         assert!(e.contains("\"prizes\""), "{e}");

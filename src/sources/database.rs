@@ -73,12 +73,13 @@ pub fn countable_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
          AND coalesce(upper(substr(ltrim(sql), 1, 14)), '') != 'CREATE VIRTUAL' \
          AND length(CAST(name AS BLOB)) <= ?1 ORDER BY name LIMIT ?2",
     )?;
-    let names = stmt
-        .query_map([MAX_TABLE_NAME as i64, MAX_TABLES as i64], |r| {
-            r.get::<_, String>(0)
-        })?
-        .collect();
-    names
+    let mut names = Vec::new();
+    for name in stmt.query_map([MAX_TABLE_NAME as i64, MAX_TABLES as i64], |r| {
+        r.get::<_, String>(0)
+    })? {
+        names.push(name?);
+    }
+    Ok(names)
 }
 
 /// `SELECT count(*)` of one table (its name quoted as an identifier).
