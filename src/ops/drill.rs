@@ -221,7 +221,7 @@ impl Session {
 /// The newest archive of `strategy`. A sidecar that cannot be read and is
 /// newer than every readable one is the newest archive: the drill fails
 /// with its reason instead of quietly drilling an older one.
-fn newest<'a>(listing: &'a mut Listing, strategy: Strategy) -> Result<&'a Listed> {
+fn newest(listing: &mut Listing, strategy: Strategy) -> Result<&Listed> {
     let prefix = format!("{}-", strategy.name());
     let newest_readable = listing
         .archives
