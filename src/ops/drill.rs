@@ -191,7 +191,7 @@ impl Session {
         seconds: &mut f64,
     ) -> Result<Restored> {
         let root = self.store.root();
-        check_room(root, &archive.meta)?;
+        check_room(root, &archive.meta.id, archive.meta.content_bytes)?;
         let scratch = Scratch::create(root)?;
         let started = Instant::now();
         let checked = async {
@@ -248,19 +248,17 @@ fn newest(listing: &mut Listing, strategy: Strategy) -> Result<&Listed> {
 
 /// Fail early, before writing, when the store's disk cannot hold the
 /// restored content.
-fn check_room(root: &Path, meta: &Meta) -> Result<()> {
+fn check_room(root: &Path, id: &str, content_bytes: u64) -> Result<()> {
     let st = rustix::fs::statvfs(root)
         .map_err(std::io::Error::from)
         .at("check the free space of", root)?;
     let free = st.f_bavail.saturating_mul(st.f_frsize);
-    let need = meta
-        .content_bytes
-        .saturating_add(meta.content_bytes / 64)
+    let need = content_bytes
+        .saturating_add(content_bytes / 64)
         .saturating_add(ROOM_MARGIN);
     if free < need {
         return Err(msg(format!(
-            "not enough free space for a drill of {}: it needs about {} in {}, {} is free; free space there (e.g. `rvm-backup prune`) and drill again",
-            meta.id,
+            "not enough free space for a drill of {id}: it needs about {} in {}, {} is free; free space there (e.g. `rvm-backup prune`) and drill again",
             human_bytes(need),
             root.display(),
             human_bytes(free)
@@ -507,6 +505,73 @@ mod tests {
         assert!(!d.join(".drill-1-0").exists());
         assert!(d.join(".drill-2-0").symlink_metadata().is_ok());
         assert!(d.join("moved").is_dir() && d.join("config").is_dir());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_disk_without_room_fails_before_anything_is_written() {
+        let d = scratch_root("room");
+        check_room(&d, "logs-x", 1 << 20).unwrap();
+        let e = check_room(&d, "logs-x", u64::MAX / 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not enough free space for a drill of logs-x") && e.contains("is free"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_drill_leaves_no_scratch_and_records_nothing() {
+        let d = scratch_root("cancel");
+        let etc = d.join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        for i in 0..40 {
+            std::fs::write(etc.join(format!("f{i}")), vec![b'x'; 1000]).unwrap();
+        }
+        let text = format!(
+            "backup_dir = \"{b}/backups\"\nencryption_enabled = false\n[config]\npaths = [\"{b}/etc\"]\n",
+            b = d.display()
+        );
+        let cfg = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
+        let session = Session::open(cfg).unwrap();
+        smol::block_on(session.backup(Strategy::Config, &mut Progress::silent())).unwrap();
+        let backups = d.join("backups");
+        let scratch_dirs = || {
+            std::fs::read_dir(&backups)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(SCRATCH_PREFIX)
+                })
+                .count()
+        };
+        let mut progress = Progress::silent();
+        let mut drill = Box::pin(session.drill(&[Strategy::Config], &mut progress));
+        let mut polls = 0;
+        while scratch_dirs() == 0 {
+            assert!(smol::block_on(smol::future::poll_once(drill.as_mut())).is_none());
+            polls += 1;
+            assert!(polls < 1000, "the drill never made its scratch directory");
+        }
+        // Mid-restore: a few more steps, then cancel (drop the future).
+        for _ in 0..5 {
+            assert!(smol::block_on(smol::future::poll_once(drill.as_mut())).is_none());
+        }
+        drop(drill);
+        assert_eq!(scratch_dirs(), 0, "a cancelled drill left its scratch");
+        let st = crate::state::load(&backups);
+        assert_eq!(st[&Strategy::Config].last_drill, None);
+        // And the lock is free again: the next drill passes.
+        let r =
+            smol::block_on(session.drill(&[Strategy::Config], &mut Progress::silent())).unwrap();
+        assert!(r.all_ok(), "{r:?}");
+        assert_eq!(r.outcomes[0].files, 40);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
