@@ -282,6 +282,7 @@ struct RawConfig {
     recovery: Option<crate::hooks::RecoveryHooks>,
     backup_monitoring_enabled: Option<bool>,
     backup_monitoring_interval: Option<MonitoringDuration>,
+    drill_interval: Option<IntervalDuration>,
     database: Option<DatabaseSection>,
     config: Option<TreeSection>,
     logs: Option<TreeSection>,
@@ -416,12 +417,18 @@ pub struct Config {
     pub recovery: crate::hooks::RecoveryHooks,
     pub monitoring_enabled: bool,
     pub monitoring_interval: Duration,
+    /// How often the daemon runs a recovery drill of every configured
+    /// strategy (`drill_interval`, default 7 days, `"1s"` to `"366d"`).
+    pub drill_interval: Duration,
     pub database: Option<DatabaseSection>,
     pub config: Option<TreeSection>,
     pub logs: Option<TreeSection>,
     pub application: Option<TreeSection>,
     pub access: AccessSection,
 }
+
+/// `drill_interval` when absent: a recovery drill a week.
+pub const DEFAULT_DRILL_INTERVAL_S: u64 = 7 * 86_400;
 
 /// Smallest part an archive may be split into (tests use small parts).
 pub const MIN_PART_SIZE: u64 = 64 << 10;
@@ -572,6 +579,9 @@ impl Config {
             monitoring_interval: raw
                 .backup_monitoring_interval
                 .map_or(Duration::from_secs(600), |d| d.0),
+            drill_interval: raw
+                .drill_interval
+                .map_or(Duration::from_secs(DEFAULT_DRILL_INTERVAL_S), |d| d.0),
             database: raw.database,
             config: raw.config,
             logs: raw.logs,
@@ -911,6 +921,25 @@ exclude = ["*.pyc", "__pycache__"]
         assert!(parse_duration("99999999999999999999d").is_err());
         assert_eq!(parse_size("64K").unwrap(), 65536);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn drill_interval_defaults_to_a_week_and_is_bounded() {
+        assert_eq!(
+            parse("").unwrap().drill_interval,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(
+            parse("drill_interval = \"1d\"\n").unwrap().drill_interval,
+            Duration::from_secs(86_400)
+        );
+        let e = parse("\n\ndrill_interval = \"400d\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("drill_interval") && e.contains("line 3") && e.contains("366d"),
+            "{e}"
+        );
     }
 
     #[test]

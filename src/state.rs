@@ -13,13 +13,25 @@ use crate::error::Result;
 use crate::fsutil::write_atomic;
 use crate::strategy::Strategy;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Remembered {
     pub last_success: Option<i64>,
     pub last_failure: Option<i64>,
     pub failures: u32,
     pub last_error: Option<String>,
     pub last_verified: Option<String>,
+    /// Unix time of the last recovery drill of this strategy.
+    #[serde(default)]
+    pub last_drill: Option<i64>,
+    /// Whether it passed.
+    #[serde(default)]
+    pub last_drill_ok: Option<bool>,
+    /// Why it failed (`None` when it passed).
+    #[serde(default)]
+    pub last_drill_error: Option<String>,
+    /// How long the restore and its checks took (the recovery time).
+    #[serde(default)]
+    pub last_drill_seconds: Option<f64>,
 }
 
 pub type State = BTreeMap<Strategy, Remembered>;
@@ -38,6 +50,21 @@ impl Remembered {
                 self.last_error = Some(e);
             }
         }
+    }
+}
+
+impl Remembered {
+    /// Note how a recovery drill ended at Unix time `now`: `Ok(seconds)`
+    /// or `Err((seconds, why))`.
+    pub fn record_drill(&mut self, outcome: std::result::Result<f64, (f64, String)>, now: i64) {
+        self.last_drill = Some(now);
+        let (ok, seconds, error) = match outcome {
+            Ok(s) => (true, s, None),
+            Err((s, e)) => (false, s, Some(e)),
+        };
+        self.last_drill_ok = Some(ok);
+        self.last_drill_seconds = Some(seconds);
+        self.last_drill_error = error;
     }
 }
 
@@ -120,6 +147,41 @@ mod tests {
         std::fs::remove_file(path(&d)).unwrap();
         std::os::unix::fs::symlink("/dev/zero", path(&d)).unwrap();
         assert!(load(&d).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn old_files_load_and_drills_are_remembered() {
+        let d = std::env::temp_dir().join(format!("rvb-state-drill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            path(&d),
+            r#"{"database":{"last_success":5,"last_failure":null,"failures":0,"last_error":null,"last_verified":"x"}}"#,
+        )
+        .unwrap();
+        let st = load(&d);
+        let r = &st[&Strategy::Database];
+        assert_eq!(
+            (r.last_success, r.last_drill, r.last_drill_ok),
+            (Some(5), None, None)
+        );
+        update(&d, Strategy::Database, |r| {
+            r.record_drill(Err((1.5, "table t has 3 rows".into())), 7)
+        });
+        update(&d, Strategy::Config, |r| r.record_drill(Ok(0.25), 8));
+        let st = load(&d);
+        let db = &st[&Strategy::Database];
+        assert_eq!(db.last_drill, Some(7));
+        assert_eq!(db.last_drill_ok, Some(false));
+        assert_eq!(db.last_drill_seconds, Some(1.5));
+        assert_eq!(db.last_drill_error.as_deref(), Some("table t has 3 rows"));
+        assert_eq!(db.last_verified.as_deref(), Some("x"));
+        let c = &st[&Strategy::Config];
+        assert_eq!(
+            (c.last_drill_ok, c.last_drill_error.as_deref()),
+            (Some(true), None)
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

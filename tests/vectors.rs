@@ -229,6 +229,8 @@ fn sidecar_tag_depends_on_every_byte() {
         database: None,
         hardlinks: 1,
         db_check: None,
+        schema_sha256: None,
+        tables: Vec::new(),
     };
     let bytes = sidecar::encode(
         &meta,

@@ -426,6 +426,41 @@ impl Ctx<'_> {
         ));
         Ok(0)
     }
+
+    /// `drill [STRATEGY...|--all] [--json]`: one line per strategy (a JSON
+    /// object with `--json`); exit 1 when any drill failed.
+    pub fn drill(self, args: &[String]) -> Result<i32> {
+        let mut args = args.to_vec();
+        let all = take_flag(&mut args, "--all");
+        let json = take_flag(&mut args, "--json");
+        no_unknown_flags(&args)?;
+        if all && !args.is_empty() {
+            return Err(Error::Usage("give strategies or --all, not both".into()));
+        }
+        let strategies = if args.is_empty() {
+            self.session.all_strategies()?
+        } else {
+            parse_strategies(&args)?
+        };
+        let mut progress = self.progress();
+        let report = smol::block_on(self.session.drill(&strategies, &mut progress))?;
+        for o in &report.outcomes {
+            if json {
+                self.out.line(&o.to_json().to_string());
+            } else {
+                let verdict = if o.ok { "OK    " } else { "FAILED" };
+                self.out.line(&format!("{verdict} {}", o.describe()));
+            }
+            if !o.ok {
+                error_line(&format!(
+                    "drill {} failed: {}",
+                    o.strategy,
+                    o.error.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        Ok(if report.all_ok() { 0 } else { 1 })
+    }
 }
 
 /// A relative `--target` is taken from the working directory.

@@ -143,7 +143,17 @@ impl Daemon {
                 Ok(json!({"job": self.submit(JobKind::Prune { dry_run }, actor.clone())}))
             }
             Verb::Cancel => self.cancel(job_id(arg(0))?),
-            Verb::Alerts | Verb::Report | Verb::Metrics | Verb::Drill => Err(ProtoError::new(
+            Verb::Drill => {
+                let strategies = self.parse_strategies(&req.args)?;
+                if strategies.is_empty() {
+                    return Err(ProtoError::new(
+                        404,
+                        "no strategy is configured: there is nothing to drill",
+                    ));
+                }
+                Ok(json!({"job": self.submit(JobKind::Drill(strategies), actor.clone())}))
+            }
+            Verb::Alerts | Verb::Report | Verb::Metrics => Err(ProtoError::new(
                 501,
                 format!("{} is not implemented yet", req.verb.name()),
             )),
@@ -350,6 +360,10 @@ mod tests {
         assert!(ask(2002, "BACKUP photos").starts_with("ERR 400"));
         assert!(ask(2002, "\u{1}garbage").starts_with("ERR 400"));
         assert!(ask(2001, "METRICS").starts_with("ERR 501"));
+        assert!(ask(2001, "DRILL").starts_with("ERR 403"));
+        assert!(ask(2002, "DRILL photos").starts_with("ERR 400"));
+        assert!(ask(2002, "DRILL database").starts_with("ERR 404"));
+        assert!(ask(2002, "DRILL all").starts_with("OK {\"job\":"));
         let audit = audit_text(&dir);
         // Every state-changing attempt is there, with uid and pid; reads are not.
         assert!(

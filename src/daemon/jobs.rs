@@ -32,6 +32,8 @@ pub enum JobKind {
     Prune {
         dry_run: bool,
     },
+    /// A recovery drill of these strategies (in this order).
+    Drill(Vec<Strategy>),
 }
 
 impl JobKind {
@@ -88,6 +90,10 @@ impl JobKind {
                 }
             ),
             JobKind::Prune { dry_run } => if *dry_run { "prune (dry run)" } else { "prune" }.into(),
+            JobKind::Drill(strategies) => {
+                let names: Vec<&str> = strategies.iter().map(|s| s.name()).collect();
+                format!("drill {}", names.join(" "))
+            }
         }
     }
 }

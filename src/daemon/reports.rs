@@ -43,6 +43,7 @@ impl Daemon {
                     "last_error": r.last_error,
                     "last_archive": r.last_verified,
                     "next_in_s": sched.due_in(s, now_mono).map(|ms| ms / 1000),
+                    "last_drill": last_drill_json(&r),
                 });
                 (s.name().to_string(), v)
             })
@@ -53,13 +54,15 @@ impl Daemon {
             "queued": jobs.queued(),
             "backup_enabled": cfg.backup_enabled,
             "strategies": strategies,
+            "next_drill_in_s": sched.drill_due_in(now_mono).map(|ms| ms / 1000),
             "uptime_s": self.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
         })
     }
 
     /// Unhealthy: a strategy with no success within two periods (or since
-    /// start), or three failures in a row.
+    /// start), three failures in a row, or whose last recovery drill
+    /// failed.
     pub(super) fn health_json(&self) -> Value {
         let session = self.session();
         let cfg = session.config();
@@ -83,6 +86,15 @@ impl Daemon {
                     ))
                 }
                 _ => {}
+            }
+            if r.last_drill_ok == Some(false) {
+                problems.push(format!(
+                    "{s}: the last recovery drill{} failed: {}",
+                    r.last_drill
+                        .map(|t| format!(" ({})", crate::timefmt::rfc3339(t)))
+                        .unwrap_or_default(),
+                    r.last_drill_error.clone().unwrap_or_default()
+                ));
             }
             if r.failures >= 3 {
                 problems.push(format!(
@@ -111,5 +123,18 @@ impl Daemon {
             .map(|(p, e)| format!("{}: {e}", p.display()))
             .collect();
         Ok(json!({"archives": archives, "problems": problems}))
+    }
+}
+
+/// A strategy's last drill for `STATUS`: `null` if never drilled.
+fn last_drill_json(r: &crate::state::Remembered) -> Value {
+    match r.last_drill {
+        None => Value::Null,
+        Some(t) => json!({
+            "at": crate::timefmt::rfc3339(t),
+            "ok": r.last_drill_ok,
+            "seconds": r.last_drill_seconds,
+            "error": r.last_drill_error,
+        }),
     }
 }

@@ -49,6 +49,10 @@ pub struct Scheduler {
     jitter_ms: u64,
     rng: u64,
     last_tick: Option<(u64, i64)>,
+    /// The recovery drill's schedule, started at the first
+    /// [`Scheduler::drill_due`] (a reload starts it again from
+    /// `state.json`).
+    drill: Option<DrillSchedule>,
 }
 
 impl Scheduler {
@@ -67,6 +71,7 @@ impl Scheduler {
             jitter_ms: millis(jitter),
             rng: seed | 1,
             last_tick: None,
+            drill: None,
         };
         for (strategy, plan) in plans {
             let remembered = memory.get(&strategy).cloned().unwrap_or_default();
@@ -190,6 +195,92 @@ impl Scheduler {
 
     pub fn failures(&self, strategy: Strategy) -> u32 {
         self.entries.get(&strategy).map_or(0, |e| e.failures)
+    }
+}
+
+/// A drill of a board that was never drilled comes this long after the
+/// daemon starts (or after `drill_interval`, if that is shorter), so the
+/// first backups have had their chance.
+pub const FIRST_DRILL_DELAY_MS: u64 = 3_600_000;
+
+/// When the next recovery drill of all strategies is due: every
+/// `drill_interval`, on the monotonic clock. After a restart the wall
+/// clock and the last drill in `state.json` say how much of the interval
+/// is left: an overdue drill runs at once (once, not once per missed
+/// interval), a last drill "in the future" (clock wrong) counts as just
+/// now. While a drill is in flight the next one is not due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrillSchedule {
+    interval_ms: u64,
+    /// Monotonic ms when due; `None` while a drill is in flight.
+    next_due: Option<u64>,
+}
+
+impl DrillSchedule {
+    pub fn new(interval: Duration, last_drill: Option<i64>, mono_ms: u64, wall: i64) -> Self {
+        let period = millis(interval).max(1);
+        let remaining = match last_drill {
+            None => period.min(FIRST_DRILL_DELAY_MS),
+            Some(t) => {
+                let since_s = u64::try_from(wall.saturating_sub(t)).unwrap_or(0);
+                period.saturating_sub(since_s.saturating_mul(1000))
+            }
+        };
+        DrillSchedule {
+            interval_ms: period,
+            next_due: Some(mono_ms.saturating_add(remaining)),
+        }
+    }
+
+    /// True (once) when a drill is due; then not again until `finished`.
+    pub fn due(&mut self, mono_ms: u64) -> bool {
+        if self.next_due.is_some_and(|t| t <= mono_ms) {
+            self.next_due = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A drill ended (whatever its outcome): the next one in an interval.
+    pub fn finished(&mut self, mono_ms: u64) {
+        if self.next_due.is_none() {
+            self.next_due = Some(mono_ms.saturating_add(self.interval_ms));
+        }
+    }
+
+    /// Milliseconds until the next drill (`None`: one is in flight).
+    pub fn due_in(&self, mono_ms: u64) -> Option<u64> {
+        self.next_due.map(|t| t.saturating_sub(mono_ms))
+    }
+}
+
+impl Scheduler {
+    /// Whether the periodic drill is due now. The first call starts the
+    /// drill schedule from `last_drill()` (the oldest last drill of the
+    /// configured strategies, `None` if one was never drilled).
+    pub fn drill_due(
+        &mut self,
+        interval: Duration,
+        last_drill: impl FnOnce() -> Option<i64>,
+        mono_ms: u64,
+        wall: i64,
+    ) -> bool {
+        self.drill
+            .get_or_insert_with(|| DrillSchedule::new(interval, last_drill(), mono_ms, wall))
+            .due(mono_ms)
+    }
+
+    /// A drill job ended.
+    pub fn drill_finished(&mut self, mono_ms: u64) {
+        if let Some(d) = self.drill.as_mut() {
+            d.finished(mono_ms);
+        }
+    }
+
+    /// Milliseconds until the next periodic drill, if it is scheduled.
+    pub fn drill_due_in(&self, mono_ms: u64) -> Option<u64> {
+        self.drill.as_ref()?.due_in(mono_ms)
     }
 }
 
@@ -360,5 +451,107 @@ mod tests {
         );
         s.due(0, start + 3600);
         assert!(s.due(60_000, start + 4 * 3600).is_empty());
+    }
+
+    const DAY: u64 = 24 * H;
+
+    /// Simulate `days` days in 1-minute ticks; drills take `takes` ms.
+    /// Returns the monotonic times at which drills started.
+    fn simulate_drills(d: &mut DrillSchedule, days: u64, takes: u64) -> Vec<u64> {
+        let mut starts = Vec::new();
+        let mut running_until = None;
+        for minute in 0..=days * 24 * 60 {
+            let mono = minute * 60_000;
+            if let Some(end) = running_until {
+                if mono >= end {
+                    d.finished(mono);
+                    running_until = None;
+                }
+            }
+            if d.due(mono) {
+                assert!(running_until.is_none(), "a drill was due while one ran");
+                starts.push(mono);
+                running_until = Some(mono + takes);
+            }
+        }
+        starts
+    }
+
+    #[test]
+    fn drills_come_every_interval_and_never_overlap() {
+        let week = Duration::from_secs(7 * 86_400);
+        // Drilled two days ago: next in five days, then weekly.
+        let mut d = DrillSchedule::new(week, Some(T0 - 2 * 86_400), 0, T0);
+        let starts = simulate_drills(&mut d, 30, 10 * 60_000);
+        assert_eq!(starts[0], 5 * DAY);
+        for w in starts.windows(2) {
+            assert_eq!(w[1] - w[0], 7 * DAY + 10 * 60_000, "{starts:?}");
+        }
+        assert_eq!(starts.len(), 4);
+    }
+
+    #[test]
+    fn first_overdue_and_future_drills() {
+        let week = Duration::from_secs(7 * 86_400);
+        // Never drilled: after the first-drill delay, not at once.
+        let mut d = DrillSchedule::new(week, None, 1000, T0);
+        assert!(!d.due(1000));
+        assert_eq!(d.due_in(1000), Some(H));
+        assert!(d.due(1000 + H));
+        assert!(!d.due(1000 + H + 1), "in flight: not due again");
+        assert_eq!(d.due_in(1000 + H), None);
+        // A short interval is not stretched by that delay.
+        let mut d = DrillSchedule::new(Duration::from_secs(60), None, 0, T0);
+        assert!(d.due(60_000));
+        // Overdue by months after downtime: once, at once.
+        let mut d = DrillSchedule::new(week, Some(T0 - 90 * 86_400), 5, T0);
+        assert!(d.due(5));
+        assert!(!d.due(6));
+        d.finished(10);
+        assert_eq!(d.due_in(10), Some(7 * DAY));
+        // A last drill years in the future (clock was wrong): a full
+        // interval, neither at once nor never.
+        let mut d = DrillSchedule::new(week, Some(T0 + 3 * 365 * 86_400), 0, T0);
+        assert_eq!(d.due_in(0), Some(7 * DAY));
+        assert!(!d.due(7 * DAY - 1) && d.due(7 * DAY));
+        // Extreme values do not overflow.
+        let mut d = DrillSchedule::new(Duration::MAX, Some(i64::MIN), u64::MAX, i64::MAX);
+        assert!(!d.due(u64::MAX - 1));
+    }
+
+    #[test]
+    fn the_scheduler_starts_the_drill_schedule_once_from_state() {
+        let mut s = Scheduler::new(
+            plans(6, None),
+            &memory(Some(T0)),
+            Duration::from_secs(1),
+            1,
+            0,
+            T0,
+        );
+        let week = Duration::from_secs(7 * 86_400);
+        let mut reads = 0;
+        assert!(!s.drill_due(
+            week,
+            || {
+                reads += 1;
+                Some(T0 - 7 * 86_400 + 60)
+            },
+            0,
+            T0
+        ));
+        assert_eq!(s.drill_due_in(0), Some(60_000));
+        assert!(s.drill_due(
+            week,
+            || {
+                reads += 1;
+                None
+            },
+            60_000,
+            T0 + 60
+        ));
+        assert_eq!(reads, 1, "state is read once");
+        s.drill_finished(70_000);
+        assert_eq!(s.drill_due_in(70_000), Some(7 * DAY));
     }
 }

@@ -57,6 +57,9 @@ pub(super) async fn ticker(d: Rc<Daemon>, notifier: Rc<Notifier>) {
                 d.sched.borrow_mut().finished(s, true, d.mono_ms());
             }
         }
+        if enabled {
+            d.submit_due_drill();
+        }
         // Close the refusal windows that ended (their summary records).
         if let Err(e) = d.audit.borrow_mut().flush_suppressed(Instant::now()) {
             log::error!("cannot write the audit log: {e}");
@@ -106,6 +109,9 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
                 _ => sched.finished(s, state == JobState::Done, d.mono_ms()),
             }
         }
+        if let JobKind::Drill(_) = kind {
+            d.sched.borrow_mut().drill_finished(d.mono_ms());
+        }
         d.jobs.borrow_mut().finish(id, state, text.clone());
         d.audit_quietly(
             &Actor::Daemon,
@@ -116,6 +122,34 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
 }
 
 impl Daemon {
+    /// Queue the periodic drill of every configured strategy when it is
+    /// due (`drill_interval`; see `scheduler::DrillSchedule`).
+    fn submit_due_drill(&self) {
+        let session = self.session();
+        let cfg = session.config();
+        let strategies = cfg.configured();
+        if strategies.is_empty() {
+            return;
+        }
+        let last_drill = || {
+            let state = crate::state::load(&cfg.backup_dir);
+            // The oldest last drill; never drilled if one never was.
+            strategies
+                .iter()
+                .map(|s| state.get(s).and_then(|r| r.last_drill))
+                .try_fold(i64::MAX, |oldest, t| t.map(|t| oldest.min(t)))
+        };
+        let due = self.sched.borrow_mut().drill_due(
+            cfg.drill_interval,
+            last_drill,
+            self.mono_ms(),
+            crate::timefmt::now_unix(),
+        );
+        if due {
+            self.submit(JobKind::Drill(strategies.clone()), Actor::Scheduler);
+        }
+    }
+
     /// Load the config again; keep the old one (and say so) if the new one
     /// or its key does not load.
     fn reload(&self) {

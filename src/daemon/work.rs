@@ -103,6 +103,20 @@ impl Daemon {
                     each.join("; ")
                 ))
             }
+            JobKind::Drill(strategies) => {
+                let report = session.drill(strategies, &mut progress).await?;
+                let each: Vec<String> = report.outcomes.iter().map(|o| o.describe()).collect();
+                let failed: Vec<&str> = report.failed().map(|o| o.strategy.name()).collect();
+                if failed.is_empty() {
+                    Ok(format!("drill passed: {}", each.join("; ")))
+                } else {
+                    Err(msg(format!(
+                        "drill FAILED for {}: {}",
+                        failed.join(", "),
+                        each.join("; ")
+                    )))
+                }
+            }
             JobKind::Prune { dry_run } => {
                 let report = session.prune(*dry_run)?;
                 let ids: Vec<&str> = report.dropped().collect();

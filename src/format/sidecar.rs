@@ -76,6 +76,19 @@ pub struct Meta {
     /// backup's read transaction: `"ok"`, or the first problem reported.
     /// `None` for other strategies and for archives made before the check.
     pub db_check: Option<String>,
+    // --- extension block 3 ---
+    /// Database archives: SHA-256 of the schema as it was backed up (the
+    /// `sqlite_schema` rows `type, name, tbl_name, sql`, in the order and
+    /// encoding of `crate::sources::database::schema_sha256`), read inside
+    /// the backup's read transaction. A drill compares the restored
+    /// database with it. `None` for other strategies, for archives made
+    /// before block 3, and when it could not be read.
+    pub schema_sha256: Option<[u8; 32]>,
+    /// Database archives: `(table, rows)` for each ordinary table, by name,
+    /// counted in the same transaction (at most
+    /// `crate::sources::database::MAX_TABLES` tables; names of at most
+    /// `MAX_TABLE_NAME` bytes). Empty otherwise.
+    pub tables: Vec<(String, u64)>,
 }
 
 /// The body's first block: the fields of the first sidecar generation, in
@@ -111,6 +124,14 @@ struct WireExt2 {
     db_check: Option<String>,
 }
 
+/// Extension block 3: what a recovery drill checks a restored database
+/// against.
+#[derive(Default, Serialize, Deserialize)]
+struct WireExt3 {
+    schema_sha256: Option<[u8; 32]>,
+    tables: Vec<(String, u64)>,
+}
+
 impl Meta {
     fn to_wire(&self) -> (WireV1, WireExt2) {
         (
@@ -143,7 +164,14 @@ impl Meta {
         )
     }
 
-    fn from_wire(v1: WireV1, ext2: WireExt2) -> Result<Meta, FormatError> {
+    fn to_ext3(&self) -> WireExt3 {
+        WireExt3 {
+            schema_sha256: self.schema_sha256,
+            tables: self.tables.clone(),
+        }
+    }
+
+    fn from_wire(v1: WireV1, ext2: WireExt2, ext3: WireExt3) -> Result<Meta, FormatError> {
         let strategy = Strategy::parse(&v1.strategy).ok_or_else(|| {
             FormatError::Corrupt(format!(
                 "sidecar names an unknown strategy {:?}",
@@ -173,6 +201,8 @@ impl Meta {
             database: v1.database,
             hardlinks: ext2.hardlinks,
             db_check: ext2.db_check,
+            schema_sha256: ext3.schema_sha256,
+            tables: ext3.tables,
         })
     }
 }
@@ -183,6 +213,7 @@ fn encode_body(meta: &Meta) -> Vec<u8> {
     let (v1, ext2) = meta.to_wire();
     let mut body = postcard::to_stdvec(&v1).unwrap_or_default();
     body.extend_from_slice(&postcard::to_stdvec(&ext2).unwrap_or_default());
+    body.extend_from_slice(&postcard::to_stdvec(&meta.to_ext3()).unwrap_or_default());
     body
 }
 
@@ -190,13 +221,18 @@ fn decode_body(body: &[u8]) -> Result<Meta, FormatError> {
     let bad =
         |e: postcard::Error| FormatError::Corrupt(format!("sidecar body does not parse: {e}"));
     let (v1, rest): (WireV1, &[u8]) = postcard::take_from_bytes(body).map_err(bad)?;
-    let ext2 = if rest.is_empty() {
-        WireExt2::default()
+    let (ext2, rest) = if rest.is_empty() {
+        (WireExt2::default(), rest)
+    } else {
+        postcard::take_from_bytes::<WireExt2>(rest).map_err(bad)?
+    };
+    let ext3 = if rest.is_empty() {
+        WireExt3::default()
     } else {
         // Blocks after this one are newer than this reader and ignored.
-        postcard::take_from_bytes::<WireExt2>(rest).map_err(bad)?.0
+        postcard::take_from_bytes::<WireExt3>(rest).map_err(bad)?.0
     };
-    Meta::from_wire(v1, ext2)
+    Meta::from_wire(v1, ext2, ext3)
 }
 
 /// Serialize and tag a sidecar.
@@ -293,6 +329,8 @@ mod tests {
             }),
             hardlinks: 2,
             db_check: Some("ok".into()),
+            schema_sha256: Some([3; 32]),
+            tables: vec![("deposits".into(), 12), ("refunds".into(), 0)],
         }
     }
 
@@ -337,8 +375,29 @@ mod tests {
         let got = decode(&seal(&body, &h, &key), Some(&ring(&key))).unwrap().1;
         assert_eq!(got.hardlinks, 0);
         assert_eq!(got.db_check, None);
+        assert_eq!(got.schema_sha256, None);
+        assert!(got.tables.is_empty());
         assert_eq!(got.id, m.id);
         assert_eq!(got.strategy, Strategy::Database);
+    }
+
+    #[test]
+    fn second_generation_body_still_reads() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let m = meta(&key);
+        let h = header(&key);
+        let (v1, ext2) = m.to_wire();
+        let mut body = postcard::to_stdvec(&v1).unwrap();
+        body.extend_from_slice(&postcard::to_stdvec(&ext2).unwrap());
+        let got = decode(&seal(&body, &h, &key), Some(&ring(&key))).unwrap().1;
+        assert_eq!(got.db_check.as_deref(), Some("ok"));
+        assert_eq!(got.hardlinks, 2);
+        assert_eq!(got.schema_sha256, None);
+        assert!(got.tables.is_empty());
+        // A body that ends inside block 3 is an error, not a default.
+        let mut cut = encode_body(&m);
+        cut.pop();
+        assert!(decode(&seal(&cut, &h, &key), Some(&ring(&key))).is_err());
     }
 
     #[test]
@@ -356,6 +415,7 @@ mod tests {
         v1.strategy = "photos".into();
         let mut body = postcard::to_stdvec(&v1).unwrap();
         body.extend_from_slice(&postcard::to_stdvec(&ext).unwrap());
+        body.extend_from_slice(&postcard::to_stdvec(&m.to_ext3()).unwrap());
         let e = decode(&seal(&body, &h, &key), Some(&ring(&key))).unwrap_err();
         assert!(e.to_string().contains("unknown strategy"), "{e}");
     }

@@ -24,6 +24,7 @@
 //!   damage) fails with that reason, never with "no such archive".
 
 mod backup;
+mod drill;
 mod prune;
 mod restore;
 mod restore_all;
@@ -39,6 +40,7 @@ use crate::store::{Listing, Store};
 use crate::strategy::Strategy;
 
 pub use backup::BackupReport;
+pub use drill::{DrillOutcome, DrillReport};
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;
 pub use restore_all::{RestoreAllReport, RestoredStrategy, RESTORE_ALL_ORDER};

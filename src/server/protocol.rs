@@ -140,7 +140,7 @@ pub const VERBS: [VerbSpec; 16] = [
         verb: Verb::Drill,
         name: "DRILL",
         needs: Some(Role::Operator),
-        help: "DRILL — (not implemented yet)",
+        help: "DRILL [STRATEGY…|all] — queue a recovery drill: restore the newest archives into scratch space, check and time them",
     },
 ];
 

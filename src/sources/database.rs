@@ -15,7 +15,79 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+use sha2::{Digest, Sha256};
+
+/// At most this many tables' row counts are recorded per archive (the
+/// first ones by name); the schema hash still covers every table.
+pub const MAX_TABLES: usize = 1000;
+/// Tables with longer names (in bytes) are not counted.
+pub const MAX_TABLE_NAME: usize = 256;
+
+/// SHA-256 of the schema: the rows of `sqlite_schema` ordered by `type`,
+/// then `name` (binary collation), and for each row its columns `type`,
+/// `name`, `tbl_name`, `sql` in that order, each as one byte `0` (NULL) or
+/// `1` followed by its length (u32 little-endian) and its UTF-8 bytes.
+/// The same function hashes the source at backup time and the restored
+/// image in a drill.
+pub fn schema_sha256(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
+    let mut stmt = conn.prepare(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name, tbl_name, sql",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut h = Sha256::new();
+    while let Some(row) = rows.next()? {
+        for i in 0..4 {
+            match row.get_ref(i)? {
+                ValueRef::Null => h.update([0u8]),
+                ValueRef::Text(b) | ValueRef::Blob(b) => {
+                    h.update([1u8]);
+                    h.update(u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+                    h.update(b);
+                }
+                ValueRef::Integer(n) => {
+                    let t = n.to_string();
+                    h.update([1u8]);
+                    h.update(u32::try_from(t.len()).unwrap_or(u32::MAX).to_le_bytes());
+                    h.update(t.as_bytes());
+                }
+                ValueRef::Real(f) => {
+                    let t = f.to_string();
+                    h.update([1u8]);
+                    h.update(u32::try_from(t.len()).unwrap_or(u32::MAX).to_le_bytes());
+                    h.update(t.as_bytes());
+                }
+            }
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+/// The ordinary tables whose rows are counted: by name, virtual tables
+/// left out (counting one needs its module), names longer than
+/// [`MAX_TABLE_NAME`] left out, at most [`MAX_TABLES`].
+pub fn countable_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' \
+         AND coalesce(upper(substr(ltrim(sql), 1, 14)), '') != 'CREATE VIRTUAL' \
+         AND length(CAST(name AS BLOB)) <= ?1 ORDER BY name LIMIT ?2",
+    )?;
+    let mut names = Vec::new();
+    for name in stmt.query_map([MAX_TABLE_NAME as i64, MAX_TABLES as i64], |r| {
+        r.get::<_, String>(0)
+    })? {
+        names.push(name?);
+    }
+    Ok(names)
+}
+
+/// `SELECT count(*)` of one table (its name quoted as an identifier).
+pub fn count_rows(conn: &Connection, table: &str) -> rusqlite::Result<u64> {
+    let sql = format!("SELECT count(*) FROM \"{}\"", table.replace('"', "\"\""));
+    let n: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
 
 pub struct DbSnapshot {
     conn: Connection,
@@ -151,6 +223,30 @@ impl DbSnapshot {
             })
     }
 
+    /// [`schema_sha256`] inside the snapshot's read transaction.
+    pub fn schema_sha256(&self) -> Result<[u8; 32], DbError> {
+        schema_sha256(&self.conn).map_err(|e| DbError::Sqlite {
+            what: "cannot read the schema".into(),
+            source: e,
+        })
+    }
+
+    /// [`countable_tables`] inside the snapshot's read transaction.
+    pub fn tables(&self) -> Result<Vec<String>, DbError> {
+        countable_tables(&self.conn).map_err(|e| DbError::Sqlite {
+            what: "cannot list the tables".into(),
+            source: e,
+        })
+    }
+
+    /// [`count_rows`] inside the snapshot's read transaction.
+    pub fn count_rows(&self, table: &str) -> Result<u64, DbError> {
+        count_rows(&self.conn, table).map_err(|e| DbError::Sqlite {
+            what: format!("cannot count the rows of table {table:?}"),
+            source: e,
+        })
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.page_count * u64::from(self.page_size)
     }
@@ -220,6 +316,33 @@ mod tests {
         assert!(e.is_busy(), "{e}");
         drop(c);
         assert!(DbSnapshot::open(&db).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn schema_hash_and_counts_see_the_snapshot_not_later_commits() {
+        let d = scratch("facts");
+        let db = d.join("x.sqlite");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE \"we\"\"ird\"(x); CREATE TABLE b(y);
+             CREATE INDEX bi ON b(y); INSERT INTO b VALUES (1), (2);",
+        )
+        .unwrap();
+        let snap = DbSnapshot::open(&db).unwrap();
+        let before = snap.schema_sha256().unwrap();
+        c.execute_batch("INSERT INTO b VALUES (3); CREATE TABLE c(z);")
+            .unwrap();
+        assert_eq!(snap.tables().unwrap(), vec!["b", "we\"ird"]);
+        assert_eq!(snap.count_rows("b").unwrap(), 2);
+        assert_eq!(snap.count_rows("we\"ird").unwrap(), 0);
+        assert_eq!(snap.schema_sha256().unwrap(), before);
+        drop(snap);
+        // A new table changes the hash; the same schema hashes the same.
+        let now = schema_sha256(&c).unwrap();
+        assert_ne!(now, before);
+        assert_eq!(schema_sha256(&c).unwrap(), now);
+        assert_eq!(count_rows(&c, "b").unwrap(), 3);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -90,6 +90,8 @@ pub fn craft(
         database: None,
         hardlinks: 0,
         db_check: db_check.map(str::to_string),
+        schema_sha256: None,
+        tables: Vec::new(),
     };
     let bytes = sidecar::encode(&meta, &header, &header.protection(Some(&key)).unwrap());
     fs::write(dir.join(format!("{id}.meta")), bytes).unwrap();
