@@ -139,12 +139,17 @@ fn sealed_key_vector_second_reader() {
             "tests/vectors/sealed-key.hex",
         ])
         .output();
+    // Under CI a missing python3 or `cryptography` is a failure (.ci/run
+    // installs both); on a developer's machine the test says it skipped.
+    let ci = std::env::var_os("CI").is_some();
     let Ok(out) = out else {
-        eprintln!("python3 not found; second reader skipped");
+        assert!(!ci, "python3 is needed for the second reader under CI");
+        eprintln!("SKIPPED: python3 not found; second reader not run");
         return;
     };
     if out.status.code() == Some(3) {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!ci, "{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("SKIPPED: {}", String::from_utf8_lossy(&out.stderr));
         return;
     }
     assert!(
