@@ -40,6 +40,36 @@ pub fn publish(from: &Path, to: &Path) -> Result<()> {
     sync_dir(parent(to))
 }
 
+/// Create a secret file (a key): mode 0600 from the start, never over an
+/// existing file (whatever it holds could be the only way to read old
+/// archives, so `refusal` says why not), content and directory fsynced.
+/// `what` names the file in errors ("key file").
+pub fn create_secret(path: &Path, bytes: &[u8], what: &str, refusal: &str) -> Result<()> {
+    let mut f = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(crate::error::msg(format!(
+                "{} already exists; refusing to overwrite a {what} ({refusal})",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(e).at(&format!("create {what}"), path),
+    };
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        // We created it a moment ago: a half-written key file must not
+        // block the next try (it would refuse to overwrite it).
+        drop(f);
+        let _ = fs::remove_file(path);
+        return Err(e).at(&format!("write {what}"), path);
+    }
+    sync_dir(parent(path))
+}
+
 /// Write `bytes` to `path` crash-safely with the given mode.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = tmp_path(path);

@@ -31,24 +31,12 @@ use crate::fsutil::{parent, read_regular, sync_dir, Follow};
 pub fn generate(out: &Path) -> Result<MasterKey> {
     let key = MasterKey::generate().ctx(|| "cannot generate a key".into())?;
     let text = ring_text(std::slice::from_ref(&key));
-    let mut f = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(msg(format!(
-            "{} already exists; refusing to overwrite a key (archives made with it would be lost)",
-            out.display()
-        )))
-        }
-        Err(e) => return Err(e).at("create key file", out),
-    };
-    f.write_all(text.as_bytes()).at("write key file", out)?;
-    f.sync_all().at("sync key file", out)?;
-    sync_dir(parent(out))?;
+    crate::fsutil::create_secret(
+        out,
+        text.as_bytes(),
+        "key file",
+        "archives made with it would be lost",
+    )?;
     Ok(key)
 }
 

@@ -20,9 +20,7 @@
 //! - private keys are never printed or logged, only their ids; they live in
 //!   zeroizing buffers.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -34,7 +32,7 @@ use crate::crypto::{
     KEY_ID_LEN, KEY_LEN, MAX_RING_KEYS, TAG_LEN,
 };
 use crate::error::{msg, IoContext, Result};
-use crate::fsutil::{parent, read_regular, sync_dir, Follow};
+use crate::fsutil::{read_regular, Follow};
 
 /// Magic and version of a sealed key ring.
 pub const SEALED_MAGIC: &[u8; 8] = b"RVBSEAL1";
@@ -407,25 +405,12 @@ pub fn generate(out: &Path) -> Result<RecoveryPublicKey> {
         ));
     }
     let text = private_text(&secret);
-    let mut f = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(msg(format!(
-                "{} already exists; refusing to overwrite a recovery key (sticks sealed to it could no longer be opened)",
-                out.display()
-            )))
-        }
-        Err(e) => return Err(e).at("create recovery key file", out),
-    };
-    f.write_all(text.as_bytes())
-        .at("write recovery key file", out)?;
-    f.sync_all().at("sync recovery key file", out)?;
-    sync_dir(parent(out))?;
+    crate::fsutil::create_secret(
+        out,
+        text.as_bytes(),
+        "recovery key file",
+        "sticks sealed to it could no longer be opened",
+    )?;
     Ok(public)
 }
 
