@@ -118,7 +118,8 @@ fn parse_ring(bytes: &[u8]) -> std::result::Result<KeyRing, String> {
 }
 
 fn parse(hex: &str) -> Option<MasterKey> {
-    if hex.len() != 2 * KEY_LEN {
+    // Exactly hex digits (`from_str_radix` alone would take a leading `+`).
+    if hex.len() != 2 * KEY_LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
@@ -199,6 +200,16 @@ fn write_ring(real: &Path, ring: &KeyRing) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_key_line_is_exactly_64_hex_digits() {
+        let good = "0f".repeat(32);
+        assert!(parse(&good).is_some());
+        let plus = format!("+f{}", &good[2..]);
+        assert!(parse(&plus).is_none(), "a sign is not a hex digit");
+        assert!(parse(&format!("{}g", &good[1..])).is_none());
+        assert!(parse(&good[2..]).is_none());
+    }
 
     #[test]
     fn generate_load_and_refuse() {

@@ -114,20 +114,20 @@ impl Daemon {
                 let strategies = self.parse_strategies(&req.args)?;
                 let ids: Vec<u64> = strategies
                     .into_iter()
-                    .map(|s| self.submit(JobKind::Backup(s), actor.clone()))
-                    .collect();
+                    .map(|s| self.queue(JobKind::Backup(s), actor))
+                    .collect::<Result<_, _>>()?;
                 Ok(json!({"jobs": ids}))
             }
             Verb::Verify => {
                 let ids: Vec<String> = req.args.iter().filter(|a| *a != "all").cloned().collect();
-                Ok(json!({"job": self.submit(JobKind::Verify(ids), actor.clone())}))
+                Ok(json!({"job": self.queue(JobKind::Verify(ids), actor)?}))
             }
             Verb::Restore => {
                 let kind = match req.args.split_first() {
                     Some((all, rest)) if all == "all" => parse_restore_all(rest)?,
                     _ => JobKind::Restore(parse_restore(&req.args)?),
                 };
-                Ok(json!({"job": self.submit(kind, actor.clone())}))
+                Ok(json!({"job": self.queue(kind, actor)?}))
             }
             Verb::Prune => {
                 let dry_run = match arg(0) {
@@ -140,7 +140,7 @@ impl Daemon {
                         ))
                     }
                 };
-                Ok(json!({"job": self.submit(JobKind::Prune { dry_run }, actor.clone())}))
+                Ok(json!({"job": self.queue(JobKind::Prune { dry_run }, actor)?}))
             }
             Verb::Cancel => self.cancel(job_id(arg(0))?),
             Verb::Drill => {
@@ -151,13 +151,26 @@ impl Daemon {
                         "no strategy is configured: there is nothing to drill",
                     ));
                 }
-                Ok(json!({"job": self.submit(JobKind::Drill(strategies), actor.clone())}))
+                Ok(json!({"job": self.queue(JobKind::Drill(strategies), actor)?}))
             }
             Verb::Alerts | Verb::Report | Verb::Metrics => Err(ProtoError::new(
                 501,
                 format!("{} is not implemented yet", req.verb.name()),
             )),
         }
+    }
+
+    /// Queue a requested job; a full queue is `ERR 503`.
+    fn queue(&self, kind: JobKind, actor: &Actor) -> Result<u64, ProtoError> {
+        self.submit(kind, actor.clone()).ok_or_else(|| {
+            ProtoError::new(
+                503,
+                format!(
+                    "the job queue is full ({} jobs waiting); try again when some have run",
+                    super::jobs::MAX_QUEUED
+                ),
+            )
+        })
     }
 
     fn parse_strategies(&self, args: &[String]) -> Result<Vec<Strategy>, ProtoError> {

@@ -16,6 +16,8 @@ use crate::restore::Selector;
 use crate::strategy::Strategy;
 
 const HISTORY: usize = 50;
+/// Jobs that may wait in the queue (requests beyond get `ERR 503`).
+pub const MAX_QUEUED: usize = 100;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobKind {
@@ -143,10 +145,16 @@ pub struct Jobs {
 
 impl Jobs {
     /// Queue work; returns the job id and whether it is new.
-    pub fn submit(&mut self, kind: JobKind, actor: Actor) -> (u64, bool) {
+    /// `None` when the queue is full (`MAX_QUEUED` jobs waiting) and the
+    /// work is not the scheduler's (its jobs fold into one per kind, so
+    /// they are few, and a full queue must not stop scheduled backups).
+    pub fn submit(&mut self, kind: JobKind, actor: Actor) -> Option<(u64, bool)> {
         let active = |j: &&Job| matches!(j.state, JobState::Queued | JobState::Running);
         if let Some(j) = self.jobs.iter().filter(active).find(|j| j.kind == kind) {
-            return (j.id, false);
+            return Some((j.id, false));
+        }
+        if actor != Actor::Scheduler && self.queued() >= MAX_QUEUED {
+            return None;
         }
         self.next_id += 1;
         self.jobs.push_back(Job {
@@ -160,7 +168,7 @@ impl Jobs {
             outcome: None,
         });
         self.forget_old();
-        (self.next_id, true)
+        Some((self.next_id, true))
     }
 
     fn forget_old(&mut self) {
@@ -224,13 +232,20 @@ mod tests {
     #[test]
     fn duplicates_are_folded_and_order_kept() {
         let mut j = Jobs::default();
-        let (a, new_a) = j.submit(JobKind::Backup(Strategy::Config), Actor::Scheduler);
-        let (b, new_b) = j.submit(JobKind::Backup(Strategy::Config), Actor::Daemon);
-        let (c, _) = j.submit(JobKind::Backup(Strategy::Logs), Actor::Scheduler);
+        let (a, new_a) = j
+            .submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+            .unwrap();
+        let (b, new_b) = j
+            .submit(JobKind::Backup(Strategy::Config), Actor::Daemon)
+            .unwrap();
+        let (c, _) = j
+            .submit(JobKind::Backup(Strategy::Logs), Actor::Scheduler)
+            .unwrap();
         assert!(new_a && !new_b && a == b && c != a);
         assert_eq!(j.start_next().unwrap().0, a);
         assert_eq!(
             j.submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+                .unwrap()
                 .0,
             a,
             "running job folds too"
@@ -238,6 +253,7 @@ mod tests {
         j.finish(a, JobState::Done, "ok".into());
         assert_ne!(
             j.submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+                .unwrap()
                 .0,
             a
         );
@@ -245,10 +261,31 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_is_bounded_but_never_for_the_scheduler() {
+        let mut j = Jobs::default();
+        let peer = Actor::Peer { uid: 1002, pid: 1 };
+        for i in 0..MAX_QUEUED {
+            assert!(j
+                .submit(JobKind::Verify(vec![i.to_string()]), peer.clone())
+                .is_some());
+        }
+        assert!(j
+            .submit(JobKind::Verify(vec!["x".into()]), peer.clone())
+            .is_none());
+        // The same work folds into its queued job, and the scheduler still gets in.
+        assert!(j.submit(JobKind::Verify(vec!["7".into()]), peer).is_some());
+        assert!(j
+            .submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+            .is_some());
+    }
+
+    #[test]
     fn history_is_bounded() {
         let mut j = Jobs::default();
         for i in 0..200 {
-            let (id, _) = j.submit(JobKind::Verify(vec![i.to_string()]), Actor::Scheduler);
+            let (id, _) = j
+                .submit(JobKind::Verify(vec![i.to_string()]), Actor::Scheduler)
+                .unwrap();
             j.start_next();
             j.finish(id, JobState::Done, String::new());
         }

@@ -144,9 +144,10 @@ impl Daemon {
     }
 
     /// Queue work (or find the same work already queued); wakes the runner.
-    fn submit(&self, kind: JobKind, actor: Actor) -> u64 {
+    /// `None`: the queue is full (never for the scheduler).
+    fn submit(&self, kind: JobKind, actor: Actor) -> Option<u64> {
         let what = kind.describe();
-        let (id, new) = self.jobs.borrow_mut().submit(kind, actor.clone());
+        let (id, new) = self.jobs.borrow_mut().submit(kind, actor.clone())?;
         if new && actor == Actor::Scheduler {
             self.audit_quietly(
                 &actor,
@@ -155,7 +156,7 @@ impl Daemon {
             );
         }
         let _ = self.wake_runner.try_send(());
-        id
+        Some(id)
     }
 }
 

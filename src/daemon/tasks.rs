@@ -52,7 +52,7 @@ pub(super) async fn ticker(d: Rc<Daemon>, notifier: Rc<Notifier>) {
         let enabled = d.session().config().backup_enabled;
         for s in due {
             if enabled {
-                d.submit(JobKind::Backup(s), Actor::Scheduler);
+                let _ = d.submit(JobKind::Backup(s), Actor::Scheduler);
             } else {
                 d.sched.borrow_mut().finished(s, true, d.mono_ms());
             }
@@ -146,7 +146,7 @@ impl Daemon {
             crate::timefmt::now_unix(),
         );
         if due {
-            self.submit(JobKind::Drill(strategies.clone()), Actor::Scheduler);
+            let _ = self.submit(JobKind::Drill(strategies.clone()), Actor::Scheduler);
         }
     }
 

@@ -82,7 +82,22 @@ impl Session {
                     self.store.strategy_dir(strategy).display()
                 ))
             })?;
-        let verified = crate::verify::verify(written, self.key.as_ref(), progress).await?;
+        // An archive that does not read back is no backup: it must never
+        // become "latest" for restore, drills or retention. It is ours,
+        // just written under the lock, so remove it.
+        let verified = match crate::verify::verify(written, self.key.as_ref(), progress).await {
+            Ok(v) => v,
+            Err(e) => {
+                let fate = match crate::prune::delete(written, &lock) {
+                    Ok(()) => "it was removed".to_string(),
+                    Err(d) => format!("removing it failed too ({d})"),
+                };
+                return Err(msg(format!(
+                    "archive {} failed its read-back verification, {fate}: {e}",
+                    meta.id
+                )));
+            }
+        };
         let problem = match meta.db_check.as_deref() {
             Some(check) if check != "ok" => Some(format!(
                 "the source database fails its integrity check ({check}); archive {} was kept as the best copy there is, restore it only with --accept-damaged",

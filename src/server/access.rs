@@ -40,7 +40,7 @@ pub fn peer_of(fd: impl AsFd) -> std::io::Result<Peer> {
     let cred = rustix::net::sockopt::socket_peercred(fd)?;
     let pid = cred.pid.as_raw_pid();
     let gid = cred.gid.as_raw();
-    let mut groups = supplementary_groups(pid);
+    let mut groups = supplementary_groups(pid, cred.uid.as_raw(), gid);
     groups.push(gid);
     Ok(Peer {
         uid: cred.uid.as_raw(),
@@ -50,8 +50,26 @@ pub fn peer_of(fd: impl AsFd) -> std::io::Result<Peer> {
     })
 }
 
-fn supplementary_groups(pid: i32) -> Vec<u32> {
+/// The supplementary groups of process `pid`, read from `/proc` after the
+/// connection was accepted: only when that process still has the uid and
+/// gid the kernel gave for the connection (the peer may have exited and its
+/// pid been reused by another process, whose groups must not count).
+fn supplementary_groups(pid: i32, uid: u32, gid: u32) -> Vec<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    groups_if_same(&status, uid, gid)
+}
+
+fn groups_if_same(status: &str, uid: u32, gid: u32) -> Vec<u32> {
+    let first = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    if first("Uid:") != Some(uid) || first("Gid:") != Some(gid) {
+        return Vec::new();
+    }
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
@@ -135,6 +153,18 @@ mod tests {
         assert_eq!(role_of(&peer(1003, &[]), &access), Some(Role::Admin));
         assert_eq!(role_of(&peer(5000, &[4242]), &access), Some(Role::Reader));
         assert_eq!(role_of(&peer(5000, &[5000]), &access), None);
+    }
+
+    #[test]
+    fn groups_count_only_for_the_same_process() {
+        let status = "Name:\tx\nUid:\t1001\t1001\t1001\t1001\nGid:\t1001\t1001\t1001\t1001\nGroups:\t27 1500\n";
+        assert_eq!(groups_if_same(status, 1001, 1001), vec![27, 1500]);
+        assert!(
+            groups_if_same(status, 1002, 1001).is_empty(),
+            "pid reused by another uid"
+        );
+        assert!(groups_if_same(status, 1001, 7).is_empty());
+        assert!(groups_if_same("", 0, 0).is_empty());
     }
 
     #[test]
