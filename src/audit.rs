@@ -407,11 +407,32 @@ impl AuditLog {
             .at("open audit log", &self.path)?;
         let mut bytes = line.into_bytes();
         bytes.push(b'\n');
-        self.size = append_whole(&mut f, &bytes).at("append to audit log", &self.path)?;
+        let size = append_whole(&mut f, &bytes).at("append to audit log", &self.path)?;
+        let before = size.saturating_sub(bytes.len() as u64);
+        let hash = sha_hex(&bytes[..bytes.len() - 1]);
+        let head = format!("{seq} {hash}\n");
+        if let Err(e) = write_atomic(&self.head_path, head.as_bytes(), 0o640) {
+            // The head could not follow (a full disk: the record fitted in
+            // the log's last block, the head's temporary file did not). Cut
+            // the record back off, so log and head never drift apart by
+            // more than the one record a crash between the two writes can
+            // leave; `count`/`last` stay at the record before.
+            if let Err(cut) = f.set_len(before).and_then(|()| f.sync_all()) {
+                log::error!(
+                    "cannot cut an audit record back off after its head update failed ({cut}); the log is one record ahead of its head"
+                );
+                // The record stays: the head is one behind, which `verify`
+                // accepts; the chain must go on from it.
+                self.size = size;
+                self.count = seq;
+                self.last = hash;
+            }
+            return Err(e);
+        }
+        self.size = size;
         self.count = seq;
-        self.last = sha_hex(&bytes[..bytes.len() - 1]);
-        let head = format!("{} {}\n", self.count, self.last);
-        write_atomic(&self.head_path, head.as_bytes(), 0o640)
+        self.last = hash;
+        Ok(())
     }
 
     /// Shift `.1`… up by one (deleting the oldest, and any numbered file
@@ -757,6 +778,39 @@ mod tests {
         assert_eq!(t.data, b"{\"seq\":1}\n", "the short write was cut back off");
         t.room = 1000;
         assert_eq!(append_whole(&mut t, b"{\"seq\":2}\n").unwrap(), 20);
+    }
+
+    #[test]
+    fn a_failed_head_update_cuts_the_record_back_off() {
+        let p = temp("headfail");
+        three(&p);
+        let mut log = AuditLog::open(&p).unwrap();
+        let good = fs::read(&p).unwrap();
+        // The head's temporary file cannot be created (like a full disk
+        // where the record still fitted in the log's last block).
+        let tmp = crate::fsutil::tmp_path(&head_path(&p));
+        fs::create_dir(&tmp).unwrap();
+        fs::write(tmp.join("x"), b"x").unwrap();
+        for i in 0..8 {
+            assert!(log.record(&Actor::Daemon, &format!("event {i}"), "ok").is_err());
+        }
+        assert_eq!(fs::read(&p).unwrap(), good, "records cut back off");
+        assert_eq!(verify(&p).unwrap().records, 3);
+        drop(log);
+        // The next start accepts the log, and the chain goes on.
+        fs::remove_dir_all(&tmp).unwrap();
+        let mut log = AuditLog::open(&p).unwrap();
+        log.record(&Actor::Daemon, "start", "ok").unwrap();
+        let st = verify(&p).unwrap();
+        assert_eq!((st.records, st.last_seq), (4, 4));
+        // Also in a log that still is open: count and last rolled back.
+        let mut log = AuditLog::open(&p).unwrap();
+        fs::create_dir(&tmp).unwrap();
+        assert!(log.record(&Actor::Daemon, "lost", "ok").is_err());
+        fs::remove_dir(&tmp).unwrap();
+        log.record(&Actor::Daemon, "after", "ok").unwrap();
+        let st = verify(&p).unwrap();
+        assert_eq!((st.records, st.last_seq), (5, 5));
     }
 
     #[test]
