@@ -405,6 +405,14 @@ impl AuditLog {
             )
             .open(&self.path)
             .at("open audit log", &self.path)?;
+        let meta = f.metadata().at("read audit log", &self.path)?;
+        if !meta.is_file() {
+            return Err(msg(format!(
+                "audit log {} is {}, not a regular file: move it away",
+                self.path.display(),
+                crate::fsutil::describe_type(meta.file_type())
+            )));
+        }
         let mut bytes = line.into_bytes();
         bytes.push(b'\n');
         let size = append_whole(&mut f, &bytes).at("append to audit log", &self.path)?;
@@ -482,11 +490,22 @@ fn repair_tail(path: &Path) -> Result<()> {
     let mut f = match OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC).bits() as i32)
+        .custom_flags(
+            (rustix::fs::OFlags::NONBLOCK
+                | rustix::fs::OFlags::CLOEXEC
+                | rustix::fs::OFlags::NOFOLLOW)
+                .bits() as i32,
+        )
         .open(path)
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(msg(format!(
+                "audit log {} is a symbolic link, which is refused: replace it with the file itself",
+                path.display()
+            )))
+        }
         Err(e) => return Err(e).at("open audit log", path),
     };
     let meta = f.metadata().at("read audit log", path)?;
@@ -566,7 +585,7 @@ pub fn verify(path: &Path) -> Result<ChainState> {
     let mut recent: [(u64, String); 2] = [(0, GENESIS.to_string()), (0, GENESIS.to_string())];
     let mut buf = Vec::with_capacity(4096);
     for file in chain_files(path) {
-        let f = match open_regular(&file, Follow::Yes) {
+        let f = match open_regular(&file, Follow::No) {
             Ok((f, _)) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).at("read audit log", &file),
@@ -811,6 +830,17 @@ mod tests {
         log.record(&Actor::Daemon, "after", "ok").unwrap();
         let st = verify(&p).unwrap();
         assert_eq!((st.records, st.last_seq), (5, 5));
+    }
+
+    #[test]
+    fn a_symlinked_log_is_refused_and_its_target_untouched() {
+        let p = temp("symlink");
+        let victim = p.with_file_name("victim");
+        fs::write(&victim, b"precious\n{\"torn").unwrap();
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let e = AuditLog::open(&p).err().unwrap().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious\n{\"torn");
     }
 
     #[test]
