@@ -811,7 +811,9 @@ mod tests {
         fs::create_dir(&tmp).unwrap();
         fs::write(tmp.join("x"), b"x").unwrap();
         for i in 0..8 {
-            assert!(log.record(&Actor::Daemon, &format!("event {i}"), "ok").is_err());
+            assert!(log
+                .record(&Actor::Daemon, &format!("event {i}"), "ok")
+                .is_err());
         }
         assert_eq!(fs::read(&p).unwrap(), good, "records cut back off");
         assert_eq!(verify(&p).unwrap().records, 3);
