@@ -405,13 +405,42 @@ impl AuditLog {
             )
             .open(&self.path)
             .at("open audit log", &self.path)?;
+        let meta = f.metadata().at("read audit log", &self.path)?;
+        if !meta.is_file() {
+            return Err(msg(format!(
+                "audit log {} is {}, not a regular file: move it away",
+                self.path.display(),
+                crate::fsutil::describe_type(meta.file_type())
+            )));
+        }
         let mut bytes = line.into_bytes();
         bytes.push(b'\n');
-        self.size = append_whole(&mut f, &bytes).at("append to audit log", &self.path)?;
+        let size = append_whole(&mut f, &bytes).at("append to audit log", &self.path)?;
+        let before = size.saturating_sub(bytes.len() as u64);
+        let hash = sha_hex(&bytes[..bytes.len() - 1]);
+        let head = format!("{seq} {hash}\n");
+        if let Err(e) = write_atomic(&self.head_path, head.as_bytes(), 0o640) {
+            // The head could not follow (a full disk: the record fitted in
+            // the log's last block, the head's temporary file did not). Cut
+            // the record back off, so log and head never drift apart by
+            // more than the one record a crash between the two writes can
+            // leave; `count`/`last` stay at the record before.
+            if let Err(cut) = f.set_len(before).and_then(|()| f.sync_all()) {
+                log::error!(
+                    "cannot cut an audit record back off after its head update failed ({cut}); the log is one record ahead of its head"
+                );
+                // The record stays: the head is one behind, which `verify`
+                // accepts; the chain must go on from it.
+                self.size = size;
+                self.count = seq;
+                self.last = hash;
+            }
+            return Err(e);
+        }
+        self.size = size;
         self.count = seq;
-        self.last = sha_hex(&bytes[..bytes.len() - 1]);
-        let head = format!("{} {}\n", self.count, self.last);
-        write_atomic(&self.head_path, head.as_bytes(), 0o640)
+        self.last = hash;
+        Ok(())
     }
 
     /// Shift `.1`… up by one (deleting the oldest, and any numbered file
@@ -461,11 +490,22 @@ fn repair_tail(path: &Path) -> Result<()> {
     let mut f = match OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC).bits() as i32)
+        .custom_flags(
+            (rustix::fs::OFlags::NONBLOCK
+                | rustix::fs::OFlags::CLOEXEC
+                | rustix::fs::OFlags::NOFOLLOW)
+                .bits() as i32,
+        )
         .open(path)
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(msg(format!(
+                "audit log {} is a symbolic link, which is refused: replace it with the file itself",
+                path.display()
+            )))
+        }
         Err(e) => return Err(e).at("open audit log", path),
     };
     let meta = f.metadata().at("read audit log", path)?;
@@ -545,7 +585,7 @@ pub fn verify(path: &Path) -> Result<ChainState> {
     let mut recent: [(u64, String); 2] = [(0, GENESIS.to_string()), (0, GENESIS.to_string())];
     let mut buf = Vec::with_capacity(4096);
     for file in chain_files(path) {
-        let f = match open_regular(&file, Follow::Yes) {
+        let f = match open_regular(&file, Follow::No) {
             Ok((f, _)) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).at("read audit log", &file),
@@ -757,6 +797,52 @@ mod tests {
         assert_eq!(t.data, b"{\"seq\":1}\n", "the short write was cut back off");
         t.room = 1000;
         assert_eq!(append_whole(&mut t, b"{\"seq\":2}\n").unwrap(), 20);
+    }
+
+    #[test]
+    fn a_failed_head_update_cuts_the_record_back_off() {
+        let p = temp("headfail");
+        three(&p);
+        let mut log = AuditLog::open(&p).unwrap();
+        let good = fs::read(&p).unwrap();
+        // The head's temporary file cannot be created (like a full disk
+        // where the record still fitted in the log's last block).
+        let tmp = crate::fsutil::tmp_path(&head_path(&p));
+        fs::create_dir(&tmp).unwrap();
+        fs::write(tmp.join("x"), b"x").unwrap();
+        for i in 0..8 {
+            assert!(log
+                .record(&Actor::Daemon, &format!("event {i}"), "ok")
+                .is_err());
+        }
+        assert_eq!(fs::read(&p).unwrap(), good, "records cut back off");
+        assert_eq!(verify(&p).unwrap().records, 3);
+        drop(log);
+        // The next start accepts the log, and the chain goes on.
+        fs::remove_dir_all(&tmp).unwrap();
+        let mut log = AuditLog::open(&p).unwrap();
+        log.record(&Actor::Daemon, "start", "ok").unwrap();
+        let st = verify(&p).unwrap();
+        assert_eq!((st.records, st.last_seq), (4, 4));
+        // Also in a log that still is open: count and last rolled back.
+        let mut log = AuditLog::open(&p).unwrap();
+        fs::create_dir(&tmp).unwrap();
+        assert!(log.record(&Actor::Daemon, "lost", "ok").is_err());
+        fs::remove_dir(&tmp).unwrap();
+        log.record(&Actor::Daemon, "after", "ok").unwrap();
+        let st = verify(&p).unwrap();
+        assert_eq!((st.records, st.last_seq), (5, 5));
+    }
+
+    #[test]
+    fn a_symlinked_log_is_refused_and_its_target_untouched() {
+        let p = temp("symlink");
+        let victim = p.with_file_name("victim");
+        fs::write(&victim, b"precious\n{\"torn").unwrap();
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let e = AuditLog::open(&p).err().unwrap().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious\n{\"torn");
     }
 
     #[test]

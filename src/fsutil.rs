@@ -73,12 +73,24 @@ pub fn create_secret(path: &Path, bytes: &[u8], what: &str, refusal: &str) -> Re
 /// Write `bytes` to `path` crash-safely with the given mode.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = tmp_path(path);
+    // A stale temporary file (a crash, or a symlink planted by someone with
+    // write access to the directory) is removed first, if it is a file or
+    // a symlink (unlink never follows); the new one is created exclusively
+    // and without following a symlink, so nothing outside is written.
+    match fs::symlink_metadata(&tmp) {
+        Ok(m) if m.is_file() || m.file_type().is_symlink() => {
+            fs::remove_file(&tmp).at("remove stale", &tmp)?;
+        }
+        _ => {}
+    }
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32,
+            )
             .open(&tmp)
             .at("create", &tmp)?;
         f.write_all(bytes).at("write", &tmp)?;
@@ -236,6 +248,24 @@ mod tests {
         make_fifo(&fifo);
         let e = read_regular(&fifo, 5, Follow::No).unwrap_err().to_string();
         assert!(e.contains("FIFO"), "{e}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_never_writes_through_a_stale_tmp_symlink() {
+        let d = scratch("atomic");
+        let victim = d.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let f = d.join("state.json");
+        std::os::unix::fs::symlink(&victim, tmp_path(&f)).unwrap();
+        write_atomic(&f, b"new", 0o600).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&f).unwrap(), b"new");
+        assert!(fs::symlink_metadata(tmp_path(&f)).is_err());
+        // A stale regular tmp file is replaced too.
+        fs::write(tmp_path(&f), b"stale").unwrap();
+        write_atomic(&f, b"newer", 0o600).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"newer");
         fs::remove_dir_all(&d).unwrap();
     }
 }

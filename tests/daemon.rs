@@ -258,6 +258,52 @@ fn roles_decide_and_every_attempt_is_audited() {
 }
 
 #[test]
+fn one_uid_cannot_take_every_connection() {
+    if !require_root("one_uid_cannot_take_every_connection") {
+        return;
+    }
+    let b = board_with_socket("peruid", "");
+    b.populate();
+    let d = Daemon::start(&b, &[]);
+    // Connect as uid 4200 from a thread of our own: SO_PEERCRED records the
+    // connecting thread's credentials, and the thread ends with them.
+    let socket = d.socket.clone();
+    let conns: Vec<UnixStream> = std::thread::spawn(move || {
+        rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(4200)).unwrap();
+        (0..9)
+            .map(|_| {
+                let s = UnixStream::connect(&socket).unwrap();
+                // One at a time, so the daemon has counted the earlier ones.
+                std::thread::sleep(Duration::from_millis(50));
+                s
+            })
+            .collect()
+    })
+    .join()
+    .unwrap();
+    let mut ninth = &conns[8];
+    ninth.set_read_timeout(Some(patience())).unwrap();
+    let mut reply = String::new();
+    let _ = BufReader::new(&mut ninth).read_to_string(&mut reply);
+    assert_eq!(reply, "ERR 503 too many connections from uid 4200\n");
+    // The first eight are served; root still gets an answer.
+    let mut first = &conns[0];
+    first.set_read_timeout(Some(patience())).unwrap();
+    first.write_all(b"PING\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(first).read_line(&mut line).unwrap();
+    assert!(line.starts_with("OK"), "{line}");
+    for _ in 0..10 {
+        assert!(d.request("PING").starts_with("OK"));
+    }
+    // A closed connection frees its slot.
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, out) = ctl_as(&b, 4200, "PING");
+    assert!(ok, "{out}");
+}
+
+#[test]
 fn hostile_clients_do_not_disturb_others() {
     let b = board_with_socket("hostile", "");
     b.populate();

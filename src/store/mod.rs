@@ -18,6 +18,7 @@ pub mod spill;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::crypto::KeyRing;
@@ -130,8 +131,35 @@ impl Store {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o644)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::NONBLOCK
+                    | rustix::fs::OFlags::CLOEXEC)
+                    .bits() as i32,
+            )
             .open(&path)
-            .at("open lock", &path)?;
+            .map_err(|e| {
+                if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    msg(format!(
+                        "lock file {} is a symbolic link, which is refused: remove it",
+                        path.display()
+                    ))
+                } else {
+                    Error::Io {
+                        what: format!("cannot open lock {}", path.display()),
+                        source: e,
+                    }
+                }
+            })?;
+        let meta = file.metadata().at("read lock", &path)?;
+        if !meta.is_file() {
+            return Err(msg(format!(
+                "lock file {} is {}, not a regular file: remove it",
+                path.display(),
+                crate::fsutil::describe_type(meta.file_type())
+            )));
+        }
         if let Err(e) = file.try_lock() {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
@@ -431,5 +459,26 @@ mod tests {
         ] {
             assert_eq!(leftover_kind(s, other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_lock_symlink_is_refused_and_its_target_untouched() {
+        let d = std::env::temp_dir().join(format!("rvb-store-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        let root = d.join("backups");
+        fs::create_dir_all(&root).unwrap();
+        let victim = d.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join(LOCK_FILE)).unwrap();
+        let e = Store::new(&root).lock().err().unwrap().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        fs::remove_file(root.join(LOCK_FILE)).unwrap();
+        crate::fsutil::make_fifo(&root.join(LOCK_FILE));
+        let e = Store::new(&root).lock().err().unwrap().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        fs::remove_file(root.join(LOCK_FILE)).unwrap();
+        drop(Store::new(&root).lock().unwrap());
+        fs::remove_dir_all(&d).unwrap();
     }
 }
