@@ -33,8 +33,11 @@ use crate::progress::Progress;
 use crate::safefs::{self, Dir, Found};
 use crate::store::parts::PartReader;
 
-/// Deepest directory nesting a restore follows (one descriptor per level).
-pub const MAX_DEPTH: usize = 256;
+/// Deepest directory nesting a restore follows (one descriptor per level),
+/// counted from the restore root. The same limit the backup walker applies
+/// to the whole absolute path (see `MAX_DIR_DEPTH`), so whatever backup
+/// stores is within it both in place and with `--target`.
+pub const MAX_DEPTH: usize = crate::format::record::MAX_DIR_DEPTH;
 
 pub(super) struct RootDir {
     pub path: PathBuf,
