@@ -58,6 +58,10 @@ pub enum FormatError {
     /// A database image does not pass SQLite's integrity check (the
     /// first problem SQLite reported).
     DatabaseDamaged(String),
+    /// An entry path longer than `record::MAX_PATH_LEN` bytes (or empty):
+    /// refused by the writer rather than stored as something no reader
+    /// accepts.
+    PathTooLong(usize),
 }
 
 impl std::fmt::Display for FormatError {
@@ -89,6 +93,11 @@ impl std::fmt::Display for FormatError {
             Truncated => write!(f, "archive is truncated (its final frame is missing); restore from another archive"),
             Corrupt(why) => write!(f, "archive is inconsistent: {why}"),
             UnsafePath(p) => write!(f, "archive holds an unsafe path {p:?}; refusing it"),
+            PathTooLong(n) => write!(
+                f,
+                "a path of {n} bytes cannot be stored (archive paths are 1 to {} bytes)",
+                record::MAX_PATH_LEN
+            ),
             ContentMismatch(p) => write!(f, "content of {p} does not match its SHA-256 in the archive"),
             SidecarTampered => write!(
                 f,

@@ -13,6 +13,15 @@ pub const FOOTER_LEN: usize = 48;
 pub const TAIL_MAGIC: [u8; 8] = *b"RVBTAIL1";
 pub const TAIL_LEN: usize = 24;
 pub const MAX_PATH_LEN: usize = 4096;
+/// Most directories an archive path may hold, counting every component of
+/// the absolute path (`/a/b` is 2). Shared by backup and restore so every
+/// archive written can be restored: the backup walker skips (with a warning,
+/// counted in `skipped`) a directory with more components, and restore keeps
+/// one open directory per level below its restore root, which is at most this
+/// many both with `--target` (every component of the path lies below the
+/// target) and in place (the root is the parent of the source root, so fewer
+/// components lie below it).
+pub const MAX_DIR_DEPTH: usize = 256;
 
 /// Size of an entry header without its path.
 const ENTRY_FIXED_LEN: usize = 1 + 2 + 4 + 4 + 4 + 8 + 4 + 8;
@@ -70,7 +79,7 @@ pub struct EntryHeader {
 impl EntryHeader {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.kind as u8);
-        out.extend_from_slice(&(self.path.len() as u16).to_le_bytes());
+        out.extend_from_slice(&path_len_field(&self.path));
         out.extend_from_slice(&self.path);
         out.extend_from_slice(&self.mode.to_le_bytes());
         out.extend_from_slice(&self.uid.to_le_bytes());
@@ -142,7 +151,7 @@ pub struct IndexRecord {
 impl IndexRecord {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.kind as u8);
-        out.extend_from_slice(&(self.path.len() as u16).to_le_bytes());
+        out.extend_from_slice(&path_len_field(&self.path));
         out.extend_from_slice(&self.path);
         out.extend_from_slice(&self.size.to_le_bytes());
         encode_location(&self.at, out);
@@ -233,6 +242,13 @@ fn decode_location(r: &mut impl ByteSource) -> Result<Location, FormatError> {
         frame_offset: r.u64()?,
         offset_in_frame: r.u32()?,
     })
+}
+
+/// The 16-bit length field of a path. The writer refuses a path longer than
+/// [`MAX_PATH_LEN`] before encoding; saturate rather than wrap if one ever
+/// got here (the reader then refuses the record instead of misparsing it).
+fn path_len_field(path: &[u8]) -> [u8; 2] {
+    u16::try_from(path.len()).unwrap_or(u16::MAX).to_le_bytes()
 }
 
 fn read_path(r: &mut impl ByteSource) -> Result<Vec<u8>, FormatError> {

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use super::frame::FrameSealer;
 use super::header::{Header, HEADER_LEN};
-use super::record::{encode_tail, EntryHeader, Footer, IndexRecord, INDEX_MARKER, STATUS_CLEAN};
+use super::record::{
+    encode_tail, EntryHeader, Footer, IndexRecord, INDEX_MARKER, MAX_PATH_LEN, STATUS_CLEAN,
+};
 use super::spill::{IndexSpill, SpillOpener};
 use super::{FormatError, Location};
 use crate::crypto::Protection;
@@ -110,6 +112,10 @@ impl<W: Write> ArchiveWriter<W> {
             return Err(FormatError::Corrupt(
                 "entry started before the previous one ended".into(),
             ));
+        }
+        let len = header.path.len();
+        if len == 0 || len > MAX_PATH_LEN || u16::try_from(len).is_err() {
+            return Err(FormatError::PathTooLong(len));
         }
         let at = self.location();
         let mut enc = std::mem::take(&mut self.scratch);

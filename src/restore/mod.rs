@@ -126,7 +126,7 @@ pub async fn run(
         &archive.meta.sources,
         target,
         accept_damaged,
-    );
+    )?;
     let mut done = Restored {
         id: archive.meta.id.clone(),
         ..Restored::default()

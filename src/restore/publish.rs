@@ -155,7 +155,7 @@ impl Stage {
                         None => self.root_dir(root.unwrap_or(u32::MAX))?,
                     };
                     let shown = self.shown_at(root, &names, &name);
-                    let tmp = tmp_name(tmp);
+                    let tmp = tmp_name(self.token, tmp);
                     let same = dir
                         .stat(&tmp)
                         .at("inspect the staged copy of", &shown)?
@@ -202,6 +202,7 @@ impl Stage {
 
     /// Remove everything phase 1 made that is still ours.
     pub(super) fn undo(&mut self) {
+        let token = self.token;
         struct ULevel {
             name: Vec<u8>,
             dir: Option<Dir>,
@@ -284,7 +285,7 @@ impl Stage {
                         None => root_dir,
                     };
                     if let Some(d) = dir {
-                        let _ = d.unlink_if(&tmp_name(tmp), dev, ino);
+                        let _ = d.unlink_if(&tmp_name(token, tmp), dev, ino);
                     }
                 }
             }

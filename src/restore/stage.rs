@@ -33,8 +33,11 @@ use crate::progress::Progress;
 use crate::safefs::{self, Dir, Found};
 use crate::store::parts::PartReader;
 
-/// Deepest directory nesting a restore follows (one descriptor per level).
-pub const MAX_DEPTH: usize = 256;
+/// Deepest directory nesting a restore follows (one descriptor per level),
+/// counted from the restore root. The same limit the backup walker applies
+/// to the whole absolute path (see `MAX_DIR_DEPTH`), so whatever backup
+/// stores is within it both in place and with `--target`.
+pub const MAX_DEPTH: usize = crate::format::record::MAX_DIR_DEPTH;
 
 pub(super) struct RootDir {
     pub path: PathBuf,
@@ -59,7 +62,12 @@ pub struct Stage {
     pub(super) cur_root: Option<usize>,
     pub(super) stack: Vec<Level>,
     pub(super) journal: Journal,
-    pub(super) counter: u64,
+    /// Staged names made so far (a cell: taken while a directory of the
+    /// stage is borrowed).
+    pub(super) counter: std::cell::Cell<u64>,
+    /// Random per restore, in every staged name, so that nobody can
+    /// predict the names and pre-create them to block the restore.
+    pub(super) token: u64,
     /// One directory per file system touched, for `syncfs`.
     pub(super) devs: Vec<Dir>,
     pub(super) order: Order,
@@ -67,8 +75,45 @@ pub struct Stage {
     pub(super) finished: bool,
 }
 
-pub fn tmp_name(n: u64) -> Vec<u8> {
-    format!(".rvm-restore-{}-{n}.tmp", std::process::id()).into_bytes()
+/// The staged name number `n` of the restore with `token`. Keeps the
+/// `.rvm-restore-` prefix and `.tmp` suffix the documented cleanup
+/// (`find -name '.rvm-restore-*.tmp'`) matches.
+pub fn tmp_name(token: u64, n: u64) -> Vec<u8> {
+    format!(".rvm-restore-{}-{token:016x}-{n}.tmp", std::process::id()).into_bytes()
+}
+
+/// How many fresh names staging tries when a name is already taken (by
+/// someone else's file: the names are random, so a clash is hostile or
+/// astronomically unlikely).
+const TMP_ATTEMPTS: u32 = 8;
+
+/// Make a staged name in `dir` with `create`, trying fresh names when one
+/// exists already; returns its number, name and what `create` returned.
+fn create_tmp<T>(
+    counter: &std::cell::Cell<u64>,
+    token: u64,
+    dir: &Dir,
+    mut create: impl FnMut(&Dir, &[u8]) -> std::io::Result<T>,
+) -> std::io::Result<(u64, Vec<u8>, T)> {
+    let mut attempt = 0;
+    loop {
+        let n = counter.get() + 1;
+        counter.set(n);
+        let name = tmp_name(token, n);
+        match create(dir, &name) {
+            Ok(t) => return Ok((n, name, t)),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists && attempt + 1 < TMP_ATTEMPTS =>
+            {
+                log::debug!(
+                    "staging name {} exists already; trying another",
+                    show(&name)
+                );
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn show(b: &[u8]) -> String {
@@ -86,8 +131,15 @@ fn kind_name(k: EntryKind) -> &'static str {
 }
 
 impl Stage {
-    pub fn new(id: &str, sources: &[String], target: Option<&Path>, accept_damaged: bool) -> Stage {
-        Stage {
+    pub fn new(
+        id: &str,
+        sources: &[String],
+        target: Option<&Path>,
+        accept_damaged: bool,
+    ) -> Result<Stage> {
+        let mut token = [0u8; 8];
+        crate::crypto::fill_random(&mut token).ctx(|| "cannot get random bytes".into())?;
+        Ok(Stage {
             id: id.to_string(),
             target: target.map(Path::to_path_buf),
             sources: sources.iter().map(|s| s.as_bytes().to_vec()).collect(),
@@ -97,11 +149,12 @@ impl Stage {
             cur_root: None,
             stack: Vec::new(),
             journal: Journal::new(),
-            counter: 0,
+            counter: std::cell::Cell::new(0),
+            token: u64::from_le_bytes(token),
             devs: Vec::new(),
             order: Order::default(),
             finished: false,
-        }
+        })
     }
 
     pub(super) fn arch(&self, source: FormatError) -> Error {
@@ -306,11 +359,6 @@ impl Stage {
         Ok(())
     }
 
-    fn next_tmp(&mut self) -> (u64, Vec<u8>) {
-        self.counter += 1;
-        (self.counter, tmp_name(self.counter))
-    }
-
     /// Stage one entry whose header was just read; returns its checked
     /// hash. `ordered`: part of a full pass, which must be in canonical
     /// order.
@@ -360,10 +408,12 @@ impl Stage {
             EntryKind::Symlink => {
                 let target = read_small(r).map_err(|e| self.arch(e))?;
                 let t = r.end_entry().map_err(|e| self.arch(e))?;
-                let (n, tmp) = self.next_tmp();
                 let shown = self.shown(name);
                 let top = self.top()?;
-                top.symlink(&target, &tmp).at("create symlink", &shown)?;
+                let (n, tmp, ()) = create_tmp(&self.counter, self.token, top, |d, tmp| {
+                    d.symlink(&target, tmp)
+                })
+                .at("create symlink", &shown)?;
                 let ino = top
                     .chown_symlink(&tmp, h.uid, h.gid)
                     .at("set the owner of symlink", &shown)?;
@@ -388,12 +438,12 @@ impl Stage {
                 t
             }
             EntryKind::File | EntryKind::Database => {
-                let (n, tmp) = self.next_tmp();
                 let shown = self.shown(name);
                 let top = self.top()?;
-                let mut f = top
-                    .create_file(&tmp, 0o600)
-                    .at("create a file beside", &shown)?;
+                let (n, tmp, mut f) = create_tmp(&self.counter, self.token, top, |d, tmp| {
+                    d.create_file(tmp, 0o600)
+                })
+                .at("create a file beside", &shown)?;
                 let (dev, ino) = safefs::file_id(&f).at("inspect", &shown)?;
                 let (pdev, pino) = (top.dev, top.ino);
                 self.push(&Rec::Staged {
@@ -505,7 +555,7 @@ impl Stage {
                 .open_child(c)
                 .ctx(|| format!("cannot reopen the directory of {}", show(target)))?;
         }
-        let src_name = tmp_name(src_tmp);
+        let src_name = tmp_name(self.token, src_tmp);
         let still = dir
             .stat(&src_name)
             .ok()
@@ -517,11 +567,11 @@ impl Stage {
                 show(target)
             )));
         }
-        let (n, tmp) = self.next_tmp();
         let shown = self.shown(name);
-        self.top()?
-            .link_from(&dir, &src_name, &tmp)
-            .at("create hard link", &shown)?;
+        let (n, _, ()) = create_tmp(&self.counter, self.token, self.top()?, |d, tmp| {
+            d.link_from(&dir, &src_name, tmp)
+        })
+        .at("create hard link", &shown)?;
         self.push(&Rec::Staged {
             depth: self.stack.len() as u32,
             kind: Kind::HardLink,
@@ -545,4 +595,49 @@ fn read_small(r: &mut ArchiveReader<PartReader>) -> Result<Vec<u8>, FormatError>
         }
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_names_are_random_and_a_taken_name_is_retried() {
+        let t = std::env::temp_dir().join(format!("rvb-stage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(&t).unwrap();
+        let dir = Dir::open_path(&t).unwrap();
+        let a = Stage::new("x", &[], None, false).unwrap();
+        let b = Stage::new("x", &[], None, false).unwrap();
+        assert_ne!(a.token, b.token);
+        let name = String::from_utf8(tmp_name(a.token, 1)).unwrap();
+        assert!(name.starts_with(".rvm-restore-") && name.ends_with(".tmp"));
+        // The old predictable names, and two of this restore's, are taken.
+        std::fs::write(
+            t.join(format!(".rvm-restore-{}-1.tmp", std::process::id())),
+            b"x",
+        )
+        .unwrap();
+        for n in 1..=2 {
+            let taken = tmp_name(a.token, n);
+            std::fs::write(t.join(std::ffi::OsStr::from_bytes(&taken)), b"x").unwrap();
+        }
+        let (n, got, _f) = create_tmp(&a.counter, a.token, &dir, |d, tmp| {
+            d.create_file(tmp, 0o600)
+        })
+        .unwrap();
+        assert_eq!((n, got), (3, tmp_name(a.token, 3)));
+        // Every name taken: a clear error after a few attempts, not a loop.
+        let full = std::cell::Cell::new(100);
+        for n in 101..=100 + u64::from(TMP_ATTEMPTS) {
+            std::fs::write(
+                t.join(std::ffi::OsStr::from_bytes(&tmp_name(a.token, n))),
+                b"x",
+            )
+            .unwrap();
+        }
+        let e = create_tmp(&full, a.token, &dir, |d, tmp| d.create_file(tmp, 0o600)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        let _ = std::fs::remove_dir_all(&t);
+    }
 }

@@ -16,6 +16,12 @@
 //! inode, still a regular file, or still a directory) it is skipped with a
 //! warning. Only the configured roots' own parent directories are looked up
 //! by path (they are the administrator's, not the tree owners').
+//!
+//! Limits: what is stored must be restorable, and tree owners choose how
+//! deep and long their paths are. An entry whose path is longer than
+//! [`MAX_PATH_LEN`] bytes, and a directory whose path has more than
+//! [`MAX_DIR_DEPTH`] components (the depth restore follows, see there), is
+//! reported as skipped and not entered: one warning, nothing below it.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -27,6 +33,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 
 use super::exclude::Excludes;
+use crate::format::record::{MAX_DIR_DEPTH, MAX_PATH_LEN};
 
 /// What `lstat`/`fstat` said about an entry, in portable types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +209,16 @@ impl Walker {
         {
             return None;
         }
+        let len = path.as_os_str().len();
+        if len > MAX_PATH_LEN {
+            return Some((
+                Found::Skipped(
+                    path,
+                    format!("its path is {len} bytes long, more than the {MAX_PATH_LEN} an archive holds; not stored (nor anything below it)"),
+                ),
+                None,
+            ));
+        }
         let info = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(s) => Info::from_stat(&s),
             Err(e) => {
@@ -220,6 +237,13 @@ impl Walker {
                         path.display()
                     );
                     return None;
+                }
+                let depth = depth_of(&path);
+                if depth > MAX_DIR_DEPTH {
+                    return skipped(
+                        path,
+                        format!("it is nested {depth} directories deep, more than the {MAX_DIR_DEPTH} restore handles; not stored (nor anything below it)"),
+                    );
                 }
                 match rustix::fs::openat(
                     parent,
@@ -337,6 +361,14 @@ impl Iterator for Walker {
             }
         }
     }
+}
+
+/// Directories in a path: its normal components (`/a/b` is 2), as restore
+/// counts them.
+fn depth_of(path: &Path) -> usize {
+    path.components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .count()
 }
 
 /// The names in an open directory, sorted bytewise and reversed.
