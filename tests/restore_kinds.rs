@@ -486,3 +486,33 @@ fn a_directory_replaced_between_staging_and_publishing_is_refused() {
     );
     assert!(first.exists());
 }
+
+/// The live database replaced by a symlink (its directory belongs to the
+/// platform's user): an in-place restore must not make root open or
+/// create the symlink's target.
+#[test]
+fn a_symlinked_live_database_is_not_followed() {
+    if !require_root("a_symlinked_live_database_is_not_followed") {
+        return;
+    }
+    let b = Board::new("dblink");
+    b.populate();
+    b.ok(&["backup", "database"]);
+    let db = b.db_path();
+    let victim = b.tmp.path().join("created-by-root");
+    fs::remove_file(&db).unwrap();
+    std::os::unix::fs::symlink(&victim, &db).unwrap();
+    b.ok(&["restore", "database"]);
+    assert!(
+        fs::symlink_metadata(&victim).is_err(),
+        "root created {} through the symlink",
+        victim.display()
+    );
+    // The restored database is a real file again, with its rows.
+    assert!(fs::symlink_metadata(&db).unwrap().is_file());
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM deposits", [], |r| r.get(0))
+        .unwrap();
+    assert!(rows > 0);
+}

@@ -94,11 +94,34 @@ pub fn check_staged(dir: &Dir, name: &[u8], accept_damaged: bool, id: &str) -> R
 /// messages. Returns where the old database was kept.
 pub fn swap(dir: &Dir, tmp: &[u8], live: &[u8], shown: &Path) -> Result<Option<PathBuf>> {
     let mut previous = None;
-    if dir.stat(live).at("inspect", shown)?.is_some() {
-        if let Ok(conn) = rusqlite::Connection::open(dir.proc_path(live)) {
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-                log::warn!("could not fold the WAL of {} into it: {e}", shown.display());
+    if let Some(st) = dir.stat(live).at("inspect", shown)? {
+        // Fold the WAL in only when the live name is a regular file, and
+        // open it without CREATE: whoever owns the database directory could
+        // have put a symlink there to make root create a file elsewhere.
+        // (SQLite's own NOFOLLOW refuses the /proc/self/fd path itself, so
+        // the check is ours; a swap between it and the open can still make
+        // root open, never create, another database: a known limit.)
+        let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+        let opened = regular.then(|| {
+            rusqlite::Connection::open_with_flags(
+                dir.proc_path(live),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        });
+        match opened {
+            Some(Ok(conn)) => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    log::warn!("could not fold the WAL of {} into it: {e}", shown.display());
+                }
             }
+            Some(Err(e)) => {
+                log::warn!("could not open {} to fold its WAL in: {e}", shown.display())
+            }
+            None => log::warn!(
+                "{} is not a regular file; keeping it aside as it is, without folding a WAL in",
+                shown.display()
+            ),
         }
         let saved = with_suffix(
             live,
