@@ -40,6 +40,21 @@ pub fn publish(from: &Path, to: &Path) -> Result<()> {
     sync_dir(parent(to))
 }
 
+/// Refuse a secret file (a key) that group or others can access: a key
+/// that leaked is not a key. `what` names it in the error.
+pub fn check_secret_mode(path: &Path, meta: &fs::Metadata, what: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(crate::error::msg(format!(
+            "{what} {} is readable by group or others (mode {mode:04o}); fix it with: chmod 600 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Create a secret file (a key): mode 0600 from the start, never over an
 /// existing file (whatever it holds could be the only way to read old
 /// archives, so `refusal` says why not), content and directory fsynced.

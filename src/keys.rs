@@ -17,7 +17,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -76,14 +76,7 @@ pub fn load(path: &Path) -> Result<KeyRing> {
         },
     })?;
     let bytes = Zeroizing::new(bytes);
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(msg(format!(
-            "key file {} is readable by group or others (mode {mode:04o}); fix it with: chmod 600 {}",
-            path.display(),
-            path.display()
-        )));
-    }
+    crate::fsutil::check_secret_mode(path, &meta, "key file")?;
     parse_ring(&bytes).map_err(|why| {
         msg(format!(
             "key file {} is not a key ring: {why}",
@@ -199,6 +192,7 @@ fn write_ring(real: &Path, ring: &KeyRing) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -20,7 +20,6 @@
 //! - private keys are never printed or logged, only their ids; they live in
 //!   zeroizing buffers.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -424,14 +423,7 @@ pub fn load_private(path: &Path) -> Result<RecoveryPrivateKey> {
         }
     })?;
     let bytes = Zeroizing::new(bytes);
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(msg(format!(
-            "recovery key file {} is readable by group or others (mode {mode:04o}); fix it with: chmod 600 {}",
-            path.display(),
-            path.display()
-        )));
-    }
+    crate::fsutil::check_secret_mode(path, &meta, "recovery key file")?;
     parse_private(&bytes).ok_or_else(|| {
         msg(format!(
             "{} is not a recovery private key: it must be the line {PRIVATE_LABEL:?} and a line of 64 hex digits, as `rvm-backup keygen --recovery` writes it",
@@ -456,6 +448,7 @@ fn parse_private(bytes: &[u8]) -> Option<RecoveryPrivateKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn ring(n: u8) -> KeyRing {
         KeyRing::new((1..=n).map(|b| MasterKey::from_bytes([b; 32])).collect()).unwrap()

@@ -42,21 +42,9 @@ while True:
             sys.exit("renameat2: " + os.strerror(ctypes.get_errno()))
 "#;
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 #[test]
 fn swapped_symlinks_never_leak_a_root_only_file() {
-    if !is_root() {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "backup_race needs root (it runs a swapper as uid 65534); CI must run it as root"
-            );
-        }
-        eprintln!(
-            "SKIPPED backup_race: not root (it runs a swapper as uid 65534); run as root to test"
-        );
+    if !require_root("swapped_symlinks_never_leak_a_root_only_file") {
         return;
     }
     let b = Board::new("race");

@@ -17,27 +17,6 @@ use common::*;
 
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
-/// Root or nothing: under CI a non-root run is a failure, elsewhere a
-/// loud skip.
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} must run as root in CI (it checks a privilege escalation)"
-    );
-    eprintln!("SKIPPED {test}: needs root (run `sudo -E cargo test --test restore_race`)");
-    false
-}
-
 /// Name, owner, group, mode and size of everything below `dir`.
 fn state_of(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();

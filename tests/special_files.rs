@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, Board};
+use common::{bin, require_root, Board};
 
 /// Run with a deadline: a run that blocks is a failure, not a hung suite.
 fn run_bounded(mut cmd: std::process::Command) -> Output {
@@ -97,7 +97,11 @@ fn key_file_fifo_or_device_fails_fast() {
             "{e}"
         );
     } else {
-        eprintln!("note: not root, skipped the private /dev/zero node case");
+        // Only root may mknod: under CI (root) not making it is a failure.
+        assert!(
+            !require_root("the private /dev/zero node case"),
+            "mknod of a character device failed as root"
+        );
     }
 }
 
