@@ -283,6 +283,10 @@ struct RawConfig {
     backup_monitoring_enabled: Option<bool>,
     backup_monitoring_interval: Option<MonitoringDuration>,
     drill_interval: Option<IntervalDuration>,
+    export_dir: Option<AbsPath>,
+    export_interval: Option<IntervalDuration>,
+    export_keep: Option<BoundedCount<1, MAX_EXPORT_KEEP>>,
+    machine_id_file: Option<AbsPath>,
     database: Option<DatabaseSection>,
     config: Option<TreeSection>,
     logs: Option<TreeSection>,
@@ -420,12 +424,30 @@ pub struct Config {
     /// How often the daemon runs a recovery drill of every configured
     /// strategy (`drill_interval`, default 7 days, `"1s"` to `"366d"`).
     pub drill_interval: Duration,
+    /// Where the recovery stick is mounted (`export_dir`, default
+    /// `/media/rvm-recovery`): the daemon exports there on
+    /// `export_interval` while a stick is mounted.
+    pub export_dir: PathBuf,
+    /// How often the daemon exports a recovery set (default 1 day).
+    pub export_interval: Duration,
+    /// How many recovery sets of this board a stick keeps (1 to 100,
+    /// default 3).
+    pub export_keep: u32,
+    /// The file naming this machine (`/etc/machine-id`); a recovery set
+    /// records it, and `disaster-restore` prefers the sets of this board.
+    pub machine_id_file: PathBuf,
     pub database: Option<DatabaseSection>,
     pub config: Option<TreeSection>,
     pub logs: Option<TreeSection>,
     pub application: Option<TreeSection>,
     pub access: AccessSection,
 }
+
+/// `export_interval` when absent: a recovery set a day.
+pub const DEFAULT_EXPORT_INTERVAL_S: u64 = 86_400;
+/// `export_keep`: default and upper bound.
+pub const DEFAULT_EXPORT_KEEP: u32 = 3;
+pub const MAX_EXPORT_KEEP: u32 = 100;
 
 /// `drill_interval` when absent: a recovery drill a week.
 pub const DEFAULT_DRILL_INTERVAL_S: u64 = 7 * 86_400;
@@ -582,6 +604,16 @@ impl Config {
             drill_interval: raw
                 .drill_interval
                 .map_or(Duration::from_secs(DEFAULT_DRILL_INTERVAL_S), |d| d.0),
+            export_dir: raw
+                .export_dir
+                .map_or_else(|| PathBuf::from("/media/rvm-recovery"), |p| p.0),
+            export_interval: raw
+                .export_interval
+                .map_or(Duration::from_secs(DEFAULT_EXPORT_INTERVAL_S), |d| d.0),
+            export_keep: raw.export_keep.map_or(DEFAULT_EXPORT_KEEP, |k| k.0),
+            machine_id_file: raw
+                .machine_id_file
+                .map_or_else(|| PathBuf::from("/etc/machine-id"), |p| p.0),
             database: raw.database,
             config: raw.config,
             logs: raw.logs,

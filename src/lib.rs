@@ -26,6 +26,7 @@ pub mod out;
 pub mod progress;
 pub mod prune;
 pub mod recovery;
+pub mod recovery_set;
 pub mod restore;
 pub mod retention;
 pub mod safefs;

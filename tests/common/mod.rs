@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod craft;
+pub mod stick;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes};
