@@ -24,6 +24,7 @@
 //!   damage) fails with that reason, never with "no such archive".
 
 mod backup;
+mod disaster;
 mod drill;
 mod prune;
 mod restore;
@@ -40,6 +41,11 @@ use crate::store::{Listing, Store};
 use crate::strategy::Strategy;
 
 pub use backup::BackupReport;
+pub use disaster::{
+    disaster_restore, DisasterOptions, DisasterOutcome, DisasterReport, DoneStrategy,
+    PlannedArchive, SetInfo,
+};
+pub(crate) use disaster::{has_sets_dir, wait_for_stick, write_result};
 pub use drill::{DrillOutcome, DrillReport};
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;
@@ -53,6 +59,9 @@ pub struct Session {
     /// with whichever key their header names.
     key: Option<KeyRing>,
     store: Store,
+    /// Whether restores take the store lock. A recovery stick's pool is
+    /// read-only to a restore: no lock file, no leftover sweep there.
+    lock_store: bool,
 }
 
 impl Session {
@@ -65,7 +74,25 @@ impl Session {
             None
         };
         let store = Store::for_config(&cfg);
-        Ok(Session { cfg, key, store })
+        Ok(Session {
+            cfg,
+            key,
+            store,
+            lock_store: true,
+        })
+    }
+
+    /// A session that reads archives from another store (a recovery
+    /// stick's pool) with a key ring from elsewhere (unsealed from the
+    /// stick). Restores from it write nothing into that store: no lock, no
+    /// `state.json`.
+    pub(crate) fn over_store(cfg: Config, key: Option<KeyRing>, store: Store) -> Session {
+        Session {
+            cfg,
+            key,
+            store,
+            lock_store: false,
+        }
     }
 
     pub fn config(&self) -> &Config {
