@@ -27,6 +27,7 @@
 //! does steps 1 to 3 and writes nothing anywhere.
 
 mod journal;
+mod leftovers;
 mod scan;
 mod stick;
 mod unlock;
@@ -354,6 +355,13 @@ async fn run(
     // 2. Decide, before any key is looked for: a stick left in on a
     // healthy board costs one scan per boot, nothing more.
     let requests = stick::request_markers(stick);
+    let earlier = if opts.target.is_some() {
+        None
+    } else {
+        journal::load_journal(&cfg.backup_dir)
+    };
+    // Runs that were interrupted: their staged files are swept.
+    let mut pids = earlier.as_ref().map(|j| j.pids.clone()).unwrap_or_default();
     let decision = if opts.target.is_some() {
         journal::Decision::Restore {
             resume: Vec::new(),
@@ -370,7 +378,7 @@ async fn run(
             board: set.manifest.board.clone(),
             set: set.manifest.set.clone(),
             set_created: set.manifest.created,
-            journal: journal::load_journal(&cfg.backup_dir),
+            journal: earlier,
             request: requests.first().cloned(),
             restored_at: journal::restored_at(
                 &cfg.backup_dir,
@@ -433,6 +441,31 @@ async fn run(
         d.earlier = true;
         journal.done.push(d);
     }
+    let swept_pids = pids.clone();
+    pids.push(std::process::id());
+    pids.dedup();
+    let keep = pids.len().saturating_sub(64);
+    journal.pids = pids.split_off(keep);
+    // Where interrupted runs may have left staged names: every tree
+    // (deep) and the database's directory (shallow).
+    let sweep_roots: Vec<(PathBuf, bool)> = if in_place {
+        chosen
+            .iter()
+            .flat_map(|a| {
+                let db = a.meta.strategy == crate::strategy::Strategy::Database;
+                a.meta.sources.iter().filter_map(move |s| {
+                    let p = PathBuf::from(s);
+                    if db {
+                        p.parent().map(|d| (d.to_path_buf(), false))
+                    } else {
+                        Some((p, true))
+                    }
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     report.restored = journal.done.clone();
     let left: Vec<Listed> = chosen
         .into_iter()
@@ -450,6 +483,11 @@ async fn run(
             },
             progress,
             &mut |step| {
+                if let Step::Verified = step {
+                    for (root, deep) in &sweep_roots {
+                        leftovers::sweep(root, *deep, &swept_pids);
+                    }
+                }
                 if let Step::Restored(r) = step {
                     let d = DoneStrategy {
                         strategy: r.strategy.name().into(),
