@@ -110,75 +110,9 @@ impl Fixture {
     }
 }
 
-/// `export --to STICK`. TEMPORARY: crafted through the library until the
-/// real command lands on this branch.
+/// `export --to STICK` (the real command).
 fn export(b: &Board, stick: &Path) {
-    use rvm_backup::recovery_set::{manifest::hex, *};
-    let cfg = rvm_backup::config::Config::load(&b.config).unwrap();
-    let ring = rvm_backup::keys::load(&b.key).unwrap();
-    let listing = rvm_backup::store::Store::new(&b.backups).list(None, Some(&ring));
-    let me = BoardIdentity::current(&cfg.machine_id_file).unwrap();
-    let bd = stick.join("rvm-backup").join(me.dir_name());
-    let now = rvm_backup::timefmt::now_unix();
-    let set = set_name(now);
-    fs::create_dir_all(bd.join(&set)).unwrap();
-    let mut archives = Vec::new();
-    for s in ["config", "application", "database", "logs"] {
-        let a = listing
-            .archives
-            .iter()
-            .filter(|a| a.meta.strategy.name() == s)
-            .next_back()
-            .unwrap();
-        let pool = bd.join("pool").join(s);
-        fs::create_dir_all(&pool).unwrap();
-        let mut files = Vec::new();
-        let names = std::iter::once(format!("{}.meta", a.meta.id))
-            .chain(a.meta.parts.iter().map(|p| p.name.clone()));
-        for n in names {
-            let bytes = fs::read(a.dir.join(&n)).unwrap();
-            fs::write(pool.join(&n), &bytes).unwrap();
-            files.push(ManifestFile {
-                name: format!("{s}/{n}"),
-                bytes: bytes.len() as u64,
-                sha256: hex(&rvm_backup::crypto::sha256(&bytes)),
-            });
-        }
-        archives.push(ManifestArchive {
-            strategy: s.into(),
-            id: a.meta.id.clone(),
-            created: a.meta.created,
-            entries: a.meta.files,
-            content_bytes: a.meta.content_bytes,
-            files,
-        });
-    }
-    let public = cfg.recovery_public_key.clone().unwrap();
-    let sealed = rvm_backup::recovery::seal(&ring, &public).unwrap();
-    fs::write(bd.join(&set).join(SEALED_KEY_FILE), &sealed).unwrap();
-    let m = Manifest {
-        version: 1,
-        set: set.clone(),
-        board: me.dir_name(),
-        hostname: me.hostname.clone(),
-        machine_id: me.machine_id.clone(),
-        tool_version: "test".into(),
-        created: now,
-        encrypted: true,
-        key_id: Some(ring.writing().id().to_string()),
-        recovery_key_id: Some(public.id().to_string()),
-        sealed_key: Some(ManifestFile {
-            name: SEALED_KEY_FILE.into(),
-            bytes: sealed.len() as u64,
-            sha256: hex(&rvm_backup::crypto::sha256(&sealed)),
-        }),
-        archives,
-    };
-    fs::write(
-        bd.join(&set).join(MANIFEST_FILE),
-        m.seal(Some(ring.writing())),
-    )
-    .unwrap();
+    b.ok(&["export", "--to", stick.to_str().unwrap()]);
 }
 
 /// The live board's state: its three trees and the database rows.

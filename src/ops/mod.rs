@@ -26,6 +26,7 @@
 mod backup;
 mod disaster;
 mod drill;
+mod export;
 mod prune;
 mod restore;
 mod restore_all;
@@ -47,6 +48,7 @@ pub use disaster::{
 };
 pub(crate) use disaster::{has_sets_dir, wait_for_stick, write_result};
 pub use drill::{DrillOutcome, DrillReport};
+pub use export::{ExportReport, ExportedArchive};
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;
 pub use restore_all::{RestoreAllReport, RestoredStrategy, RESTORE_ALL_ORDER};
