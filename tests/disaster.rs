@@ -230,6 +230,7 @@ fn dead_board_comes_back_from_the_stick_and_the_recovery_key() {
     assert!(out.status.success(), "{}", text(&out));
     assert_restored(&f.b, &r);
     let account = new_result(&stick.dir, &[]);
+    eprintln!("{account}");
     assert!(account.contains("RESULT: RESTORED"), "{account}");
     for s in ["config", "application", "database", "logs"] {
         assert!(
@@ -607,4 +608,31 @@ fn boot_mode_and_s3() {
         results(empty.path()).is_empty(),
         "no account where no stick is"
     );
+}
+
+/// A write-protected stick: the board is restored all the same; the
+/// account could not go onto the stick, which is a warning only.
+#[test]
+fn a_read_only_stick_still_restores() {
+    let Some(mut stick) = Stick::new("disaster-ro", MIB) else {
+        return;
+    };
+    let f = Fixture::new("disaster-ro", MID_A);
+    f.export_to(&stick.dir);
+    let r = reference(&f.b);
+    kill(&f.b);
+    stick.unmount();
+    stick.mount_read_only();
+    let out = f.disaster(
+        &stick.dir,
+        &["--recovery-key", f.recovery.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_restored(&f.b, &r);
+    assert!(
+        text(&out).contains("could not be written to the stick"),
+        "{}",
+        text(&out)
+    );
+    assert!(results(&stick.dir).is_empty());
 }

@@ -32,7 +32,7 @@ mod scan;
 mod stick;
 mod unlock;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::config::Config;
@@ -339,8 +339,8 @@ async fn run(
     let me = BoardIdentity::current(&cfg.machine_id_file).unwrap_or_else(|e| {
         log::warn!("{e}; choosing the board by hostname only");
         BoardIdentity {
-            hostname: BoardIdentity::current(Path::new("/nonexistent"))
-                .map(|b| b.hostname)
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
             machine_id: String::new(),
         }
