@@ -11,9 +11,10 @@
 //! 3. leftovers of an interrupted export of this board are removed
 //!    (temporaries, set directories without `MANIFEST`, pool files no
 //!    complete set references and this export does not need);
-//! 4. the sidecar and parts go to `pool/<strategy>/` unless a file of that
-//!    name with the right size and SHA-256 is there already; each copy is
-//!    crash-safe and read back from the stick;
+//! 4. the parts and then the sidecar go to `pool/<strategy>/` unless a
+//!    file of that name with the right size and SHA-256 is there already
+//!    (so the pool, like a store, holds an archive exactly when it holds
+//!    its sidecar); each copy is crash-safe and read back from the stick;
 //! 5. every archive is verified completely from the pool copy;
 //! 6. `set-<UTC time>/` is created (a directory is never renamed: that
 //!    fails on fusefat), `key.sealed` written, and `MANIFEST` last; the
@@ -140,9 +141,6 @@ impl Session {
         crate::state::update_many(self.backup_dir(), &self.cfg.configured(), |r| {
             r.record_export(outcome.clone(), now)
         });
-        if let Err(e) = &result {
-            log::warn!("export to {} failed: {e}", dir.display());
-        }
         result
     }
 
@@ -226,6 +224,12 @@ impl Session {
                     todo.push((src.clone(), dest, want.clone()));
                 }
             }
+            // Parts first, the sidecar last, as in the store: the pool
+            // holds an archive exactly when it holds its sidecar.
+            let sidecar_first = todo
+                .first()
+                .is_some_and(|(_, d, _)| d.to_string_lossy().ends_with(SIDECAR_EXT));
+            todo.rotate_left(usize::from(sidecar_first));
             plan.push((todo, reused));
         }
         progress.finish();
