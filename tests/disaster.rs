@@ -610,6 +610,39 @@ fn boot_mode_and_s3() {
     );
 }
 
+/// --boot on a board in service (its live database is there) does not
+/// wait `recovery_timeout` for a stick that is not there: a healthy board
+/// without a stick boots without delay. The timeout here is a day; the
+/// bound checked is ten minutes, so only a wait that ignores the rule fails.
+#[test]
+fn boot_does_not_wait_on_a_board_in_service() {
+    let f = Fixture::new("disaster-boot-healthy", MID_A);
+    f.b.populate();
+    let empty = TempDir::new("no-stick-healthy");
+    let public = f.public();
+    f.b.write_config(&f.extra(&public, "recovery_timeout = \"1d\""));
+    let mut child = bin()
+        .arg("--config")
+        .arg(&f.b.config)
+        .args(["disaster-restore", "--boot", "--from"])
+        .arg(empty.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("--boot waited for a stick on a board in service");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("in service"), "{}", text(&out));
+}
+
 /// A write-protected stick: the board is restored all the same; the
 /// account could not go onto the stick, which is a warning only.
 #[test]

@@ -49,14 +49,19 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
             );
             return Ok(0);
         }
-        if !crate::ops::wait_for_stick(&from, cfg.recovery_timeout) {
+        let wait = crate::ops::boot_wait(&cfg);
+        if !crate::ops::wait_for_stick(&from, wait) {
+            let why = if wait.is_zero() {
+                "this board is in service (its live database is there), so boot does not wait for one".to_string()
+            } else {
+                format!("after {}", crate::config::format_secs(wait.as_secs()))
+            };
             say(
                 out,
                 quiet,
                 &format!(
-                    "disaster-restore: no recovery stick at {} after {}: nothing to do",
+                    "disaster-restore: no recovery stick at {} ({why}): nothing to do",
                     from.display(),
-                    crate::config::format_secs(cfg.recovery_timeout.as_secs())
                 ),
             );
             return Ok(0);

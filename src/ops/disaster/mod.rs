@@ -319,6 +319,29 @@ pub async fn disaster_restore(
     report
 }
 
+/// How long `--boot` waits for the stick. A board that is clearly in
+/// service (its live database exists, or with no database configured, it
+/// has made a backup) and has no interrupted restore does not wait: the
+/// stick is looked for once, so a healthy board without a stick starts its
+/// platform without delay. A freshly imaged card, or one whose restore was
+/// interrupted, waits up to `recovery_timeout` for the stick to appear.
+pub fn boot_wait(cfg: &Config) -> std::time::Duration {
+    if journal::load_journal(&cfg.backup_dir).is_some() {
+        return cfg.recovery_timeout;
+    }
+    let in_service = match &cfg.database {
+        Some(_) => live_db(cfg).is_some(),
+        None => crate::state::load(&cfg.backup_dir)
+            .values()
+            .any(|r| r.last_success.is_some()),
+    };
+    if in_service {
+        std::time::Duration::ZERO
+    } else {
+        cfg.recovery_timeout
+    }
+}
+
 /// The live database's path and mtime, if it exists.
 fn live_db(cfg: &Config) -> Option<(PathBuf, i64)> {
     use std::os::unix::fs::MetadataExt;
