@@ -184,11 +184,10 @@ pub(super) fn collect_pool(pool: &Path, keep: &BTreeSet<String>) -> io::Result<u
         let dir = pool.join(s.name());
         let mut removed = false;
         for name in names(&dir)? {
-            if is_pool_name(s, &name) && !keep.contains(&format!("{}/{name}", s.name())) {
-                if remove_file(&dir.join(&name))? {
-                    n += 1;
-                    removed = true;
-                }
+            let ours = is_pool_name(s, &name) && !keep.contains(&format!("{}/{name}", s.name()));
+            if ours && remove_file(&dir.join(&name))? {
+                n += 1;
+                removed = true;
             }
         }
         if removed {
