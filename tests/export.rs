@@ -480,3 +480,177 @@ fn an_unencrypted_board_writes_an_unauthenticated_set_without_a_key() {
     let m = Manifest::open(&fs::read(set_dir.join("MANIFEST")).unwrap(), None, false).unwrap();
     assert!(!m.encrypted && m.sealed_key.is_none());
 }
+
+struct Daemon {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn patience() -> Duration {
+    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        Duration::from_secs(240)
+    } else {
+        Duration::from_secs(60)
+    }
+}
+
+impl Daemon {
+    fn start(b: &Board, socket: &Path) -> Daemon {
+        let log = fs::File::create(b.tmp.path().join("daemon.log")).unwrap();
+        let child = bin()
+            .arg("--config")
+            .arg(&b.config)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            socket: socket.to_path_buf(),
+        };
+        let deadline = Instant::now() + patience();
+        while !d.try_request("PING").is_some_and(|r| r.starts_with("OK")) {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn try_request(&self, line: &str) -> Option<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(patience())).ok()?;
+        s.write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).ok()?;
+        Some(reply)
+    }
+
+    fn json(&self, line: &str) -> serde_json::Value {
+        let r = self.try_request(line).unwrap();
+        let body = r
+            .strip_prefix("OK ")
+            .unwrap_or_else(|| panic!("{line}: {r}"));
+        serde_json::from_str(body).unwrap()
+    }
+
+    fn wait_job(&self, id: u64) -> serde_json::Value {
+        let deadline = Instant::now() + patience() * 3;
+        loop {
+            let j = self.json(&format!("JOB {id}"));
+            if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {id} never ended: {j}");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+}
+
+#[test]
+fn the_daemon_exports_on_request_and_on_schedule() {
+    let Some(s) = stick("export-daemon", 64) else {
+        return;
+    };
+    let b = board("export-daemon", "");
+    let socket = prepend_config(
+        &b,
+        &format!(
+            "backup_enabled = false\nexport_dir = \"{}\"",
+            s.dir.display()
+        ),
+    );
+    let d = Daemon::start(&b, &socket);
+
+    let job = d.json(&format!("EXPORT {}", s.dir.display()))["job"]
+        .as_u64()
+        .unwrap();
+    let j = d.wait_job(job);
+    assert_eq!(j["state"], "done", "{j}");
+    assert!(j["outcome"].as_str().unwrap().contains("verified"), "{j}");
+    let sets = complete_sets(&s.dir);
+    assert_eq!(sets.len(), 1);
+    check_set(&b, &s.dir, &sets[0]);
+    let status = d.json("STATUS");
+    assert_eq!(status["last_export"]["ok"], true, "{status}");
+    assert_eq!(status["last_export"]["set"], sets[0].as_str(), "{status}");
+    assert_eq!(
+        status["strategies"]["config"]["last_export"]["set"],
+        sets[0].as_str()
+    );
+    // Without a directory: export_dir.
+    let job = d.json("EXPORT")["job"].as_u64().unwrap();
+    assert_eq!(d.wait_job(job)["state"], "done");
+    assert_eq!(complete_sets(&s.dir).len(), 2);
+    // Bad requests.
+    let r = d.try_request("EXPORT relative/dir").unwrap();
+    assert!(r.starts_with("ERR 400"), "{r}");
+    let r = d.try_request("EXPORT /a /b").unwrap();
+    assert!(r.starts_with("ERR 400"), "{r}");
+    // A directory that holds no stick: the job fails and says why.
+    let job = d.json(&format!("EXPORT {}", b.tmp.path().display()))["job"]
+        .as_u64()
+        .unwrap();
+    let j = d.wait_job(job);
+    assert_eq!(j["state"], "failed", "{j}");
+    assert!(
+        j["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("no stick mounted at"),
+        "{j}"
+    );
+    let history = d.json("HISTORY").to_string();
+    assert!(history.contains("export to"), "{history}");
+}
+
+/// Put top-level lines (and a socket in the board's scratch space) in
+/// front of the board's config; returns the socket.
+fn prepend_config(b: &Board, lines: &str) -> PathBuf {
+    let socket = b.tmp.path().join("run/control.sock");
+    fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let text = fs::read_to_string(&b.config).unwrap();
+    fs::write(
+        &b.config,
+        format!("socket = \"{}\"\n{lines}\n{text}", socket.display()),
+    )
+    .unwrap();
+    socket
+}
+
+#[test]
+fn the_daemon_exports_on_its_own_when_a_stick_is_there() {
+    let Some(s) = stick("export-sched", 64) else {
+        return;
+    };
+    let b = board("export-sched", "");
+    let socket = prepend_config(
+        &b,
+        &format!(
+            "backup_interval = \"1d\"\nexport_interval = \"1s\"\nexport_dir = \"{}\"",
+            s.dir.display()
+        ),
+    );
+    let d = Daemon::start(&b, &socket);
+    let deadline = Instant::now() + patience() * 3;
+    loop {
+        let status = d.json("STATUS");
+        if status["last_export"]["ok"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scheduled export: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(d);
+    let sets = complete_sets(&s.dir);
+    assert!(!sets.is_empty());
+    check_set(&b, &s.dir, sets.last().unwrap());
+}

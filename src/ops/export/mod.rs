@@ -181,7 +181,8 @@ impl Session {
 
         // The board's directories, and what an interrupted export left.
         let mkdir = |parent: &Path, name: &str| {
-            sets::ensure_dir(parent, name).map_err(|e| io.error("create", &parent.join(name), e))
+            sets::ensure_dir(parent, name, stick.dev)
+                .map_err(|e| io.error("create", &parent.join(name), e))
         };
         let root = mkdir(&stick.dir, ROOT_DIR)?;
         let board = mkdir(&root, &identity.dir_name())?;
@@ -622,4 +623,45 @@ fn create_set_dir(board: &Path, existing: &[sets::SetDir], io: &StickIo<'_>) -> 
         "cannot find a free set name in {}: clean it up",
         board.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_set_is_named_after_every_set_there_and_never_collides() {
+        let d = std::env::temp_dir().join(format!("rvb-export-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let stick = stick::Stick {
+            dir: d.clone(),
+            dev: 0,
+            mount: stick::parse_line("1 0 0:1 / /x rw - vfat src rw").unwrap(),
+        };
+        let io = StickIo {
+            stick: &stick,
+            needed: 0,
+        };
+        // A set from a clock that was ahead: the next ones follow it.
+        std::fs::create_dir(d.join("set-29991231T235958Z")).unwrap();
+        let existing = sets::list_sets(&d).unwrap();
+        assert_eq!(
+            create_set_dir(&d, &existing, &io).unwrap(),
+            "set-29991231T235959Z"
+        );
+        // The same listing again (two exports in one second): the name
+        // taken moves on a second.
+        assert_eq!(
+            create_set_dir(&d, &existing, &io).unwrap(),
+            "set-30000101T000000Z"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::create_dir_all(&d).unwrap();
+        let now = crate::timefmt::now_unix();
+        let name = create_set_dir(&d, &[], &io).unwrap();
+        let t = crate::timefmt::parse(name.strip_prefix("set-").unwrap()).unwrap();
+        assert!(t >= now && t <= now + 5, "{name}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
