@@ -643,6 +643,32 @@ fn boot_does_not_wait_on_a_board_in_service() {
     assert!(text(&out).contains("in service"), "{}", text(&out));
 }
 
+/// --boot with an interrupted restore (its journal in backup_dir) and no
+/// stick: the board is half restored, so the unit fails (the platform,
+/// which requires it, stays down) and says what to do. Even with the live
+/// database there, an interrupted restore is never "in service".
+#[test]
+fn boot_fails_when_an_interrupted_restore_cannot_be_finished() {
+    let f = Fixture::new("disaster-boot-interrupted", MID_A);
+    f.b.populate();
+    let empty = TempDir::new("no-stick-interrupted");
+    let public = f.public();
+    f.b.write_config(&f.extra(&public, "recovery_timeout = \"1s\""));
+    fs::create_dir_all(&f.b.backups).unwrap();
+    fs::write(
+        f.b.backups.join("disaster-restore.json"),
+        r#"{"version":1,"board":"b","set":"set-20261126T150000Z","started":1,"done":[],"pids":[]}"#,
+    )
+    .unwrap();
+    let out = f.disaster(empty.path(), &["--boot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("interrupted"), "{}", text(&out));
+    // Without the journal the same board boots on.
+    fs::remove_file(f.b.backups.join("disaster-restore.json")).unwrap();
+    let out = f.disaster(empty.path(), &["--boot"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// A write-protected stick: the board is restored all the same; the
 /// account could not go onto the stick, which is a warning only.
 #[test]

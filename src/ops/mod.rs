@@ -42,7 +42,9 @@ use crate::store::{Listing, Store};
 use crate::strategy::Strategy;
 
 pub use backup::BackupReport;
-pub(crate) use disaster::{boot_wait, has_sets_dir, wait_for_stick, write_result};
+pub(crate) use disaster::{
+    boot_wait, has_sets_dir, restore_interrupted, wait_for_stick, write_result,
+};
 pub use disaster::{
     disaster_restore, DisasterOptions, DisasterOutcome, DisasterReport, DoneStrategy,
     PlannedArchive, SetInfo,

@@ -326,7 +326,7 @@ pub async fn disaster_restore(
 /// platform without delay. A freshly imaged card, or one whose restore was
 /// interrupted, waits up to `recovery_timeout` for the stick to appear.
 pub fn boot_wait(cfg: &Config) -> std::time::Duration {
-    if journal::load_journal(&cfg.backup_dir).is_some() {
+    if restore_interrupted(cfg) {
         return cfg.recovery_timeout;
     }
     let in_service = match &cfg.database {
@@ -340,6 +340,12 @@ pub fn boot_wait(cfg: &Config) -> std::time::Duration {
     } else {
         cfg.recovery_timeout
     }
+}
+
+/// Whether a disaster restore was started and not finished (its journal
+/// is in `backup_dir`).
+pub fn restore_interrupted(cfg: &Config) -> bool {
+    journal::load_journal(&cfg.backup_dir).is_some()
 }
 
 /// The live database's path and mtime, if it exists.
