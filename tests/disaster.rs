@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::stick::Stick;
-use common::{bin, db_dump, Board, TempDir};
+use common::{bin, db_dump, recovery_keygen, Board, TempDir};
 
 const MIB: u64 = 64;
 
@@ -24,22 +24,6 @@ struct Fixture {
     recovery: PathBuf,
     machine_id: PathBuf,
     _keys: TempDir,
-}
-
-fn recovery_keygen(path: &Path) -> String {
-    let out = bin()
-        .args(["keygen", "--recovery", "--out"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next().unwrap();
-    line.split('"').nth(1).unwrap().to_string()
 }
 
 impl Fixture {

@@ -21,23 +21,8 @@ const MACHINE_ID: &str = "3d1219c7c4c5404aaa1f6d2a48adfda4";
 /// A fleet recovery key pair: the private key file and the config line.
 fn recovery_key(dir: &Path) -> (PathBuf, String) {
     let file = dir.join("rvm-recovery.key");
-    let out = bin()
-        .args(["keygen", "--recovery", "--out"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout);
-    let line = line.split('#').next().unwrap().trim().to_string();
-    assert!(
-        line.starts_with("recovery_public_key = \"rvmrec1:"),
-        "{line}"
-    );
-    (file, line)
+    let public = common::recovery_keygen(&file);
+    (file, format!("recovery_public_key = \"{public}\""))
 }
 
 /// A populated board configured for export: 64K parts, a recovery key, a
@@ -435,6 +420,28 @@ fn encryption_without_a_recovery_key_is_refused_with_the_fix() {
         "{err}"
     );
     assert!(!s.dir.join("rvm-backup").exists());
+}
+
+/// A board whose disaster restore was interrupted (its journal is in
+/// backup_dir) exports nothing: its half-restored state must not push the
+/// good sets off the stick.
+#[test]
+fn no_export_while_a_disaster_restore_is_unfinished() {
+    let b = board("export-journal", "");
+    let Some(s) = stick("export-journal", 64) else {
+        return;
+    };
+    let journal = b.backups.join("disaster-restore.json");
+    fs::write(
+        &journal,
+        r#"{"version":1,"board":"b","set":"set-20261126T150000Z","started":1,"done":[],"pids":[]}"#,
+    )
+    .unwrap();
+    let err = b.fails(&["export", "--to", s.dir.to_str().unwrap()]);
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!s.dir.join("rvm-backup").exists());
+    fs::remove_file(&journal).unwrap();
+    export(&b, &s);
 }
 
 #[test]

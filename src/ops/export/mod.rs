@@ -4,8 +4,10 @@
 //! Sequence, all under the store lock (no prune deletes what is being
 //! copied, no second export writes the same board directory):
 //! 1. `DIR` must hold a writable stick of an allowed type
-//!    (`recovery_set::stick`); with encryption on, a recovery public key
-//!    must be configured (a set without the sealed key dies with the card);
+//!    (`recovery_set::stick`); no disaster restore may be unfinished (a
+//!    half-restored board must not push its good sets off the stick); with
+//!    encryption on, a recovery public key must be configured (a set
+//!    without the sealed key dies with the card);
 //! 2. per configured strategy the newest verified archive (`state.json`'s
 //!    `last_verified`; else the newest archive, verified first);
 //! 3. leftovers of an interrupted export of this board are removed
@@ -146,6 +148,13 @@ impl Session {
 
     async fn export_to(&self, dir: &Path, progress: &mut Progress) -> Result<ExportReport> {
         let stick = stick::check(dir, self.backup_dir()).map_err(|e| msg(e.to_string()))?;
+        if super::restore_interrupted(&self.cfg) {
+            // A half-restored board must not push the sets it is being
+            // restored from off the stick.
+            return Err(msg(
+                "a disaster restore of this board was interrupted and is not finished: no export until it is (run disaster-restore again, or reboot with the recovery stick in)",
+            ));
+        }
         if self.cfg.encryption_enabled && self.cfg.recovery_public_key.is_none() {
             return Err(self.no_recovery_key());
         }
