@@ -284,6 +284,7 @@ struct RawConfig {
     backup_monitoring_interval: Option<MonitoringDuration>,
     drill_interval: Option<IntervalDuration>,
     export_dir: Option<AbsPath>,
+    textfile_dir: Option<AbsPath>,
     export_interval: Option<IntervalDuration>,
     export_keep: Option<BoundedCount<1, MAX_EXPORT_KEEP>>,
     machine_id_file: Option<AbsPath>,
@@ -428,6 +429,9 @@ pub struct Config {
     /// `/media/rvm-recovery`): the daemon exports there on
     /// `export_interval` while a stick is mounted.
     pub export_dir: PathBuf,
+    /// node_exporter's textfile collector directory (`textfile_dir`): the
+    /// daemon keeps `rvm_backup.prom` there. `None`: no textfile.
+    pub textfile_dir: Option<PathBuf>,
     /// How often the daemon exports a recovery set (default 1 day).
     pub export_interval: Duration,
     /// How many recovery sets of this board a stick keeps (1 to 100,
@@ -554,6 +558,9 @@ impl Config {
                 return Err(err(m));
             }
         }
+        if let Some(t) = &raw.textfile_dir {
+            check_textfile_dir(&t.0, &backup_dir, &sources).map_err(err)?;
+        }
         Ok(Config {
             file: path.to_path_buf(),
             environment: env,
@@ -604,6 +611,7 @@ impl Config {
             drill_interval: raw
                 .drill_interval
                 .map_or(Duration::from_secs(DEFAULT_DRILL_INTERVAL_S), |d| d.0),
+            textfile_dir: raw.textfile_dir.map(|p| p.0),
             export_dir: raw
                 .export_dir
                 .map_or_else(|| PathBuf::from("/media/rvm-recovery"), |p| p.0),
@@ -743,6 +751,32 @@ fn source_roots(
 /// equal, or one inside the other. `paths` are the paths compared; when
 /// `written` is given (the paths as configured, `paths` then being their
 /// resolved forms) the message names both.
+/// `textfile_dir` is written by the daemon (a file and its temporary
+/// name): never the backup directory or inside it (the store is ours
+/// alone), never inside a source (the platform's files), and not above
+/// the backup directory either (node_exporter reads it; the store has no
+/// business there).
+fn check_textfile_dir(
+    dir: &Path,
+    backup_dir: &Path,
+    sources: &[(&'static str, PathBuf)],
+) -> Result<(), String> {
+    let t = format!("textfile_dir {:?}", dir.display().to_string());
+    let b = format!("backup_dir {:?}", backup_dir.display().to_string());
+    if dir.starts_with(backup_dir) || backup_dir.starts_with(dir) {
+        return Err(format!(
+            "{t} overlaps {b}: give node_exporter's textfile collector directory (e.g. /var/lib/node_exporter/textfile_collector)"
+        ));
+    }
+    if let Some((label, p)) = sources.iter().find(|(_, p)| dir.starts_with(p)) {
+        return Err(format!(
+            "{t} lies inside {label} {:?}: rvm-backup does not write into the sources; give node_exporter's textfile collector directory",
+            p.display().to_string()
+        ));
+    }
+    Ok(())
+}
+
 fn overlap_message(
     paths: (&Path, &Path),
     label: &str,
@@ -1125,5 +1159,26 @@ exclude = ["*.pyc", "__pycache__"]
         let e = Config::load(&big).unwrap_err().to_string();
         assert!(e.contains("larger than"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn textfile_dir_stays_out_of_the_store_and_the_sources() {
+        let with = |dir: &str| parse(&format!("textfile_dir = \"{dir}\"\n{MINIMAL}"));
+        let ok = with("/var/lib/node_exporter/textfile_collector").unwrap();
+        assert_eq!(
+            ok.textfile_dir.as_deref(),
+            Some(Path::new("/var/lib/node_exporter/textfile_collector"))
+        );
+        assert_eq!(parse(MINIMAL).unwrap().textfile_dir, None);
+        for (bad, says) in [
+            ("/var/lib/rvm-backup", "overlaps backup_dir"),
+            ("/var/lib/rvm-backup/prom", "overlaps backup_dir"),
+            ("/var/lib", "overlaps backup_dir"),
+            ("/etc/myrvm/prom", "lies inside [config] path"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(with("relative/dir").is_err());
     }
 }

@@ -245,6 +245,18 @@ impl Ctx<'_> {
         Ok(if listing.problems.is_empty() { 0 } else { 1 })
     }
 
+    /// `metrics`: the metrics the daemon's `METRICS` gives, in the
+    /// Prometheus text format, for setups without the daemon's socket or
+    /// node_exporter (rule states and the outbox are the daemon's; none
+    /// here).
+    pub fn metrics(self, args: &[String]) -> Result<i32> {
+        no_unknown_flags(args)?;
+        no_arguments(args)?;
+        let text = crate::monitor::metrics::text(&self.session, &[], None);
+        self.out.line(text.trim_end_matches('\n'));
+        Ok(0)
+    }
+
     pub fn verify(self, args: &[String]) -> Result<i32> {
         let mut args = args.to_vec();
         let all = take_flag(&mut args, "--all");

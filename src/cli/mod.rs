@@ -43,6 +43,7 @@ commands:
                                      scratch space, check and time them; exits 1 on a failure
   export [--to DIR]                  write a verified recovery set onto the stick mounted at DIR
                                      (default: export_dir); re-export copies only what changed
+  metrics                            the metrics in the Prometheus text format (what METRICS gives)
   daemon                             scheduler, jobs and control socket, in the foreground
   ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR
   audit verify                       check the audit log's hash chain
@@ -101,7 +102,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
         "demo" => crate::demo::run(args, global.quiet, out),
         "ctl" => ctl::run(global.config.as_deref(), args, out),
         "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "export" | "daemon"
-        | "audit" | "disaster-restore" => {
+        | "audit" | "disaster-restore" | "metrics" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;
             crate::logger::init(if global.quiet {
                 cfg.log_level.min(log::LevelFilter::Warn)
@@ -130,6 +131,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
                         "prune" => ctx.prune(args),
                         "drill" => ctx.drill(args),
                         "export" => ctx.export(args),
+                        "metrics" => ctx.metrics(args),
                         _ => ctx.restore(args),
                     }
                 }

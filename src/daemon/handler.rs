@@ -170,7 +170,8 @@ impl Daemon {
                 };
                 Ok(json!({"job": self.queue(JobKind::Export(dir), actor)?}))
             }
-            Verb::Alerts | Verb::Report | Verb::Metrics => Err(ProtoError::new(
+            Verb::Metrics => Ok(self.metrics_json()),
+            Verb::Alerts | Verb::Report => Err(ProtoError::new(
                 501,
                 format!("{} is not implemented yet", req.verb.name()),
             )),
@@ -389,7 +390,16 @@ mod tests {
         assert!(ask(0, "PRUNE dry-run").starts_with("OK"));
         assert!(ask(2002, "BACKUP photos").starts_with("ERR 400"));
         assert!(ask(2002, "\u{1}garbage").starts_with("ERR 400"));
-        assert!(ask(2001, "METRICS").starts_with("ERR 501"));
+        assert!(ask(2001, "ALERTS").starts_with("ERR 501"));
+        assert!(ask(5000, "METRICS").starts_with("ERR 403"));
+        let m = ask(2001, "METRICS");
+        let v: Value = serde_json::from_str(m.strip_prefix("OK ").unwrap()).unwrap();
+        assert_eq!(v["content_type"], "text/plain; version=0.0.4");
+        assert!(
+            v["text"].as_str().unwrap().contains("\nrvm_backup_up 1\n"),
+            "{m}"
+        );
+        assert_eq!(m.matches('\n').count(), 1, "one reply line: {m}");
         assert!(ask(2001, "DRILL").starts_with("ERR 403"));
         assert!(ask(2002, "DRILL photos").starts_with("ERR 400"));
         assert!(ask(2002, "DRILL database").starts_with("ERR 404"));

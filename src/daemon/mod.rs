@@ -6,7 +6,8 @@
 //! long-lived tasks (job runner, scheduler tick, signals); `work` turns a
 //! job into calls of the operations layer; `handler` answers one request
 //! line (parse, roles, audit, dispatch); `reports` builds the read-only
-//! replies (status, health, list); `socket` binds the control socket.
+//! replies (status, health, list); `metrics` the `METRICS` reply and the
+//! node_exporter textfile; `socket` binds the control socket.
 //!
 //! Everything runs as tasks on one `LocalExecutor`: the accept loop and one
 //! task per connection, the job runner, the scheduler tick, the signal
@@ -22,6 +23,7 @@
 
 mod handler;
 pub mod jobs;
+mod metrics;
 pub mod notify;
 mod reports;
 pub mod scheduler;
@@ -185,6 +187,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
         ex.spawn(tasks::runner(daemon.clone(), wake_rx)).detach();
         ex.spawn(tasks::ticker(daemon.clone(), notifier.clone()))
             .detach();
+        ex.spawn(metrics::textfile_task(daemon.clone())).detach();
         notifier.send("READY=1");
         log::info!("daemon ready on {}", socket_path.display());
         tasks::signals(daemon.clone()).await

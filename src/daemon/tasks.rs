@@ -122,6 +122,8 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
             &format!("job {id} {}", kind.describe()),
             &format!("{state:?}: {text}"),
         );
+        // The fleet sees the job's outcome without waiting for the interval.
+        d.write_textfile();
     }
 }
 

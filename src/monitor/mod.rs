@@ -16,6 +16,7 @@
 //! once when the alert is made and kept through every retry.
 
 pub mod alert;
+pub mod metrics;
 pub mod severity;
 
 pub use alert::{Alert, AlertKind};

@@ -117,6 +117,17 @@ impl Session {
         self.store.list(only, self.key.as_ref())
     }
 
+    /// Every archive (of one strategy, or all) handed to `f` one at a
+    /// time, not sorted, with the sidecars that could not be read: see
+    /// [`Store::visit`].
+    pub fn visit(
+        &self,
+        only: Option<Strategy>,
+        f: impl FnMut(std::result::Result<crate::store::Listed, (PathBuf, crate::error::Error)>),
+    ) {
+        self.store.visit(only, self.key.as_ref(), f)
+    }
+
     /// The strategies `backup` with no argument (or `--all`) means.
     pub fn all_strategies(&self) -> Result<Vec<Strategy>> {
         let c = self.cfg.configured();

@@ -135,7 +135,7 @@ pub const VERBS: [VerbSpec; 17] = [
         verb: Verb::Metrics,
         name: "METRICS",
         needs: Some(Role::Reader),
-        help: "METRICS — (not implemented yet)",
+        help: "METRICS — the metrics in the Prometheus text format (version 0.0.4), as a JSON string",
     },
     VerbSpec {
         verb: Verb::Drill,

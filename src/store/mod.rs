@@ -191,6 +191,27 @@ impl Store {
             archives: Vec::new(),
             problems: Vec::new(),
         };
+        self.visit(only, key, |found| match found {
+            Ok(a) => listing.archives.push(a),
+            Err((path, e)) => listing.problems.push((path, e)),
+        });
+        listing
+            .archives
+            .sort_by_key(|a| (a.meta.created, a.meta.created_nanos, a.meta.id.clone()));
+        listing
+    }
+
+    /// Read every sidecar (of one strategy, or all) and hand each to `f`
+    /// at once, as an archive or as the sidecar's path and why it could
+    /// not be read: in file-name order per strategy, not sorted by age.
+    /// Only one sidecar is held at a time (plus one directory's names),
+    /// for callers that fold the store into a few figures (metrics).
+    pub fn visit(
+        &self,
+        only: Option<Strategy>,
+        key: Option<&KeyRing>,
+        mut f: impl FnMut(std::result::Result<Listed, (PathBuf, Error)>),
+    ) {
         for s in Strategy::ALL
             .into_iter()
             .filter(|s| only.is_none_or(|o| o == *s))
@@ -206,19 +227,15 @@ impl Store {
                 let path = dir.join(&name);
                 match read_sidecar(&path, key).and_then(|(h, m)| self.check_listed(s, &name, h, m))
                 {
-                    Ok((header, meta)) => listing.archives.push(Listed {
+                    Ok((header, meta)) => f(Ok(Listed {
                         meta,
                         header,
                         dir: dir.clone(),
-                    }),
-                    Err(e) => listing.problems.push((path, e)),
+                    })),
+                    Err(e) => f(Err((path, e))),
                 }
             }
         }
-        listing
-            .archives
-            .sort_by_key(|a| (a.meta.created, a.meta.created_nanos, a.meta.id.clone()));
-        listing
     }
 }
 

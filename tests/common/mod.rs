@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod craft;
+pub mod prom;
 pub mod stick;
 
 use std::collections::BTreeMap;

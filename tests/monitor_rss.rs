@@ -1,0 +1,151 @@
+//! The daemon's peak RSS with monitoring on stays under 8 MiB (issue 8):
+//! a daemon with `backup_monitoring_enabled`, the shortest monitoring
+//! interval and a node_exporter textfile backs up every strategy a few
+//! times and answers `METRICS`, `STATUS` and `HEALTH` in between; its
+//! `VmHWM` (peak resident set, from `/proc/PID/status`) is read at the end.
+//!
+//! The bound is for the optimised build the board runs (`cargo test
+//! --release`, what CI runs natively). A debug build maps more code and
+//! gets twice the bound; under the emulator (`RVM_BACKUP_TEST_RUNNER`)
+//! the process measured is qemu itself, so there the figure is only
+//! printed and the rest of the test (every job done, every reply `OK`)
+//! still has to pass.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LIMIT_KIB: u64 = 8 << 10;
+
+fn patience() -> Duration {
+    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(20)
+    }
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn request(socket: &std::path::Path, line: &str) -> Option<String> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(patience())).ok()?;
+    s.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).ok()?;
+    Some(reply)
+}
+
+fn ok_json(socket: &std::path::Path, line: &str) -> serde_json::Value {
+    let r = request(socket, line).unwrap_or_default();
+    let body = r
+        .strip_prefix("OK ")
+        .unwrap_or_else(|| panic!("{line}: {r}"));
+    serde_json::from_str(body).unwrap()
+}
+
+/// Peak resident set of `pid`, KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn daemon_peak_rss_stays_under_8_mib_with_monitoring_on() {
+    let b = Board::new("monitor-rss");
+    let socket = b.tmp.path().join("run/control.sock");
+    let prom = b.tmp.path().join("prom");
+    fs::create_dir_all(&prom).unwrap();
+    b.write_config(&format!(
+        "socket = \"{}\"\nbackup_monitoring_enabled = true\nbackup_monitoring_interval = \"1m\"\ntextfile_dir = \"{}\"\n",
+        socket.display(),
+        prom.display()
+    ));
+    b.populate();
+    let log = fs::File::create(b.tmp.path().join("daemon.log")).unwrap();
+    let child = bin()
+        .arg("--config")
+        .arg(&b.config)
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let daemon = Running(child);
+    let deadline = Instant::now() + patience();
+    while !request(&socket, "PING").is_some_and(|r| r.starts_with("OK")) {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not start: {}",
+            fs::read_to_string(b.tmp.path().join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for round in 0..3 {
+        let ids = ok_json(&socket, "BACKUP all")["jobs"].clone();
+        for id in ids.as_array().unwrap() {
+            let deadline = Instant::now() + patience() * 3;
+            loop {
+                // Reads between and during the jobs.
+                ok_json(&socket, "STATUS");
+                let m = ok_json(&socket, "METRICS");
+                assert!(m["text"].as_str().unwrap().contains("rvm_backup_up 1"));
+                let j = ok_json(&socket, &format!("JOB {id}"));
+                match j["state"].as_str() {
+                    Some("queued" | "running") => {}
+                    Some("done") => break,
+                    _ => panic!("round {round}: job {id} did not succeed: {j}"),
+                }
+                assert!(Instant::now() < deadline, "job {id} never ended: {j}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        ok_json(&socket, "HEALTH");
+        ok_json(&socket, "LIST");
+    }
+    let text = fs::read_to_string(prom.join("rvm_backup.prom")).unwrap();
+    assert!(
+        text.contains("rvm_backup_archives{strategy=\"database\"}"),
+        "{text}"
+    );
+    let peak = vm_hwm_kib(pid);
+    drop(daemon);
+    let emulated = std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some();
+    let limit = if cfg!(debug_assertions) {
+        2 * LIMIT_KIB
+    } else {
+        LIMIT_KIB
+    };
+    eprintln!(
+        "daemon peak RSS with monitoring on: {peak} KiB (limit {limit} KiB{})",
+        if emulated {
+            "; not checked: this is the emulator's own RSS"
+        } else {
+            ""
+        }
+    );
+    if !emulated {
+        assert!(
+            peak < limit,
+            "the daemon's peak RSS was {peak} KiB with monitoring on; the limit is {limit} KiB"
+        );
+    }
+}
