@@ -215,7 +215,11 @@ pub async fn run(spec: Spec<'_>) -> Finished {
         drop(stdin.take());
     };
     let pumps = async {
-        smol::future::zip(feed, smol::future::zip(pump(stdout, &out), pump(stderr, &err))).await;
+        smol::future::zip(
+            feed,
+            smol::future::zip(pump(stdout, &out), pump(stderr, &err)),
+        )
+        .await;
         pumps_done.set(true);
     };
     let mut pumps = std::pin::pin!(pumps);

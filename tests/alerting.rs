@@ -194,7 +194,8 @@ fn serve(
     holding: &AtomicUsize,
 ) {
     conn.set_nonblocking(false).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -308,7 +309,10 @@ fn alerts_reach_a_receiver_that_was_down_answered_500_and_outlived_a_sigkill() {
         ids.is_subset(&got)
     });
     let got = rx.got();
-    assert!(got.iter().filter(|g| g.status == 500).count() == 2, "{got:?}");
+    assert!(
+        got.iter().filter(|g| g.status == 500).count() == 2,
+        "{got:?}"
+    );
     for g in &got {
         assert_eq!((g.method.as_str(), g.path.as_str()), ("POST", "/hooks/rvm"));
         assert_eq!(g.header("Content-Type"), Some("application/json"));
@@ -316,7 +320,9 @@ fn alerts_reach_a_receiver_that_was_down_answered_500_and_outlived_a_sigkill() {
         let j: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
         assert_eq!(g.header("X-RVM-Alert-Id"), j["id"].as_str());
         assert_eq!(j["rule"], "test");
-        for field in ["kind", "subject", "severity", "previous", "reason", "host", "at", "time"] {
+        for field in [
+            "kind", "subject", "severity", "previous", "reason", "host", "at", "time",
+        ] {
             assert!(!j[field].is_null(), "{field} missing: {j}");
         }
     }
@@ -366,11 +372,7 @@ fn email_exec_and_log_sinks_deliver_what_an_operator_can_read() {
     // The operator's command (the test alert ignores min_severity/rules).
     let out = b.ok(&["alert", "test", "--severity", "critical"]);
     assert!(out.contains("queued for email-1, exec-2, log-3"), "{out}");
-    let id = out
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .to_string();
+    let id = out.split_whitespace().nth(2).unwrap().to_string();
     assert_eq!(id.len(), 16, "{out}");
     wait_for("the message", || {
         fs::read_dir(&mail_dir)
@@ -402,10 +404,17 @@ print(json.dumps({
         .arg(&msg)
         .output()
         .expect("python3 is needed for this test");
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let m: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     let subject = m["subject"].as_str().unwrap();
-    assert!(subject.starts_with("[CRITICAL] ") && subject.contains("alerting: test:"), "{m}");
+    assert!(
+        subject.starts_with("[CRITICAL] ") && subject.contains("alerting: test:"),
+        "{m}"
+    );
     assert_eq!(m["from"], "rvm@board.example");
     assert_eq!(m["to"], "ops@example.com, oncall@example.org");
     let date = m["date"].as_f64().unwrap();
@@ -415,16 +424,27 @@ print(json.dumps({
         .as_secs_f64();
     assert!((now - date).abs() < 86_400.0, "{m}");
     let mid = m["message_id"].as_str().unwrap();
-    assert!(mid.starts_with(&format!("<{id}@")) && mid.ends_with('>'), "{m}");
-    assert_eq!((m["ctype"].as_str(), m["charset"].as_str()), (Some("text/plain"), Some("utf-8")));
+    assert!(
+        mid.starts_with(&format!("<{id}@")) && mid.ends_with('>'),
+        "{m}"
+    );
+    assert_eq!(
+        (m["ctype"].as_str(), m["charset"].as_str()),
+        (Some("text/plain"), Some("utf-8"))
+    );
     assert!(m["body"].as_str().unwrap().contains(&id), "{m}");
     let args = fs::read_to_string(msg.with_extension("args")).unwrap();
     assert_eq!(args.trim(), "-t -i");
     // The exec sink: JSON on stdin, the alert in its environment, nothing else.
-    wait_for("the exec sink", || exec_dir.join(format!("{id}.count")).exists());
+    wait_for("the exec sink", || {
+        exec_dir.join(format!("{id}.count")).exists()
+    });
     let j: serde_json::Value =
         serde_json::from_slice(&fs::read(exec_dir.join(format!("{id}.json"))).unwrap()).unwrap();
-    assert_eq!((j["id"].as_str(), j["severity"].as_str()), (Some(id.as_str()), Some("critical")));
+    assert_eq!(
+        (j["id"].as_str(), j["severity"].as_str()),
+        (Some(id.as_str()), Some("critical"))
+    );
     let env = fs::read_to_string(exec_dir.join(format!("{id}.env"))).unwrap();
     for want in [
         format!("RVM_ALERT_ID={id}"),
@@ -438,7 +458,9 @@ print(json.dumps({
     assert!(env.contains("RVM_ALERT_HOST=") && env.contains("RVM_ALERT_REASON=test alert"));
     // The log sink: a journal line with the critical priority.
     wait_for("the journal line", || {
-        d.log_text().lines().any(|l| l.starts_with("<2>") && l.contains(&id))
+        d.log_text()
+            .lines()
+            .any(|l| l.starts_with("<2>") && l.contains(&id))
     });
     // Retried mail shows in the log; the outbox ends empty.
     wait_for("an empty outbox", || outbox(&b).is_empty());
@@ -468,7 +490,10 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
     for _ in 0..20 {
         d.json("STATUS");
     }
-    assert!(slow.holding.load(Ordering::SeqCst) > 0, "the requests were slower than the receiver");
+    assert!(
+        slow.holding.load(Ordering::SeqCst) > 0,
+        "the requests were slower than the receiver"
+    );
     // A backup pings start then success.
     let job = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
     wait_for("the backup", || {
@@ -476,7 +501,11 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
         !matches!(j["state"].as_str(), Some("queued" | "running"))
     });
     wait_for("the heartbeat pings", || hb.got().len() >= 2);
-    let paths: Vec<String> = hb.got().iter().map(|g| format!("{} {}", g.method, g.path)).collect();
+    let paths: Vec<String> = hb
+        .got()
+        .iter()
+        .map(|g| format!("{} {}", g.method, g.path))
+        .collect();
     assert_eq!(paths, ["GET /ping/board-7/start", "GET /ping/board-7"]);
     wait_for("the slow delivery", || {
         slow.got()
@@ -491,6 +520,12 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
     });
     wait_for("the fail ping", || hb.got().len() >= 4);
     let fail = &hb.got()[3];
-    assert_eq!((fail.method.as_str(), fail.path.as_str()), ("POST", "/ping/board-7/fail"));
-    assert!(String::from_utf8_lossy(&fail.body).contains("config"), "{fail:?}");
+    assert_eq!(
+        (fail.method.as_str(), fail.path.as_str()),
+        ("POST", "/ping/board-7/fail")
+    );
+    assert!(
+        String::from_utf8_lossy(&fail.body).contains("config"),
+        "{fail:?}"
+    );
 }

@@ -98,7 +98,12 @@ async fn attempt(a: &Alerting, seq: u64) {
             return;
         }
     };
-    let sink = a.sinks.borrow().iter().find(|s| s.name == entry.sink).cloned();
+    let sink = a
+        .sinks
+        .borrow()
+        .iter()
+        .find(|s| s.name == entry.sink)
+        .cloned();
     let Some(sink) = sink else {
         log::warn!(
             "alert {} was for sink {:?}, which is no longer configured: dropped",
@@ -125,7 +130,7 @@ async fn attempt(a: &Alerting, seq: u64) {
         }
         Err(e) => {
             let attempts = entry.attempts.saturating_add(1);
-            let delay = backoff::delay_ms(attempts, a.jitter.borrow_mut().next());
+            let delay = backoff::delay_ms(attempts, a.jitter.borrow_mut().draw());
             let id = entry.alert.id.clone();
             let next = a.outbox.borrow_mut().failed(seq, entry, &e, now, delay);
             let next = next.unwrap_or_else(|w| {

@@ -223,7 +223,15 @@ mod tests {
             reason: reason.into(),
             figures: serde_json::Map::new(),
         };
-        Alert::new(AlertKind::Firing, &f, Severity::Ok, "rvm-0042", "", 1_795_000_000).unwrap()
+        Alert::new(
+            AlertKind::Firing,
+            &f,
+            Severity::Ok,
+            "rvm-0042",
+            "",
+            1_795_000_000,
+        )
+        .unwrap()
     }
 
     fn headers(m: &str) -> Vec<&str> {
@@ -233,7 +241,10 @@ mod tests {
     #[test]
     fn dates_are_rfc5322() {
         assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_795_000_000), "Wed, 18 Nov 2026 11:06:40 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_000_000),
+            "Wed, 18 Nov 2026 11:06:40 +0000"
+        );
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 
@@ -242,7 +253,11 @@ mod tests {
         let a = alert("x\r\nBcc: victim@example.com\n\nbody", "db\nCc: evil@x");
         let m = message(&a, &["ops@example.com".into()], None);
         let h = headers(&m);
-        assert!(h.iter().all(|l| !l.starts_with("Bcc") && !l.starts_with("Cc")), "{m}");
+        assert!(
+            h.iter()
+                .all(|l| !l.starts_with("Bcc") && !l.starts_with("Cc")),
+            "{m}"
+        );
         assert_eq!(h.iter().filter(|l| l.starts_with("Subject:")).count(), 1);
         assert!(h.contains(&format!("Message-ID: <{}@rvm-0042>", a.id).as_str()));
         assert!(h.contains(&"From: rvm-backup@rvm-0042"));
@@ -256,7 +271,10 @@ mod tests {
         let h = headers(&m);
         assert!(h.contains(&"To: a@b, c@d"));
         assert!(h.iter().any(|l| l.starts_with("Subject: =?utf-8?B?")));
-        assert!(m.lines().all(|l| l.len() <= 76 || l.starts_with("Subject")), "{m}");
+        assert!(
+            m.lines().all(|l| l.len() <= 76 || l.starts_with("Subject")),
+            "{m}"
+        );
         assert_eq!(base64(b"hello"), "aGVsbG8=");
         assert_eq!(base64(b"hi!"), "aGkh");
         assert_eq!(quoted_printable("a=b \nc\u{e9}"), "a=3Db=20\nc=C3=A9");

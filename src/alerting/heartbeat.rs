@@ -68,6 +68,9 @@ mod tests {
         assert_eq!(request(&u, &Ping::Start).1.target, "/ping/abc/start");
         assert_eq!(request(&u, &Ping::Success).1.target, "/ping/abc");
         let (m, f, body) = request(&u, &Ping::Fail("disk full".into()));
-        assert_eq!((m, f.target.as_str(), body.as_slice()), ("POST", "/ping/abc/fail", &b"disk full"[..]));
+        assert_eq!(
+            (m, f.target.as_str(), body.as_slice()),
+            ("POST", "/ping/abc/fail", &b"disk full"[..])
+        );
     }
 }

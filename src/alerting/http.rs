@@ -61,7 +61,11 @@ async fn exchange(
     let mut stream = None;
     for addr in addrs.into_iter().take(8) {
         let attempt = smol::future::or(
-            async { smol::net::TcpStream::connect(addr).await.map_err(|e| e.to_string()) },
+            async {
+                smol::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
             async {
                 smol::Timer::after(connect).await;
                 Err(format!("timed out after {}s", connect.as_secs()))
@@ -91,7 +95,9 @@ async fn exchange(
         match final_status(&buf)? {
             Some(code) => return Ok(code),
             None if buf.len() >= MAX_HEAD => {
-                return Err(format!("the response's head is longer than {MAX_HEAD} bytes"))
+                return Err(format!(
+                    "the response's head is longer than {MAX_HEAD} bytes"
+                ))
             }
             None => {}
         }
@@ -102,7 +108,10 @@ async fn exchange(
             .map_err(|e| format!("cannot read the answer from {}: {e}", url.host_header()))?;
         if n == 0 {
             return Err(if buf.is_empty() {
-                format!("{} closed the connection without an answer", url.host_header())
+                format!(
+                    "{} closed the connection without an answer",
+                    url.host_header()
+                )
             } else {
                 format!("{} sent an incomplete answer", url.host_header())
             });
@@ -201,7 +210,10 @@ mod tests {
     fn status_lines() {
         assert_eq!(status_line(b"HTTP/1.1 200 OK\r\n"), Ok(Some(200)));
         assert_eq!(status_line(b"HTTP/1.0 503\n"), Ok(Some(503)));
-        assert_eq!(status_line(b"HTTP/1.1 204 No Content\r\nX: y"), Ok(Some(204)));
+        assert_eq!(
+            status_line(b"HTTP/1.1 204 No Content\r\nX: y"),
+            Ok(Some(204))
+        );
         assert_eq!(status_line(b"HTTP/1.1 20"), Ok(None));
         assert_eq!(status_line(b"HT"), Ok(None));
         assert_eq!(status_line(b""), Ok(None));
@@ -215,7 +227,11 @@ mod tests {
             b"SSH-2.0-OpenSSH\r\n",
             b"HTTP/1.1\r\n",
         ] {
-            assert!(status_line(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                status_line(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

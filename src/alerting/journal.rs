@@ -45,7 +45,10 @@ mod tests {
         };
         let a = |k, s| Alert::new(k, &f(s), Severity::Ok, "h", "", 0).unwrap();
         let crit = line(&a(AlertKind::Firing, Severity::Critical));
-        assert!(crit.starts_with("<2>") && crit.contains("disk full"), "{crit}");
+        assert!(
+            crit.starts_with("<2>") && crit.contains("disk full"),
+            "{crit}"
+        );
         assert_eq!(crit.matches('\n').count(), 1);
         assert!(line(&a(AlertKind::Firing, Severity::Warning)).starts_with("<4>"));
         assert!(line(&a(AlertKind::Resolved, Severity::Ok)).starts_with("<6>"));

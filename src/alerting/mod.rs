@@ -61,12 +61,13 @@ impl Alerting {
     /// Open the outbox in `backup_dir` (entries left by an earlier run are
     /// picked up) with the sinks of `cfg`.
     pub fn open(cfg: &Config) -> Result<Alerting> {
-        let outbox = Outbox::open(&cfg.backup_dir, cfg.outbox_max, delivery::now_ms()).map_err(|e| {
-            msg(format!(
-                "cannot open the alert outbox in {}: {e}",
-                cfg.backup_dir.display()
-            ))
-        })?;
+        let outbox =
+            Outbox::open(&cfg.backup_dir, cfg.outbox_max, delivery::now_ms()).map_err(|e| {
+                msg(format!(
+                    "cannot open the alert outbox in {}: {e}",
+                    cfg.backup_dir.display()
+                ))
+            })?;
         if outbox.depth() > 0 {
             log::info!(
                 "alert outbox: {} undelivered alert(s) from before; sending them",
@@ -75,7 +76,8 @@ impl Alerting {
         }
         let (wake_tx, wake_rx) = smol::channel::bounded(1);
         let (ping_tx, ping_rx) = smol::channel::bounded(heartbeat::QUEUE);
-        let seed = u64::from(std::process::id()) ^ (u64::from(crate::timefmt::now_precise().1) << 16);
+        let seed =
+            u64::from(std::process::id()) ^ (u64::from(crate::timefmt::now_precise().1) << 16);
         Ok(Alerting {
             outbox: RefCell::new(outbox),
             sinks: RefCell::new(Rc::new(cfg.alerts.clone())),
@@ -247,8 +249,6 @@ pub fn parse_test_severity(s: Option<&str>) -> std::result::Result<Severity, Str
         None | Some("warning") => Ok(Severity::Warning),
         Some("critical") => Ok(Severity::Critical),
         Some("ok") => Ok(Severity::Ok),
-        Some(other) => Err(format!(
-            "severity {other:?}: use warning, critical or ok"
-        )),
+        Some(other) => Err(format!("severity {other:?}: use warning, critical or ok")),
     }
 }

@@ -96,7 +96,12 @@ pub fn depth_of(backup_dir: &Path) -> u64 {
     fs::read_dir(dir_of(backup_dir))
         .map(|it| {
             it.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_str().and_then(|n| parse_name(n, false)).is_some())
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| parse_name(n, false))
+                        .is_some()
+                })
                 .count() as u64
         })
         .unwrap_or(0)
@@ -245,7 +250,10 @@ impl Outbox {
                 break;
             };
             let _ = fs::remove_file(self.dir.join(entry_name(seq)));
-            log::debug!("alert outbox full: dropped entry {seq} for sink {}", meta.sink);
+            log::debug!(
+                "alert outbox full: dropped entry {seq} for sink {}",
+                meta.sink
+            );
             n += 1;
         }
         if n > 0 {
@@ -281,7 +289,8 @@ impl Outbox {
 
     /// Read one entry (bounded; never through a symlink).
     pub fn read(&self, seq: u64) -> io::Result<Entry> {
-        let (_, bytes) = fsutil::read_regular(&self.dir.join(entry_name(seq)), MAX_ENTRY, Follow::No)?;
+        let (_, bytes) =
+            fsutil::read_regular(&self.dir.join(entry_name(seq)), MAX_ENTRY, Follow::No)?;
         serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
@@ -325,7 +334,14 @@ impl Outbox {
     }
 
     /// A try failed: persist the next one (`delay_ms` from now).
-    pub fn failed(&mut self, seq: u64, mut entry: Entry, error: &str, now_ms: i64, delay_ms: u64) -> io::Result<i64> {
+    pub fn failed(
+        &mut self,
+        seq: u64,
+        mut entry: Entry,
+        error: &str,
+        now_ms: i64,
+        delay_ms: u64,
+    ) -> io::Result<i64> {
         entry.attempts = entry.attempts.saturating_add(1);
         entry.next_try = now_ms.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
         entry.last_error = error.chars().take(1000).collect();
@@ -367,7 +383,15 @@ mod tests {
             reason: reason.into(),
             figures: serde_json::Map::new(),
         };
-        Alert::new(AlertKind::Firing, &f, Severity::Ok, "rvm-1", "", 1_795_000_000).unwrap()
+        Alert::new(
+            AlertKind::Firing,
+            &f,
+            Severity::Ok,
+            "rvm-1",
+            "",
+            1_795_000_000,
+        )
+        .unwrap()
     }
 
     fn sinks(names: &[&str]) -> Vec<String> {
@@ -471,7 +495,10 @@ mod tests {
         let d = scratch("notdir");
         fs::write(d.join("outbox"), b"x").unwrap();
         let e = Outbox::open(&d, 100, 0).unwrap_err().to_string();
-        assert!(e.contains("not a directory") && e.contains("move it away"), "{e}");
+        assert!(
+            e.contains("not a directory") && e.contains("move it away"),
+            "{e}"
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 }

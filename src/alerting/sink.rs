@@ -33,9 +33,17 @@ pub struct Sink {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkKind {
-    Webhook { url: HttpUrl },
-    Exec { command: HookCommand },
-    Email { to: Vec<String>, from: Option<String>, sendmail: HookCommand },
+    Webhook {
+        url: HttpUrl,
+    },
+    Exec {
+        command: HookCommand,
+    },
+    Email {
+        to: Vec<String>,
+        from: Option<String>,
+        sendmail: HookCommand,
+    },
     Log,
 }
 
@@ -62,11 +70,7 @@ impl Sink {
             AlertKind::Resolved => alert.previous.max(alert.severity),
             _ => alert.severity,
         };
-        severity >= self.min_severity
-            && self
-                .rules
-                .as_ref()
-                .is_none_or(|r| r.iter().any(|n| *n == alert.rule))
+        severity >= self.min_severity && self.rules.as_ref().is_none_or(|r| r.contains(&alert.rule))
     }
 }
 
@@ -127,8 +131,7 @@ impl<'de> Deserialize<'de> for SinkName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let ok = (1..=32).contains(&s.len())
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if !ok {
             return Err(serde::de::Error::custom(format!(
@@ -272,7 +275,8 @@ impl TryFrom<RawSink> for CheckedSink {
                 || rules.iter().any(|x| x.is_empty() || x.len() > 64)
             {
                 return Err(
-                    "[[alert]] `rules` lists 1 to 64 rule names (leave it out for all rules)".into(),
+                    "[[alert]] `rules` lists 1 to 64 rule names (leave it out for all rules)"
+                        .into(),
                 );
             }
         }
@@ -399,7 +403,18 @@ type = "log"
         for ok in ["a@b", "first.last+tag@mail.example.com", "x_y@h-1.io"] {
             EmailAddr::parse(ok).unwrap();
         }
-        for bad in ["", "@b", "a@", "a b@c", "a@b c", "a@b\r\nBcc: x@y", ".a@b", "a..b@c", "a@-b", "<a@b>"] {
+        for bad in [
+            "",
+            "@b",
+            "a@",
+            "a b@c",
+            "a@b c",
+            "a@b\r\nBcc: x@y",
+            ".a@b",
+            "a..b@c",
+            "a@-b",
+            "<a@b>",
+        ] {
             assert!(EmailAddr::parse(bad).is_err(), "{bad:?}");
         }
     }

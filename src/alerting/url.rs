@@ -55,7 +55,9 @@ impl HttpUrl {
             ));
         }
         if text.contains('#') {
-            return Err(format!("{text:?}: a fragment (#…) means nothing to a server; drop it"));
+            return Err(format!(
+                "{text:?}: a fragment (#…) means nothing to a server; drop it"
+            ));
         }
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, target) = rest.split_at(split);
@@ -65,7 +67,9 @@ impl HttpUrl {
             None => target.to_string(),
         };
         if authority.contains('@') {
-            return Err(format!("{text:?}: user names and passwords in URLs are not supported"));
+            return Err(format!(
+                "{text:?}: user names and passwords in URLs are not supported"
+            ));
         }
         let (host, ipv6, port) = if let Some(r) = authority.strip_prefix('[') {
             let (h, after) = r
@@ -74,12 +78,13 @@ impl HttpUrl {
             if h.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(format!("{text:?}: {h:?} is not an IPv6 address"));
             }
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| {
-                    format!("{text:?}: expected ':PORT' after the IPv6 address")
-                })?),
-            };
+            let port =
+                match after {
+                    "" => None,
+                    p => Some(p.strip_prefix(':').ok_or_else(|| {
+                        format!("{text:?}: expected ':PORT' after the IPv6 address")
+                    })?),
+                };
             (h.to_string(), true, port)
         } else {
             let (h, p) = match authority.split_once(':') {
@@ -151,7 +156,9 @@ fn valid_host(h: &str) -> bool {
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -187,7 +194,10 @@ mod tests {
         let hb = HttpUrl::parse("http://hc.local/ping/abc/?k=v").unwrap();
         assert_eq!(hb.with_suffix("start").target, "/ping/abc/start?k=v");
         assert_eq!(
-            HttpUrl::parse("http://h").unwrap().with_suffix("fail").target,
+            HttpUrl::parse("http://h")
+                .unwrap()
+                .with_suffix("fail")
+                .target,
             "/fail"
         );
     }

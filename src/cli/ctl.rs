@@ -48,14 +48,15 @@ pub(super) fn alert(config: Option<&Path>, args: &[String], out: &mut Out) -> Re
             "usage: rvm-backup alert test [--severity warning|critical|ok]".into(),
         ));
     }
-    let severity = crate::alerting::parse_test_severity(severity.as_deref()).map_err(Error::Usage)?;
+    let severity =
+        crate::alerting::parse_test_severity(severity.as_deref()).map_err(Error::Usage)?;
     let reply = exchange(&socket, &format!("TEST-ALERT {}", severity.name()))?;
     let Some(body) = reply.trim_end().strip_prefix("OK ") else {
         out.line(reply.trim_end());
         return Ok(1);
     };
-    let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| msg(format!("unreadable reply from the daemon: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| msg(format!("unreadable reply from the daemon: {e}")))?;
     let sinks: Vec<&str> = v["sinks"]
         .as_array()
         .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
