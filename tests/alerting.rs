@@ -57,6 +57,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(b: &Board) -> Daemon {
+        Daemon::start_with(b, &[])
+    }
+
+    fn start_with(b: &Board, env: &[(&str, &str)]) -> Daemon {
         let log = b.tmp.path().join("daemon.log");
         let f = fs::OpenOptions::new()
             .create(true)
@@ -69,6 +73,7 @@ impl Daemon {
             .arg("daemon")
             .stdout(Stdio::null())
             .stderr(f)
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         let d = Daemon {
@@ -368,7 +373,8 @@ fn email_exec_and_log_sinks_deliver_what_an_operator_can_read() {
             notify.display()
         ),
     );
-    let d = Daemon::start(&b);
+    // As under systemd: the log sink's lines carry their priority.
+    let d = Daemon::start_with(&b, &[("JOURNAL_STREAM", "8:1234")]);
     // The operator's command (the test alert ignores min_severity/rules).
     let out = b.ok(&["alert", "test", "--severity", "critical"]);
     assert!(out.contains("queued for email-1, exec-2, log-3"), "{out}");

@@ -254,6 +254,74 @@ mod tests {
         assert!(h.contains("Content-Length: 5\r\n") && h.ends_with("\r\n\r\n"));
     }
 
+    /// A one-connection server on the loopback that reads the request
+    /// head and then sends `reply` (and keeps the connection open while
+    /// `linger`).
+    fn server(reply: Vec<u8>, linger: bool) -> (HttpUrl, std::thread::JoinHandle<Vec<u8>>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = c.write_all(&reply);
+            if linger {
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            got
+        });
+        (
+            HttpUrl::parse(&format!("http://127.0.0.1:{port}/in")).unwrap(),
+            t,
+        )
+    }
+
+    const QUICK: Timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        total: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn the_client_against_real_and_hostile_servers() {
+        let (u, t) = server(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false);
+        assert_eq!(
+            smol::block_on(request(&u, "POST", &[], b"{}", QUICK)),
+            Ok(204)
+        );
+        let head = String::from_utf8(t.join().unwrap()).unwrap();
+        assert!(head.starts_with("POST /in HTTP/1.1\r\n"), "{head}");
+        // Endless header bytes without a line end: bounded, an error.
+        let (u, t) = server(vec![b'H'; 1 << 20], false);
+        let e = smol::block_on(request(&u, "GET", &[], b"", QUICK)).unwrap_err();
+        assert!(e.contains("not an HTTP response"), "{e}");
+        t.join().unwrap();
+        let (u, t) = server(b"HTTP/1.1 200".to_vec(), false);
+        let e = smol::block_on(request(&u, "GET", &[], b"", QUICK)).unwrap_err();
+        assert!(e.contains("incomplete"), "{e}");
+        t.join().unwrap();
+        // Silence: the total timeout ends it.
+        let (u, t) = server(Vec::new(), true);
+        let e = smol::block_on(request(&u, "GET", &[], b"", QUICK)).unwrap_err();
+        assert!(e.contains("no answer"), "{e}");
+        t.join().unwrap();
+        // Nobody listening.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let u = HttpUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let e = smol::block_on(request(&u, "GET", &[], b"", QUICK)).unwrap_err();
+        assert!(e.contains("cannot connect"), "{e}");
+    }
+
     proptest! {
         #[test]
         fn hostile_responses_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {

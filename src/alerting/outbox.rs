@@ -107,6 +107,12 @@ pub fn depth_of(backup_dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// How many outbox entries of `backup_dir` were ever dropped (the
+/// `dropped` file; 0 when there is none).
+pub fn dropped_of(backup_dir: &Path) -> u64 {
+    read_dropped(&dir_of(backup_dir))
+}
+
 impl Outbox {
     /// Open (creating it, mode 0700) the outbox in `backup_dir`: remove
     /// leftover temporary files, index the entries, drop damaged ones.
@@ -465,7 +471,7 @@ mod tests {
         drop(ob);
         let ob = Outbox::open(&d, 16, 0).unwrap();
         assert_eq!((ob.depth(), ob.dropped()), (16, 4));
-        assert_eq!(depth_of(&d), 16);
+        assert_eq!((depth_of(&d), dropped_of(&d)), (16, 4));
         fs::remove_dir_all(&d).unwrap();
     }
 
