@@ -283,8 +283,14 @@ mod tests {
         )
     }
 
+    /// Generous (emulated runs are slow), except where a timeout is the
+    /// point.
+    const PATIENT: Timeouts = Timeouts {
+        connect: Duration::from_secs(30),
+        total: Duration::from_secs(60),
+    };
     const QUICK: Timeouts = Timeouts {
-        connect: Duration::from_secs(5),
+        connect: Duration::from_secs(30),
         total: Duration::from_secs(1),
     };
 
@@ -292,18 +298,18 @@ mod tests {
     fn the_client_against_real_and_hostile_servers() {
         let (u, t) = server(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false);
         assert_eq!(
-            smol::block_on(request(&u, "POST", &[], b"{}", QUICK)),
+            smol::block_on(request(&u, "POST", &[], b"{}", PATIENT)),
             Ok(204)
         );
         let head = String::from_utf8(t.join().unwrap()).unwrap();
         assert!(head.starts_with("POST /in HTTP/1.1\r\n"), "{head}");
         // Endless header bytes without a line end: bounded, an error.
         let (u, t) = server(vec![b'H'; 1 << 20], false);
-        let e = smol::block_on(request(&u, "GET", &[], b"", QUICK)).unwrap_err();
+        let e = smol::block_on(request(&u, "GET", &[], b"", PATIENT)).unwrap_err();
         assert!(e.contains("not an HTTP response"), "{e}");
         t.join().unwrap();
         let (u, t) = server(b"HTTP/1.1 200".to_vec(), false);
-        let e = smol::block_on(request(&u, "GET", &[], b"", QUICK)).unwrap_err();
+        let e = smol::block_on(request(&u, "GET", &[], b"", PATIENT)).unwrap_err();
         assert!(e.contains("incomplete"), "{e}");
         t.join().unwrap();
         // Silence: the total timeout ends it.
@@ -318,7 +324,7 @@ mod tests {
             .unwrap()
             .port();
         let u = HttpUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
-        let e = smol::block_on(request(&u, "GET", &[], b"", QUICK)).unwrap_err();
+        let e = smol::block_on(request(&u, "GET", &[], b"", PATIENT)).unwrap_err();
         assert!(e.contains("cannot connect"), "{e}");
     }
 

@@ -399,6 +399,36 @@ type = "log"
     }
 
     #[test]
+    fn sinks_pick_alerts_by_severity_and_rule() {
+        use crate::monitor::Finding;
+        let s = parse(
+            "[[alert]]\ntype = \"log\"\nmin_severity = \"critical\"\nrules = [\"failures\"]\n",
+        )
+        .unwrap()
+        .remove(0);
+        let alert = |rule: &str, kind, sev, prev| {
+            let f = Finding {
+                rule: rule.into(),
+                subject: "database".into(),
+                severity: sev,
+                reason: "r".into(),
+                figures: serde_json::Map::new(),
+            };
+            Alert::new(kind, &f, prev, "h", "", 0).unwrap()
+        };
+        use Severity::*;
+        assert!(s.wants(&alert("failures", AlertKind::Firing, Critical, Ok)));
+        assert!(!s.wants(&alert("failures", AlertKind::Firing, Warning, Ok)));
+        assert!(!s.wants(&alert("storage", AlertKind::Firing, Critical, Ok)));
+        // The recovery from critical reaches the sink that got the alert;
+        // the one from warning does not.
+        assert!(s.wants(&alert("failures", AlertKind::Resolved, Ok, Critical)));
+        assert!(!s.wants(&alert("failures", AlertKind::Resolved, Ok, Warning)));
+        // A test alert goes everywhere.
+        assert!(s.wants(&alert(super::super::TEST_RULE, AlertKind::Firing, Ok, Ok)));
+    }
+
+    #[test]
     fn addresses() {
         for ok in ["a@b", "first.last+tag@mail.example.com", "x_y@h-1.io"] {
             EmailAddr::parse(ok).unwrap();
