@@ -288,6 +288,12 @@ struct RawConfig {
     export_interval: Option<IntervalDuration>,
     export_keep: Option<BoundedCount<1, MAX_EXPORT_KEEP>>,
     machine_id_file: Option<AbsPath>,
+    /// `[[alert]]` tables: where alerts are delivered.
+    alert: Option<Vec<crate::alerting::sink::CheckedSink>>,
+    heartbeat_url: Option<crate::alerting::url::HttpUrl>,
+    outbox_max: Option<
+        BoundedCount<{ crate::alerting::outbox::MIN_MAX }, { crate::alerting::outbox::MAX_MAX }>,
+    >,
     database: Option<DatabaseSection>,
     config: Option<TreeSection>,
     logs: Option<TreeSection>,
@@ -440,6 +446,12 @@ pub struct Config {
     /// The file naming this machine (`/etc/machine-id`); a recovery set
     /// records it, and `disaster-restore` prefers the sets of this board.
     pub machine_id_file: PathBuf,
+    /// The alert sinks (`[[alert]]` tables), named and checked.
+    pub alerts: Vec<crate::alerting::sink::Sink>,
+    /// Pinged around each backup job (healthchecks style), if set.
+    pub heartbeat_url: Option<crate::alerting::url::HttpUrl>,
+    /// Most entries the alert outbox holds (default 1000, 16 to 100000).
+    pub outbox_max: u32,
     pub database: Option<DatabaseSection>,
     pub config: Option<TreeSection>,
     pub logs: Option<TreeSection>,
@@ -561,8 +573,14 @@ impl Config {
         if let Some(t) = &raw.textfile_dir {
             check_textfile_dir(&t.0, &backup_dir, &sources).map_err(err)?;
         }
+        let alerts = crate::alerting::sink::build(raw.alert.unwrap_or_default()).map_err(err)?;
         Ok(Config {
             file: path.to_path_buf(),
+            alerts,
+            heartbeat_url: raw.heartbeat_url,
+            outbox_max: raw
+                .outbox_max
+                .map_or(crate::alerting::outbox::DEFAULT_MAX, |n| n.0),
             environment: env,
             audit_log: raw
                 .audit_log
@@ -1027,6 +1045,8 @@ exclude = ["*.pyc", "__pycache__"]
             ("audit_max_bytes", "\"1K\"", "from 64K to 1G"),
             ("audit_keep", "21", "from 0 to 20"),
             ("audit_keep", "-1", "from 0 to 20"),
+            ("outbox_max", "15", "from 16 to 100000"),
+            ("heartbeat_url", "\"https://hc-ping.com/x\"", "curl"),
         ] {
             let e = parse(&format!("\n\n{key} = {val}\n"))
                 .unwrap_err()

@@ -5,34 +5,19 @@
 //! `$PATH` search). It runs with a cleared environment (only `PATH`,
 //! `LANG=C` and `RVM_BACKUP_PHASE=stop|start`), in `/`, with stdin from
 //! `/dev/null`, in a process group of its own, bounded by
-//! `recovery_timeout`. Its stdout and stderr are read as it writes them
-//! (so a chatty command never blocks on a full pipe); the first
-//! [`OUTPUT_LIMIT`] bytes of each are kept and logged, the rest counted and
-//! dropped.
-//!
-//! Invariants: waiting never blocks the daemon's executor (the child is
-//! watched through `smol::process`); on timeout, or when the future is
-//! dropped (a cancelled job), the whole process group is killed; after the
-//! command exits, output is read for at most [`OUTPUT_GRACE`] more (a
-//! command that leaves a process behind holding its stdout does not hold up
-//! the restore), and nothing left behind by a command that exited is
-//! killed (a `start` may legitimately fork the platform).
+//! `recovery_timeout`, through [`crate::child`] (which owns the
+//! invariants: never blocking the executor, the group killed on timeout
+//! or cancel, bounded output). The first [`OUTPUT_LIMIT`] bytes of stdout
+//! and stderr are logged.
 
-use std::cell::RefCell;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer};
-use smol::io::{AsyncRead, AsyncReadExt};
 
+pub use crate::child::OUTPUT_LIMIT;
+use crate::child::{Ending, GroupGuard};
 use crate::error::{msg, Result};
-
-/// Bytes of stdout and of stderr kept from one hook run.
-pub const OUTPUT_LIMIT: usize = 64 << 10;
-/// How long output is still read after the command exited.
-pub const OUTPUT_GRACE: Duration = Duration::from_secs(1);
-/// The only environment a hook gets besides `RVM_BACKUP_PHASE`.
-const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The `[recovery]` table.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -72,7 +57,7 @@ impl<'de> Deserialize<'de> for HookCommand {
 fn check_argv(argv: &[String]) -> std::result::Result<(), String> {
     let Some(program) = argv.first() else {
         return Err(
-            "a recovery command is an argv array naming a program, e.g. [\"/usr/bin/systemctl\", \"stop\", \"myrvm\"]"
+            "a command is an argv array naming a program, e.g. [\"/usr/bin/systemctl\", \"stop\", \"myrvm\"]"
                 .into(),
         );
     };
@@ -82,7 +67,7 @@ fn check_argv(argv: &[String]) -> std::result::Result<(), String> {
         ));
     }
     if argv.iter().any(|a| a.contains('\0')) {
-        return Err("a recovery command may not contain a NUL character".into());
+        return Err("a command may not contain a NUL character".into());
     }
     Ok(())
 }
@@ -104,209 +89,44 @@ impl Phase {
 }
 
 /// What one successful run printed.
-#[derive(Debug, Default)]
-pub struct Ran {
-    pub stdout: Captured,
-    pub stderr: Captured,
-    pub seconds: f64,
-}
-
-/// The first [`OUTPUT_LIMIT`] bytes of a stream and how many there were.
-#[derive(Debug, Default)]
-pub struct Captured {
-    pub kept: Vec<u8>,
-    pub total: u64,
-}
-
-impl Captured {
-    pub fn truncated(&self) -> bool {
-        self.total > self.kept.len() as u64
-    }
-
-    /// The last `n` bytes kept, as one line (for error messages).
-    fn tail_line(&self, n: usize) -> String {
-        let from = self.kept.len().saturating_sub(n);
-        String::from_utf8_lossy(&self.kept[from..])
-            .trim()
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
-    }
-}
-
-/// Kills the hook's process group when dropped while armed (a timeout, or
-/// the future dropped by a cancel).
-struct GroupGuard {
-    pgid: Option<rustix::process::Pid>,
-}
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            // The group may be gone already; nothing to do then.
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn pump(stream: Option<impl AsyncRead + Unpin>, into: &RefCell<Captured>) {
-    let Some(mut stream) = stream else { return };
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let mut c = into.borrow_mut();
-                let room = OUTPUT_LIMIT.saturating_sub(c.kept.len());
-                c.kept.extend_from_slice(&buf[..n.min(room)]);
-                c.total = c.total.saturating_add(n as u64);
-            }
-        }
-    }
-}
+pub type Ran = crate::child::Finished;
 
 /// Run one hook to its end, at most `timeout`. Exit status 0 is success;
 /// a failure to start it, another status, a signal or the timeout is an
 /// error naming the command and ending with the tail of what it printed.
 pub async fn run(phase: Phase, cmd: &HookCommand, timeout: Duration) -> Result<Ran> {
     let shown = cmd.shown();
-    let (program, args) = cmd
-        .0
-        .split_first()
-        .ok_or_else(|| msg(format!("the recovery {} command is empty", phase.name())))?;
-    let mut std_cmd = std::process::Command::new(program);
-    {
-        use std::os::unix::process::CommandExt;
-        std_cmd
-            .args(args)
-            .env_clear()
-            .env("PATH", HOOK_PATH)
-            .env("LANG", "C")
-            .env("RVM_BACKUP_PHASE", phase.name())
-            .current_dir("/")
-            .process_group(0);
-    }
-    let mut command = smol::process::Command::from(std_cmd);
-    // (The conversion forgets the std command's stdio: set it here.)
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let started = Instant::now();
-    log::info!("running the recovery {} command: {shown}", phase.name());
-    let mut child = command.spawn().map_err(|e| {
-        msg(format!(
-            "cannot run the recovery {} command {shown}: {e}; check [recovery] {} in the config",
-            phase.name(),
-            phase.name()
-        ))
-    })?;
-    let mut group = GroupGuard {
-        pgid: i32::try_from(child.id())
-            .ok()
-            .and_then(rustix::process::Pid::from_raw),
-    };
-    let out = RefCell::new(Captured::default());
-    let err = RefCell::new(Captured::default());
-    let pumps_done = std::cell::Cell::new(false);
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let pumps = async {
-        smol::future::zip(pump(stdout, &out), pump(stderr, &err)).await;
-        pumps_done.set(true);
-    };
-    let mut pumps = std::pin::pin!(pumps);
-    let deadline = started + timeout;
-    // Wait for the exit while reading the output, up to the deadline.
-    let status = smol::future::or(async { Some(child.status().await) }, async {
-        smol::future::or(
-            async {
-                (&mut pumps).await;
-                std::future::pending::<()>().await
-            },
-            async {
-                smol::Timer::at(deadline).await;
-            },
-        )
-        .await;
-        None
+    let name = phase.name();
+    log::info!("running the recovery {name} command: {shown}");
+    let ran = crate::child::run(crate::child::Spec {
+        argv: &cmd.0,
+        env: vec![("RVM_BACKUP_PHASE".into(), name.into())],
+        stdin: None,
+        timeout,
     })
     .await;
-    let timed_out = status.is_none();
-    let status = match status {
-        Some(s) => Some(s),
-        None => {
-            group.kill();
-            let _ = child.kill();
-            smol::future::or(async { child.status().await.ok() }, async {
-                smol::Timer::after(Duration::from_secs(5)).await;
-                None
-            })
-            .await
-            .map(Ok)
-        }
-    };
-    if !timed_out {
-        // The command exited: its group is left alone (a start may fork
-        // the platform), only its kill-on-timeout is disarmed.
-        group.pgid = None;
-    }
-    if !pumps_done.get() {
-        smol::future::or(
-            async {
-                (&mut pumps).await;
-            },
-            async {
-                smol::Timer::after(OUTPUT_GRACE).await;
-            },
-        )
-        .await;
-    }
-    let ran = Ran {
-        stdout: out.take(),
-        stderr: err.take(),
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    let failed = timed_out || !matches!(&status, Some(Ok(s)) if s.success());
-    log_output(phase, &ran, failed);
-    let tail = || {
-        let t = if ran.stderr.kept.is_empty() {
-            ran.stdout.tail_line(1024)
-        } else {
-            ran.stderr.tail_line(1024)
-        };
-        if t.is_empty() {
-            " (it printed nothing)".to_string()
-        } else {
-            format!("; it printed: {t}")
-        }
-    };
-    let name = phase.name();
-    if timed_out {
-        return Err(msg(format!(
+    log_output(phase, &ran, !ran.success());
+    let failure = match &ran.ending {
+        Ending::Exited(s) if s.success() => None,
+        Ending::Exited(s) => Some(format!(
+            "the recovery {name} command {shown} failed ({s}){}",
+            ran.printed()
+        )),
+        Ending::TimedOut => Some(format!(
             "the recovery {name} command {shown} did not finish within recovery_timeout ({}); it was killed with its process group{}",
             crate::config::format_secs(timeout.as_secs()),
-            tail()
-        )));
-    }
-    match status {
-        Some(Ok(s)) if s.success() => Ok(ran),
-        Some(Ok(s)) => Err(msg(format!(
-            "the recovery {name} command {shown} failed ({s}){}",
-            tail()
-        ))),
-        Some(Err(e)) => Err(msg(format!(
+            ran.printed()
+        )),
+        Ending::NotStarted(e) => Some(format!(
+            "cannot run the recovery {name} command {shown}: {e}; check [recovery] {name} in the config"
+        )),
+        Ending::Lost(e) => Some(format!(
             "cannot wait for the recovery {name} command {shown}: {e}"
-        ))),
-        None => Err(msg(format!(
-            "the recovery {name} command {shown} did not end"
-        ))),
+        )),
+    };
+    match failure {
+        None => Ok(ran),
+        Some(m) => Err(msg(m)),
     }
 }
 
@@ -314,23 +134,13 @@ pub async fn run(phase: Phase, cmd: &HookCommand, timeout: Duration) -> Result<R
 /// platform its `start`, and a dropped future cannot wait): one small
 /// thread reaps it, killing its process group after `timeout`.
 pub fn spawn_detached(phase: Phase, cmd: &HookCommand, timeout: Duration) {
-    let Some((program, args)) = cmd.0.split_first() else {
+    let env = [("RVM_BACKUP_PHASE".to_string(), phase.name().to_string())];
+    let Some(mut c) = crate::child::command(&cmd.0, &env) else {
         return;
     };
-    let mut c = std::process::Command::new(program);
-    {
-        use std::os::unix::process::CommandExt;
-        c.args(args)
-            .env_clear()
-            .env("PATH", HOOK_PATH)
-            .env("LANG", "C")
-            .env("RVM_BACKUP_PHASE", phase.name())
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let shown = cmd.shown();
     let mut child = match c.spawn() {
         Ok(child) => child,
@@ -359,12 +169,7 @@ pub fn spawn_detached(phase: Phase, cmd: &HookCommand, timeout: Duration) {
                     std::thread::sleep(Duration::from_millis(100))
                 }
                 Ok(None) | Err(_) => {
-                    let mut g = GroupGuard {
-                        pgid: i32::try_from(child.id())
-                            .ok()
-                            .and_then(rustix::process::Pid::from_raw),
-                    };
-                    g.kill();
+                    GroupGuard::of(child.id()).kill();
                     let _ = child.kill();
                     let _ = child.wait();
                     log::error!("the recovery {name} command {shown} did not finish in time and was killed; start the platform by hand");

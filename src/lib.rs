@@ -8,8 +8,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod audit;
 pub mod backup;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod crypto;

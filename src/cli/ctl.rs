@@ -12,9 +12,10 @@ use crate::out::Out;
 /// largest).
 const MAX_REPLY: u64 = 16 << 20;
 
-pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Result<i32> {
-    let mut args = args.to_vec();
-    let socket = match super::take_value(&mut args, "--socket")? {
+/// `--socket PATH`, else the config's socket (or the default one when
+/// no config was named and none can be read).
+fn socket(config: Option<&Path>, args: &mut Vec<String>) -> Result<PathBuf> {
+    Ok(match super::take_value(args, "--socket")? {
         Some(s) => PathBuf::from(s),
         // A platform service may not be allowed to read the config: then
         // the default socket, unless a config was named.
@@ -23,11 +24,55 @@ pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Resu
             Err(e) if config.is_some() => return Err(e.into()),
             Err(_) => PathBuf::from(crate::config::DEFAULT_SOCKET),
         },
-    };
+    })
+}
+
+pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Result<i32> {
+    let mut args = args.to_vec();
+    let socket = socket(config, &mut args)?;
     let line = request_line(&args)?;
     let reply = exchange(&socket, &line)?;
     out.line(reply.trim_end_matches('\n'));
     Ok(if reply.starts_with("OK") { 0 } else { 1 })
+}
+
+/// `alert test [--severity S]`: the daemon sends a test alert to every
+/// sink (through its outbox, so it is retried like any alert).
+pub(super) fn alert(config: Option<&Path>, args: &[String], out: &mut Out) -> Result<i32> {
+    let mut args = args.to_vec();
+    let socket = socket(config, &mut args)?;
+    let severity = super::take_value(&mut args, "--severity")?;
+    super::no_unknown_flags(&args)?;
+    if args.first().map(String::as_str) != Some("test") || args.len() != 1 {
+        return Err(Error::Usage(
+            "usage: rvm-backup alert test [--severity warning|critical|ok]".into(),
+        ));
+    }
+    let severity =
+        crate::alerting::parse_test_severity(severity.as_deref()).map_err(Error::Usage)?;
+    let reply = exchange(&socket, &format!("TEST-ALERT {}", severity.name()))?;
+    let Some(body) = reply.trim_end().strip_prefix("OK ") else {
+        out.line(reply.trim_end());
+        return Ok(1);
+    };
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| msg(format!("unreadable reply from the daemon: {e}")))?;
+    let sinks: Vec<&str> = v["sinks"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    let id = v["alert"]["id"].as_str().unwrap_or("?");
+    if sinks.is_empty() {
+        out.line(&format!(
+            "test alert {id} written to the journal (no [[alert]] tables are configured)"
+        ));
+    } else {
+        out.line(&format!(
+            "test alert {id} queued for {}; the daemon's log says when each took it",
+            sinks.join(", ")
+        ));
+    }
+    Ok(0)
 }
 
 /// The request words joined by spaces; refused if any holds a control

@@ -46,6 +46,9 @@ commands:
   metrics                            the metrics in the Prometheus text format (what METRICS gives)
   daemon                             scheduler, jobs and control socket, in the foreground
   ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR
+  alert test [--severity S] [--socket PATH]
+                                     have the daemon send a test alert to every [[alert]]
+                                     sink (S: warning (default), critical or ok)
   audit verify                       check the audit log's hash chain
   demo [--dir DIR] [--serve]         make a sample board tree, back it up, verify and restore it
   help                               this text
@@ -101,6 +104,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
         "keygen" => commands::keygen(global.config.as_deref(), args, out),
         "demo" => crate::demo::run(args, global.quiet, out),
         "ctl" => ctl::run(global.config.as_deref(), args, out),
+        "alert" => ctl::alert(global.config.as_deref(), args, out),
         "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "export" | "daemon"
         | "audit" | "disaster-restore" | "metrics" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;

@@ -171,11 +171,31 @@ impl Daemon {
                 Ok(json!({"job": self.queue(JobKind::Export(dir), actor)?}))
             }
             Verb::Metrics => Ok(self.metrics_json()),
+            Verb::TestAlert => self.test_alert(&req.args),
             Verb::Alerts | Verb::Report => Err(ProtoError::new(
                 501,
                 format!("{} is not implemented yet", req.verb.name()),
             )),
         }
+    }
+
+    /// `TEST-ALERT [SEVERITY]`: a test alert to every sink.
+    fn test_alert(&self, args: &[String]) -> Result<Value, ProtoError> {
+        if args.len() > 1 {
+            return Err(ProtoError::new(400, "TEST-ALERT takes at most a severity"));
+        }
+        let severity = crate::alerting::parse_test_severity(args.first().map(String::as_str))
+            .map_err(|e| ProtoError::new(400, e))?;
+        let session = self.session();
+        let (alert, sinks) = self
+            .alerting
+            .raise_test(severity, session.config())
+            .map_err(|e| ProtoError::new(500, e.to_string()))?;
+        Ok(json!({
+            "alert": alert,
+            "sinks": sinks,
+            "outbox_depth": self.alerting.depth(),
+        }))
     }
 
     /// Queue a requested job; a full queue is `ERR 503`.

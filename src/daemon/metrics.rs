@@ -31,10 +31,9 @@ impl Daemon {
         Vec::new()
     }
 
-    /// Alerts in the outbox not yet delivered; `None` without an outbox.
-    /// Wired to the outbox at merge.
+    /// (Alert, sink) entries in the outbox not yet delivered.
     fn metrics_outbox_depth(&self) -> Option<u64> {
-        None
+        Some(self.alerting.depth())
     }
 
     /// The metrics in the Prometheus text format.

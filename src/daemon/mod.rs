@@ -62,6 +62,9 @@ pub struct Daemon {
     wake_runner: smol::channel::Sender<()>,
     cancel: RefCell<Option<(u64, smol::channel::Sender<()>)>>,
     started: Instant,
+    /// Alert delivery (outbox, sinks, heartbeat); the monitor raises
+    /// alerts through it.
+    pub(crate) alerting: Rc<crate::alerting::Alerting>,
 }
 
 fn mono_ms(since: Instant) -> u64 {
@@ -114,6 +117,7 @@ impl Daemon {
         );
         let (wake_tx, wake_rx) = smol::channel::bounded(1);
         let socket = cfg.socket.clone();
+        let alerting = Rc::new(crate::alerting::Alerting::open(cfg)?);
         Ok((
             Daemon {
                 config_path: config_path.to_path_buf(),
@@ -126,6 +130,7 @@ impl Daemon {
                 wake_runner: wake_tx,
                 cancel: RefCell::new(None),
                 started: Instant::now(),
+                alerting,
             },
             wake_rx,
         ))
@@ -188,12 +193,15 @@ pub fn run(config_path: &Path) -> Result<i32> {
         ex.spawn(tasks::ticker(daemon.clone(), notifier.clone()))
             .detach();
         ex.spawn(metrics::textfile_task(daemon.clone())).detach();
+        ex.spawn(crate::alerting::tasks(daemon.alerting.clone()))
+            .detach();
         notifier.send("READY=1");
         log::info!("daemon ready on {}", socket_path.display());
         tasks::signals(daemon.clone()).await
     }));
     notifier.send("STOPPING=1");
     daemon.stopping.set(true);
+    daemon.alerting.stop();
     smol::block_on(ex.run(daemon.abandon_running_job()));
     let _ = std::fs::remove_file(&daemon.socket);
     let reason = result?;

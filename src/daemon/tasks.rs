@@ -10,6 +10,7 @@ use super::jobs::{JobKind, JobState};
 use super::notify::Notifier;
 use super::scheduler::Scheduler;
 use super::{plans, Daemon};
+use crate::alerting::heartbeat::Ping;
 use crate::audit::Actor;
 use crate::config::Config;
 use crate::error::{IoContext, Result};
@@ -88,6 +89,10 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
         };
         let (cancel_tx, cancel_rx) = smol::channel::bounded(1);
         *d.cancel.borrow_mut() = Some((id, cancel_tx));
+        let backup = matches!(kind, JobKind::Backup(_));
+        if backup {
+            d.alerting.heartbeat(Ping::Start);
+        }
         let work = d.execute(&kind, counter);
         let outcome = smol::future::or(async { Some(work.await) }, async {
             let _ = cancel_rx.recv().await;
@@ -115,6 +120,15 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
         }
         if let JobKind::Export(_) = kind {
             d.sched.borrow_mut().export_finished(d.mono_ms());
+        }
+        // A cancelled job (a stop, an operator) says nothing: the
+        // receiver's own timeout notices a board that stopped.
+        match state {
+            JobState::Done if backup => d.alerting.heartbeat(Ping::Success),
+            JobState::Failed if backup => d
+                .alerting
+                .heartbeat(Ping::Fail(format!("{}: {text}", kind.describe()))),
+            _ => {}
         }
         d.jobs.borrow_mut().finish(id, state, text.clone());
         d.audit_quietly(
@@ -224,6 +238,7 @@ impl Daemon {
                     self.mono_ms(),
                     crate::timefmt::now_unix(),
                 );
+                self.alerting.reconfigure(c);
                 *self.session.borrow_mut() = Rc::new(session);
                 log::info!("configuration reloaded from {}", path.display());
                 self.audit_quietly(&Actor::Daemon, "reload", "ok");

@@ -32,6 +32,7 @@ pub enum Verb {
     Metrics,
     Drill,
     Export,
+    TestAlert,
 }
 
 /// What the protocol says about one verb.
@@ -46,7 +47,7 @@ pub struct VerbSpec {
     pub help: &'static str,
 }
 
-pub const VERBS: [VerbSpec; 17] = [
+pub const VERBS: [VerbSpec; 18] = [
     VerbSpec {
         verb: Verb::Ping,
         name: "PING",
@@ -149,6 +150,12 @@ pub const VERBS: [VerbSpec; 17] = [
         needs: Some(Role::Operator),
         help: "EXPORT [DIR] — queue an export of a verified recovery set onto the stick mounted at DIR (default: export_dir)",
     },
+    VerbSpec {
+        verb: Verb::TestAlert,
+        name: "TEST-ALERT",
+        needs: Some(Role::Operator),
+        help: "TEST-ALERT [warning|critical|ok] — send a test alert to every [[alert]] sink (through the outbox, with retries)",
+    },
 ];
 
 impl Verb {
@@ -177,6 +184,7 @@ impl Verb {
                 | Verb::Cancel
                 | Verb::Drill
                 | Verb::Export
+                | Verb::TestAlert
         )
     }
 }

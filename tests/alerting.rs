@@ -1,0 +1,537 @@
+//! Alert delivery through the real daemon: a real HTTP receiver that is
+//! down at first, answers 500 twice, and a daemon SIGKILLed with alerts
+//! pending; the email, exec and log sinks; the heartbeat; STATUS while a
+//! receiver is slow. Alerts are raised with the operator's own tool,
+//! `alert test` / `TEST-ALERT`, so no monitoring rule is needed.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn patience() -> Duration {
+    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        Duration::from_secs(240)
+    } else {
+        Duration::from_secs(60)
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience();
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A board whose config has `keys` (top level) and `tables` ([[alert]]).
+fn board(name: &str, keys: &str, tables: &str) -> Board {
+    let b = Board::new(name);
+    let socket = b.tmp.path().join("run/control.sock");
+    b.write_config(&format!(
+        "socket = \"{}\"\nenvironment = \"development\"\nbackup_enabled = false\n{keys}",
+        socket.display()
+    ));
+    let mut text = fs::read_to_string(&b.config).unwrap();
+    text.push_str(tables);
+    fs::write(&b.config, text).unwrap();
+    b
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(b: &Board) -> Daemon {
+        Daemon::start_with(b, &[])
+    }
+
+    fn start_with(b: &Board, env: &[(&str, &str)]) -> Daemon {
+        let log = b.tmp.path().join("daemon.log");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = bin()
+            .arg("--config")
+            .arg(&b.config)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(f)
+            .envs(env.iter().copied())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            socket: b.tmp.path().join("run/control.sock"),
+            log,
+        };
+        wait_for("the daemon to answer", || d.try_request("PING").is_some());
+        d
+    }
+
+    fn try_request(&self, line: &str) -> Option<String> {
+        let mut s = UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(patience())).ok()?;
+        s.write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).ok()?;
+        reply.starts_with("OK").then_some(reply)
+    }
+
+    fn json(&self, line: &str) -> serde_json::Value {
+        let r = self
+            .try_request(line)
+            .unwrap_or_else(|| panic!("{line}: no OK reply; log: {}", self.log_text()));
+        serde_json::from_str(r.trim_end().strip_prefix("OK ").unwrap()).unwrap()
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Got {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    status: u16,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A small HTTP server on its own thread: `answer(n)` (n: 0-based count
+/// of requests so far) gives each request's status; `hold` keeps every
+/// connection open that long before answering.
+struct Receiver {
+    got: Arc<Mutex<Vec<Got>>>,
+    holding: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(port: u16, answer: fn(usize) -> u16, hold: Duration) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let holding = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, h, s) = (got.clone(), holding.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let status = answer(n);
+                        n += 1;
+                        let (g, h) = (g.clone(), h.clone());
+                        std::thread::spawn(move || serve(conn, status, hold, &g, &h));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Receiver {
+            got,
+            holding,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    status: u16,
+    hold: Duration,
+    got: &Mutex<Vec<Got>>,
+    holding: &AtomicUsize,
+) {
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let (method, path) = (
+        first.next().unwrap_or("").to_string(),
+        first.next().unwrap_or("").to_string(),
+    );
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    if !hold.is_zero() {
+        holding.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(hold);
+        holding.fetch_sub(1, Ordering::SeqCst);
+    }
+    got.lock().unwrap().push(Got {
+        method,
+        path,
+        headers,
+        body,
+        status,
+    });
+    let _ = conn.write_all(
+        format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Outbox entries on disk and their attempts.
+fn outbox(b: &Board) -> Vec<serde_json::Value> {
+    let dir = b.backups.join("outbox");
+    let mut v = Vec::new();
+    for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        if name.ends_with(".json") {
+            if let Ok(text) = fs::read_to_string(e.path()) {
+                if let Ok(j) = serde_json::from_str(&text) {
+                    v.push(j);
+                }
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn alerts_reach_a_receiver_that_was_down_answered_500_and_outlived_a_sigkill() {
+    let port = free_port();
+    let b = board(
+        "alert-webhook",
+        "",
+        &format!("\n[[alert]]\ntype = \"webhook\"\nname = \"platform\"\nurl = \"http://127.0.0.1:{port}/hooks/rvm\"\n"),
+    );
+    let d = Daemon::start(&b);
+    // The receiver is down: alerts wait in the outbox.
+    let mut ids = BTreeSet::new();
+    for sev in ["warning", "critical", "critical", "ok", "warning"] {
+        let r = d.json(&format!("TEST-ALERT {sev}"));
+        assert_eq!(r["sinks"], serde_json::json!(["platform"]), "{r}");
+        ids.insert(r["alert"]["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 5);
+    wait_for("a failed try recorded in the outbox", || {
+        outbox(&b).iter().any(|e| e["attempts"].as_u64() >= Some(1))
+    });
+    assert_eq!(outbox(&b).len(), 5);
+    // Power cut: SIGKILL with everything pending.
+    d.kill9();
+    // The receiver comes up and answers 500 twice before it takes alerts.
+    let rx = Receiver::start(port, |n| if n < 2 { 500 } else { 200 }, Duration::ZERO);
+    let d = Daemon::start(&b);
+    wait_for("every alert delivered", || {
+        let got: BTreeSet<String> = rx
+            .got()
+            .iter()
+            .filter(|g| g.status == 200)
+            .filter_map(|g| serde_json::from_slice::<serde_json::Value>(&g.body).ok())
+            .filter_map(|j| j["id"].as_str().map(str::to_string))
+            .collect();
+        ids.is_subset(&got)
+    });
+    let got = rx.got();
+    assert!(
+        got.iter().filter(|g| g.status == 500).count() == 2,
+        "{got:?}"
+    );
+    for g in &got {
+        assert_eq!((g.method.as_str(), g.path.as_str()), ("POST", "/hooks/rvm"));
+        assert_eq!(g.header("Content-Type"), Some("application/json"));
+        assert_eq!(g.header("Host"), Some(format!("127.0.0.1:{port}").as_str()));
+        let j: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
+        assert_eq!(g.header("X-RVM-Alert-Id"), j["id"].as_str());
+        assert_eq!(j["rule"], "test");
+        for field in [
+            "kind", "subject", "severity", "previous", "reason", "host", "at", "time",
+        ] {
+            assert!(!j[field].is_null(), "{field} missing: {j}");
+        }
+    }
+    wait_for("an empty outbox", || outbox(&b).is_empty());
+    drop(d);
+}
+
+#[test]
+fn email_exec_and_log_sinks_deliver_what_an_operator_can_read() {
+    let tmp = TempDir::new("alert-sinks-scripts");
+    let mail_dir = tmp.path().join("mail");
+    let exec_dir = tmp.path().join("exec");
+    fs::create_dir_all(&mail_dir).unwrap();
+    fs::create_dir_all(&exec_dir).unwrap();
+    // A sendmail stand-in that fails its first run (a retry must follow),
+    // then stores each message with its arguments.
+    let sendmail = tmp.path().join("sendmail.sh");
+    fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh\nd={}\nif [ ! -e $d/failed-once ]; then touch $d/failed-once; cat >/dev/null; echo 'mail queue busy' >&2; exit 75; fi\nf=$d/msg-$$\necho \"$@\" > $f.args\ncat > $f.tmp && mv $f.tmp $f.eml\n",
+            mail_dir.display()
+        ),
+    )
+    .unwrap();
+    let notify = tmp.path().join("notify.sh");
+    fs::write(
+        &notify,
+        format!(
+            "#!/bin/sh\nd={}\ncat > $d/$RVM_ALERT_ID.json\nenv | grep '^RVM_ALERT_' | sort > $d/$RVM_ALERT_ID.env\nenv | grep -c . > $d/$RVM_ALERT_ID.count\n",
+            exec_dir.display()
+        ),
+    )
+    .unwrap();
+    let b = board(
+        "alert-sinks",
+        "",
+        &format!(
+            "\n[[alert]]\ntype = \"email\"\nto = [\"ops@example.com\", \"oncall@example.org\"]\nfrom = \"rvm@board.example\"\nsendmail = [\"/bin/sh\", \"{}\", \"-t\", \"-i\"]\n\
+             \n[[alert]]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"{}\"]\nmin_severity = \"critical\"\nrules = [\"failures\"]\n\
+             \n[[alert]]\ntype = \"log\"\n",
+            sendmail.display(),
+            notify.display()
+        ),
+    );
+    // As under systemd: the log sink's lines carry their priority.
+    let d = Daemon::start_with(&b, &[("JOURNAL_STREAM", "8:1234")]);
+    // The operator's command (the test alert ignores min_severity/rules).
+    let out = b.ok(&["alert", "test", "--severity", "critical"]);
+    assert!(out.contains("queued for email-1, exec-2, log-3"), "{out}");
+    let id = out.split_whitespace().nth(2).unwrap().to_string();
+    assert_eq!(id.len(), 16, "{out}");
+    wait_for("the message", || {
+        fs::read_dir(&mail_dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+    });
+    let msg = fs::read_dir(&mail_dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+        .unwrap()
+        .path();
+    assert!(mail_dir.join("failed-once").exists());
+    // A real parser reads it back.
+    let script = r#"
+import email, email.policy, email.utils, sys, json
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.default)
+assert not m.defects, m.defects
+print(json.dumps({
+  'subject': str(m['subject']), 'from': str(m['from']), 'to': str(m['to']),
+  'date': email.utils.parsedate_to_datetime(str(m['date'])).timestamp(),
+  'message_id': str(m['message-id']), 'ctype': m.get_content_type(),
+  'charset': m.get_content_charset(), 'body': m.get_content(),
+}))
+"#;
+    let py = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&msg)
+        .output()
+        .expect("python3 is needed for this test");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let subject = m["subject"].as_str().unwrap();
+    assert!(
+        subject.starts_with("[CRITICAL] ") && subject.contains("alerting: test:"),
+        "{m}"
+    );
+    assert_eq!(m["from"], "rvm@board.example");
+    assert_eq!(m["to"], "ops@example.com, oncall@example.org");
+    let date = m["date"].as_f64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - date).abs() < 86_400.0, "{m}");
+    let mid = m["message_id"].as_str().unwrap();
+    assert!(
+        mid.starts_with(&format!("<{id}@")) && mid.ends_with('>'),
+        "{m}"
+    );
+    assert_eq!(
+        (m["ctype"].as_str(), m["charset"].as_str()),
+        (Some("text/plain"), Some("utf-8"))
+    );
+    assert!(m["body"].as_str().unwrap().contains(&id), "{m}");
+    let args = fs::read_to_string(msg.with_extension("args")).unwrap();
+    assert_eq!(args.trim(), "-t -i");
+    // The exec sink: JSON on stdin, the alert in its environment, nothing else.
+    wait_for("the exec sink", || {
+        exec_dir.join(format!("{id}.count")).exists()
+    });
+    let j: serde_json::Value =
+        serde_json::from_slice(&fs::read(exec_dir.join(format!("{id}.json"))).unwrap()).unwrap();
+    assert_eq!(
+        (j["id"].as_str(), j["severity"].as_str()),
+        (Some(id.as_str()), Some("critical"))
+    );
+    let env = fs::read_to_string(exec_dir.join(format!("{id}.env"))).unwrap();
+    for want in [
+        format!("RVM_ALERT_ID={id}"),
+        "RVM_ALERT_SEVERITY=critical".into(),
+        "RVM_ALERT_RULE=test".into(),
+        "RVM_ALERT_SUBJECT=alerting".into(),
+        "RVM_ALERT_KIND=firing".into(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} not in {env}");
+    }
+    assert!(env.contains("RVM_ALERT_HOST=") && env.contains("RVM_ALERT_REASON=test alert"));
+    // The log sink: a journal line with the critical priority.
+    wait_for("the journal line", || {
+        d.log_text()
+            .lines()
+            .any(|l| l.starts_with("<2>") && l.contains(&id))
+    });
+    // Retried mail shows in the log; the outbox ends empty.
+    wait_for("an empty outbox", || outbox(&b).is_empty());
+    assert!(d.log_text().contains("mail queue busy"), "{}", d.log_text());
+}
+
+#[test]
+fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
+    let port = free_port();
+    let hb_port = free_port();
+    // The webhook receiver holds every request a long while.
+    let slow = Receiver::start(port, |_| 200, Duration::from_secs(8));
+    let hb = Receiver::start(hb_port, |_| 200, Duration::ZERO);
+    let b = board(
+        "alert-slow",
+        &format!("heartbeat_url = \"http://127.0.0.1:{hb_port}/ping/board-7\"\n"),
+        &format!("\n[[alert]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n"),
+    );
+    b.populate();
+    let d = Daemon::start(&b);
+    let r = d.json("TEST-ALERT");
+    let id = r["alert"]["id"].as_str().unwrap().to_string();
+    wait_for("the receiver to hold the request", || {
+        slow.holding.load(Ordering::SeqCst) > 0
+    });
+    // While it is held, the daemon answers (many times over).
+    for _ in 0..20 {
+        d.json("STATUS");
+    }
+    assert!(
+        slow.holding.load(Ordering::SeqCst) > 0,
+        "the requests were slower than the receiver"
+    );
+    // A backup pings start then success.
+    let job = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
+    wait_for("the backup", || {
+        let j = d.json(&format!("JOB {job}"));
+        !matches!(j["state"].as_str(), Some("queued" | "running"))
+    });
+    wait_for("the heartbeat pings", || hb.got().len() >= 2);
+    let paths: Vec<String> = hb
+        .got()
+        .iter()
+        .map(|g| format!("{} {}", g.method, g.path))
+        .collect();
+    assert_eq!(paths, ["GET /ping/board-7/start", "GET /ping/board-7"]);
+    wait_for("the slow delivery", || {
+        slow.got()
+            .iter()
+            .any(|g| g.body.windows(id.len()).any(|w| w == id.as_bytes()))
+    });
+    // A failing backup pings /fail with the error.
+    fs::remove_dir_all(b.root.join("etc/myrvm")).unwrap();
+    let job = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
+    wait_for("the failed backup", || {
+        d.json(&format!("JOB {job}"))["state"] == "failed"
+    });
+    wait_for("the fail ping", || hb.got().len() >= 4);
+    let fail = &hb.got()[3];
+    assert_eq!(
+        (fail.method.as_str(), fail.path.as_str()),
+        ("POST", "/ping/board-7/fail")
+    );
+    assert!(
+        String::from_utf8_lossy(&fail.body).contains("config"),
+        "{fail:?}"
+    );
+}
