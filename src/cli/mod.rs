@@ -6,6 +6,7 @@
 //! (`rvm-backup: error: …`) and exits 1 (2 for bad usage). Nothing input can
 //! reach panics, and no output error aborts the process (see `out`).
 
+mod check;
 mod commands;
 mod ctl;
 mod disaster;
@@ -45,6 +46,8 @@ commands:
                                      (default: export_dir); re-export copies only what changed
   daemon                             scheduler, jobs and control socket, in the foreground
   ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR
+  check [--json]                     evaluate the monitoring rules once; exit 0 OK, 1 WARNING,
+                                     2 CRITICAL, 3 UNKNOWN (for the platform's monitoring)
   audit verify                       check the audit log's hash chain
   demo [--dir DIR] [--serve]         make a sample board tree, back it up, verify and restore it
   help                               this text
@@ -100,6 +103,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
         "keygen" => commands::keygen(global.config.as_deref(), args, out),
         "demo" => crate::demo::run(args, global.quiet, out),
         "ctl" => ctl::run(global.config.as_deref(), args, out),
+        "check" => check::run(global.config.as_deref(), args, out),
         "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "export" | "daemon"
         | "audit" | "disaster-restore" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;

@@ -170,7 +170,9 @@ impl Daemon {
                 };
                 Ok(json!({"job": self.queue(JobKind::Export(dir), actor)?}))
             }
-            Verb::Alerts | Verb::Report | Verb::Metrics => Err(ProtoError::new(
+            Verb::Alerts => Ok(self.alerts_json()),
+            Verb::Report => Ok(self.report_json()),
+            Verb::Metrics => Err(ProtoError::new(
                 501,
                 format!("{} is not implemented yet", req.verb.name()),
             )),
@@ -390,6 +392,12 @@ mod tests {
         assert!(ask(2002, "BACKUP photos").starts_with("ERR 400"));
         assert!(ask(2002, "\u{1}garbage").starts_with("ERR 400"));
         assert!(ask(2001, "METRICS").starts_with("ERR 501"));
+        assert!(ask(5000, "ALERTS").starts_with("ERR 403"));
+        for verb in ["ALERTS", "REPORT"] {
+            let reply = ask(2001, verb);
+            let v: serde_json::Value = serde_json::from_str(reply.strip_prefix("OK ").unwrap()).unwrap();
+            assert!(v["worst"].is_string(), "{verb}: {v}");
+        }
         assert!(ask(2001, "DRILL").starts_with("ERR 403"));
         assert!(ask(2002, "DRILL photos").starts_with("ERR 400"));
         assert!(ask(2002, "DRILL database").starts_with("ERR 404"));

@@ -20,9 +20,12 @@
 //! point and the drop removes its temporary files (nothing half-written is
 //! ever published). Then the socket is removed and `stop` audited.
 
+mod dashboard;
 mod handler;
 pub mod jobs;
+mod monitor;
 pub mod notify;
+mod raise;
 mod reports;
 pub mod scheduler;
 mod socket;
@@ -60,6 +63,11 @@ pub struct Daemon {
     wake_runner: smol::channel::Sender<()>,
     cancel: RefCell<Option<(u64, smol::channel::Sender<()>)>>,
     started: Instant,
+    /// The monitor's tracker and latest evaluation.
+    monitor: RefCell<monitor::MonitorState>,
+    /// Wakes the monitor task (after each job).
+    kick_monitor: smol::channel::Sender<()>,
+    kicked: smol::channel::Receiver<()>,
 }
 
 fn mono_ms(since: Instant) -> u64 {
@@ -111,6 +119,7 @@ impl Daemon {
             crate::timefmt::now_unix(),
         );
         let (wake_tx, wake_rx) = smol::channel::bounded(1);
+        let (kick_tx, kick_rx) = smol::channel::bounded(1);
         let socket = cfg.socket.clone();
         Ok((
             Daemon {
@@ -124,6 +133,9 @@ impl Daemon {
                 wake_runner: wake_tx,
                 cancel: RefCell::new(None),
                 started: Instant::now(),
+                monitor: RefCell::new(monitor::MonitorState::default()),
+                kick_monitor: kick_tx,
+                kicked: kick_rx,
             },
             wake_rx,
         ))
@@ -184,6 +196,8 @@ pub fn run(config_path: &Path) -> Result<i32> {
             .detach();
         ex.spawn(tasks::runner(daemon.clone(), wake_rx)).detach();
         ex.spawn(tasks::ticker(daemon.clone(), notifier.clone()))
+            .detach();
+        ex.spawn(monitor::task(daemon.clone(), daemon.kicked.clone()))
             .detach();
         notifier.send("READY=1");
         log::info!("daemon ready on {}", socket_path.display());
