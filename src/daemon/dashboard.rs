@@ -142,7 +142,7 @@ fn strategies_json(facts: &Facts, findings: &[Finding], now: i64) -> Value {
                     "recent_content_bytes": sizes,
                     "median_content_bytes": median,
                     "newest_percent_of_median": match (newest, median) {
-                        (Some(n), Some(m)) if m > 0 => Some(u128::from(n.content_bytes) * 100 / u128::from(m)),
+                        (Some(n), Some(m)) if m > 0 => u64::try_from(u128::from(n.content_bytes) * 100 / u128::from(m)).ok(),
                         _ => None,
                     },
                 },

@@ -140,9 +140,9 @@ impl Daemon {
 
     /// The latest findings and facts; evaluated now (blocking the thread
     /// for one gathering, a few dozen sidecars) when the monitor has not
-    /// run yet (monitoring off, or just started).
+    /// run yet or is off (a reload may have turned it off).
     pub(super) fn latest(&self) -> (Facts, Vec<Finding>, i64) {
-        {
+        if self.session().config().monitoring_enabled {
             let m = self.monitor.borrow();
             if let (Some(f), Some(at)) = (&m.facts, m.evaluated) {
                 return (f.clone(), m.findings.clone(), at);

@@ -150,11 +150,11 @@ impl Tracker {
     /// pending change) for the same keys; reasons and times of evaluation
     /// aside. The daemon saves only when they differ.
     pub fn same_states(&self, other: &Tracker) -> bool {
-        let core = |t: &Tracker| -> Vec<(String, Severity, i64, Option<i64>, Option<Severity>, u32)> {
+        let core = |t: &Tracker| {
             t.entries
                 .iter()
                 .map(|(k, e)| (k.clone(), e.severity, e.since, e.last_alert, e.pending, e.pending_count))
-                .collect()
+                .collect::<Vec<_>>()
         };
         core(self) == core(other)
     }
@@ -381,8 +381,15 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         let mut t = Tracker::default();
-        t.observe(&[f("failures", Critical)], 1, 3600, T0);
-        t.observe(&[f("backup_age", Warning)], 2, 3600, T0); // pending
+        t.observe(&[f("failures", Critical)], 2, 3600, T0 - 60);
+        let c = t.observe(
+            &[f("failures", Critical), f("backup_age", Warning)],
+            2,
+            3600,
+            T0,
+        );
+        assert_eq!(kinds(&c), [(AlertKind::Firing, Ok, Critical)]);
+        assert_eq!(t.get("backup_age/database").unwrap().pending, Some(Warning));
         t.save(&d).unwrap();
         let mut back = Tracker::load(&d);
         assert_eq!(back, t);

@@ -39,9 +39,9 @@ fn judge(newest: u64, earlier: &[u64], min: u64, t: &Thresholds, show: &dyn Fn(u
     let percent = u128::from(newest) * 100 / u128::from(m);
     let severity = if percent < u128::from(t.size_shrink_critical_percent) {
         Severity::Critical
-    } else if percent < u128::from(t.size_shrink_warning_percent) {
-        Severity::Warning
-    } else if percent > u128::from(t.size_grow_warning_percent) {
+    } else if percent < u128::from(t.size_shrink_warning_percent)
+        || percent > u128::from(t.size_grow_warning_percent)
+    {
         Severity::Warning
     } else {
         Severity::Ok
@@ -81,12 +81,12 @@ pub fn size(s: &StrategyFacts, t: &Thresholds) -> Finding {
         );
     }
     let mut verdicts = Vec::new();
-    verdicts.extend(judge(newest.content_bytes, &sizes, t.size_min_bytes, t, &|b| human_bytes(b), "content"));
+    verdicts.extend(judge(newest.content_bytes, &sizes, t.size_min_bytes, t, &human_bytes, "content"));
     let rows: Vec<u64> = before.iter().filter_map(|a| a.rows).collect();
     if let (Some(n), true) = (newest.rows, rows.len() >= MIN_HISTORY) {
         figures["rows"] = json!(n);
         figures["median_rows"] = json!(median(&rows));
-        verdicts.extend(judge(n, &rows, MIN_ROWS, t, &|r| r.to_string(), "rows"));
+        verdicts.extend(judge(n, &rows, MIN_ROWS, t, &|r: u64| r.to_string(), "rows"));
     }
     match verdicts.into_iter().max_by_key(|v| v.severity) {
         None => finding(
