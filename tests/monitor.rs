@@ -38,7 +38,11 @@ fn board(name: &str, keys: &str, monitoring: &str) -> Board {
 }
 
 fn check(b: &Board, json: bool) -> (i32, String) {
-    let args: &[&str] = if json { &["check", "--json"] } else { &["check"] };
+    let args: &[&str] = if json {
+        &["check", "--json"]
+    } else {
+        &["check"]
+    };
     let out = b.run(args);
     (
         out.status.code().unwrap_or(-1),
@@ -51,7 +55,13 @@ fn finding<'a>(v: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| format!("{}/{}", f["rule"].as_str().unwrap(), f["subject"].as_str().unwrap()) == key)
+        .find(|f| {
+            format!(
+                "{}/{}",
+                f["rule"].as_str().unwrap(),
+                f["subject"].as_str().unwrap()
+            ) == key
+        })
         .unwrap_or_else(|| panic!("no finding {key} in {v}"))
 }
 
@@ -99,7 +109,10 @@ fn check_is_ok_on_fresh_backups_and_critical_when_overdue() {
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let age = finding(&v, "backup_age/database");
     assert_eq!(age["severity"], "critical", "{age}");
-    assert!(age["figures"]["age_s"].as_i64().unwrap() > age["figures"]["critical_after_s"].as_i64().unwrap());
+    assert!(
+        age["figures"]["age_s"].as_i64().unwrap()
+            > age["figures"]["critical_after_s"].as_i64().unwrap()
+    );
 }
 
 #[test]
@@ -109,10 +122,28 @@ fn check_exits_unknown_on_a_bad_config_or_usage() {
     let out = b.run(&["check", "--frob"]);
     assert_eq!(out.status.code(), Some(3));
     let text = fs::read_to_string(&b.config).unwrap();
-    fs::write(&b.config, text.replace("storage_rounds = 1", "storage_rounds = 0")).unwrap();
+    fs::write(
+        &b.config,
+        text.replace("storage_rounds = 1", "storage_rounds = 0"),
+    )
+    .unwrap();
     let (code, out) = check(&b, false);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("UNKNOWN") && out.contains("storage_rounds"), "{out}");
+    assert!(
+        out.contains("UNKNOWN") && out.contains("storage_rounds"),
+        "{out}"
+    );
+    // A key others may read does not load: that is critical, and the rest
+    // is still judged.
+    fs::write(&b.config, text).unwrap();
+    b.ok(&["backup", "--all"]);
+    fs::set_permissions(&b.key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (code, out) = check(&b, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("CRITICAL key_file key: the key does not load") && out.contains("chmod 600"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -135,11 +166,17 @@ fn a_collapsed_database_raises_the_size_rule() {
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let size = finding(&v, "size/database");
     assert_eq!(size["severity"], "critical", "{size}");
-    assert!(size["reason"].as_str().unwrap().contains("shrank"), "{size}");
+    assert!(
+        size["reason"].as_str().unwrap().contains("shrank"),
+        "{size}"
+    );
     assert_eq!(size["figures"]["rows"], 100, "{size}");
     assert_eq!(size["figures"]["median_rows"], 2000, "{size}");
     let (_, human) = check(&b, false);
-    assert!(human.contains("CRITICAL size database: archive database-"), "{human}");
+    assert!(
+        human.contains("CRITICAL size database: archive database-"),
+        "{human}"
+    );
 }
 
 struct Daemon {
@@ -183,7 +220,9 @@ impl Daemon {
 
     fn json(&self, line: &str) -> serde_json::Value {
         let r = self.request(line);
-        let body = r.strip_prefix("OK ").unwrap_or_else(|| panic!("{line}: {r}"));
+        let body = r
+            .strip_prefix("OK ")
+            .unwrap_or_else(|| panic!("{line}: {r}"));
         serde_json::from_str(body).unwrap()
     }
 
@@ -205,7 +244,11 @@ impl Daemon {
     }
 
     /// Wait until `ALERTS` satisfies `ok`; returns it.
-    fn alerts_until(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    fn alerts_until(
+        &self,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + patience();
         loop {
             let a = self.json("ALERTS");
@@ -243,37 +286,56 @@ fn the_daemon_fires_on_failing_backups_and_resolves_after_a_good_one() {
     );
     b.write_config(&keys);
     let mut text = fs::read_to_string(&b.config).unwrap();
-    text.push_str("\n[monitoring]\nfree_warning_percent = 0\nfree_critical_percent = 0\nstorage_rounds = 1\n");
+    text.push_str(
+        "\n[monitoring]\nfree_warning_percent = 0\nfree_critical_percent = 0\nstorage_rounds = 1\n",
+    );
     fs::write(&b.config, text).unwrap();
     b.populate();
     let d = Daemon::start(&b);
     for s in ["database", "config", "logs", "application"] {
         assert_eq!(d.run_job(&format!("BACKUP {s}"))["state"], "done");
     }
-    let a = d.alerts_until("all fresh", |a| {
-        a["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["rule"] == "backup_age" && f["subject"] == "config" && f["severity"] == "ok")
-    });
+    let a =
+        d.alerts_until("all fresh", |a| {
+            a["findings"].as_array().unwrap().iter().any(|f| {
+                f["rule"] == "backup_age" && f["subject"] == "config" && f["severity"] == "ok"
+            })
+        });
     assert_eq!(a["monitoring"], true);
     assert!(!firing(&a, "failures/database"), "{a}");
 
     let r = d.json("REPORT");
     let db = &r["strategies"]["database"];
-    assert!(db["newest_archive"].as_str().unwrap().starts_with("database-"), "{r}");
+    assert!(
+        db["newest_archive"]
+            .as_str()
+            .unwrap()
+            .starts_with("database-"),
+        "{r}"
+    );
     assert!(db["age_s"].as_i64().unwrap() >= 0, "{r}");
     assert_eq!(db["archive_count"], 1, "{r}");
-    assert!(db["size_trend"]["recent_content_bytes"].as_array().unwrap().len() == 1, "{r}");
-    assert!(r["storage"]["backup_dir"]["free_bytes"].as_u64().is_some(), "{r}");
+    assert!(
+        db["size_trend"]["recent_content_bytes"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1,
+        "{r}"
+    );
+    assert!(
+        r["storage"]["backup_dir"]["free_bytes"].as_u64().is_some(),
+        "{r}"
+    );
     assert!(r["alerts"]["findings"]["ok"].as_u64().unwrap() > 10, "{r}");
 
     // The database goes missing: backups fail, the failures rule fires.
     let moved = b.db_path().with_extension("away");
     fs::rename(b.db_path(), &moved).unwrap();
     assert_eq!(d.run_job("BACKUP database")["state"], "failed");
-    let a = d.alerts_until("failures/database fires", |a| firing(a, "failures/database"));
+    let a = d.alerts_until("failures/database fires", |a| {
+        firing(a, "failures/database")
+    });
     let f = a["findings"]
         .as_array()
         .unwrap()
@@ -284,14 +346,22 @@ fn the_daemon_fires_on_failing_backups_and_resolves_after_a_good_one() {
     assert_eq!(f["state"], "warning", "{f}");
     assert!(f["reason"].as_str().unwrap().contains("failed"), "{f}");
     let health = d.json("HEALTH");
-    assert!(health["findings"].to_string().contains("failures"), "{health}");
+    assert!(
+        health["findings"].to_string().contains("failures"),
+        "{health}"
+    );
 
     // Back, and a good backup: the alert resolves.
     fs::rename(&moved, b.db_path()).unwrap();
     assert_eq!(d.run_job("BACKUP database")["state"], "done");
-    d.alerts_until("failures/database resolves", |a| !firing(a, "failures/database"));
+    d.alerts_until("failures/database resolves", |a| {
+        !firing(a, "failures/database")
+    });
     let log = fs::read_to_string(b.tmp.path().join("daemon.log")).unwrap();
-    assert!(log.contains("[WARNING]") && log.contains("database: failures:"), "{log}");
+    assert!(
+        log.contains("[WARNING]") && log.contains("database: failures:"),
+        "{log}"
+    );
     assert!(log.contains("[RESOLVED]"), "{log}");
     // The tracker's state is on disk, for the next start.
     let saved = fs::read_to_string(b.backups.join("monitor.json")).unwrap();

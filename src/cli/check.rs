@@ -1,7 +1,8 @@
 //! `check [--json]`: evaluate the monitoring rules once, without the
 //! daemon, and exit like a monitoring plugin: 0 OK, 1 WARNING, 2 CRITICAL,
-//! 3 UNKNOWN (the worst finding; a config or key that does not load is
-//! UNKNOWN). Human output: a summary line first (what a plugin's caller
+//! 3 UNKNOWN (the worst finding; a config that does not load is UNKNOWN,
+//! a key that does not load is a critical `key_file` finding). Human
+//! output: a summary line first (what a plugin's caller
 //! shows), then one line per finding that is not ok. `--json`: one object
 //! with every finding.
 //!
@@ -28,25 +29,31 @@ pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Resu
         return Ok(Severity::Unknown.exit_code());
     }
     let now = crate::timefmt::now_unix();
-    let session = Config::load(&Config::locate(config))
-        .map_err(crate::error::Error::from)
-        .and_then(crate::ops::Session::open);
-    let session = match session {
-        Ok(s) => s,
+    let cfg = match Config::load(&Config::locate(config)) {
+        Ok(c) => c,
+        Err(e) => return Ok(unknown(out, json, &e.to_string())),
+    };
+    // A key that does not load is judged (critical), not a reason to see
+    // nothing: the rest is evaluated without it (encrypted sidecars then
+    // do not read, which the sidecars rule reports).
+    let (session, key_error) = match crate::ops::Session::open(cfg.clone()) {
+        Ok(s) => (s, None),
         Err(e) => {
-            if json {
-                out.line(
-                    &json!({"status": "unknown", "exit": 3, "error": e.to_string(), "findings": []})
-                        .to_string(),
-                );
-            } else {
-                out.line(&format!("RVM-BACKUP UNKNOWN: {e}"));
-            }
-            return Ok(Severity::Unknown.exit_code());
+            let store = crate::store::Store::for_config(&cfg);
+            (
+                crate::ops::Session::over_store(cfg, None, store),
+                Some(e.to_string()),
+            )
         }
     };
     let facts = smol::block_on(crate::monitor::facts::gather(&session, None, None));
-    let findings = rules::evaluate(&facts, &session.config().monitoring, now);
+    let mut findings = rules::evaluate(&facts, &session.config().monitoring, now);
+    if let Some(e) = key_error {
+        for f in findings.iter_mut().filter(|f| f.rule == rules::KEY_FILE) {
+            f.severity = Severity::Critical;
+            f.reason = format!("the key does not load: {e}");
+        }
+    }
     let worst = rules::worst(&findings);
     if json {
         out.line(
@@ -103,4 +110,16 @@ pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Resu
         ));
     }
     Ok(worst.exit_code())
+}
+
+/// Say UNKNOWN (the config does not load) and return its exit status.
+fn unknown(out: &mut Out, json: bool, why: &str) -> i32 {
+    if json {
+        out.line(
+            &json!({"status": "unknown", "exit": 3, "error": why, "findings": []}).to_string(),
+        );
+    } else {
+        out.line(&format!("RVM-BACKUP UNKNOWN: {why}"));
+    }
+    Severity::Unknown.exit_code()
 }

@@ -395,7 +395,8 @@ mod tests {
         assert!(ask(5000, "ALERTS").starts_with("ERR 403"));
         for verb in ["ALERTS", "REPORT"] {
             let reply = ask(2001, verb);
-            let v: serde_json::Value = serde_json::from_str(reply.strip_prefix("OK ").unwrap()).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(reply.strip_prefix("OK ").unwrap()).unwrap();
             assert!(v["worst"].is_string(), "{verb}: {v}");
         }
         assert!(ask(2001, "DRILL").starts_with("ERR 403"));

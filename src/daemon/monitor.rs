@@ -86,9 +86,12 @@ impl Daemon {
     /// Gather facts and evaluate the rules (no tracker).
     pub(super) async fn evaluate(&self) -> (Facts, Vec<Finding>, i64) {
         let session = self.session();
-        let facts =
-            crate::monitor::facts::gather(&session, self.running_facts(), Some(self.started_wall()))
-                .await;
+        let facts = crate::monitor::facts::gather(
+            &session,
+            self.running_facts(),
+            Some(self.started_wall()),
+        )
+        .await;
         let now = crate::timefmt::now_unix();
         let findings = rules::evaluate(&facts, &session.config().monitoring, now);
         (facts, findings, now)

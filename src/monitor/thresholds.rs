@@ -131,9 +131,7 @@ impl MonitoringSection {
             export_warning: self.export_warning.map_or(2, |v| v.0),
             export_critical: self.export_critical.map_or(7, |v| v.0),
             confirm: self.confirm.map_or(2, |v| v.0),
-            repeat: self
-                .repeat
-                .map_or(Duration::from_secs(12 * 3600), |d| d.0),
+            repeat: self.repeat.map_or(Duration::from_secs(12 * 3600), |d| d.0),
         }
     }
 }
@@ -143,7 +141,13 @@ impl Thresholds {
     /// names both keys.
     pub fn check(&self) -> Result<(), String> {
         let pairs: [(&str, u32, &str, u32, bool); 6] = [
-            ("age_warning", self.age_warning, "age_critical", self.age_critical, true),
+            (
+                "age_warning",
+                self.age_warning,
+                "age_critical",
+                self.age_critical,
+                true,
+            ),
             (
                 "failures_warning",
                 self.failures_warning,

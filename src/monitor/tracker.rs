@@ -97,18 +97,17 @@ impl Tracker {
     /// and a fresh start.
     pub fn load(backup_dir: &Path) -> Tracker {
         let p = Tracker::path(backup_dir);
-        let bytes =
-            match crate::fsutil::read_regular(&p, MAX_FILE_LEN, crate::fsutil::Follow::No) {
-                Ok((_, b)) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Tracker::default(),
-                Err(e) => {
-                    log::warn!(
-                        "cannot read {}: {e}; the monitor starts afresh (alerts may be sent again)",
-                        p.display()
-                    );
-                    return Tracker::default();
-                }
-            };
+        let bytes = match crate::fsutil::read_regular(&p, MAX_FILE_LEN, crate::fsutil::Follow::No) {
+            Ok((_, b)) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Tracker::default(),
+            Err(e) => {
+                log::warn!(
+                    "cannot read {}: {e}; the monitor starts afresh (alerts may be sent again)",
+                    p.display()
+                );
+                return Tracker::default();
+            }
+        };
         match serde_json::from_slice::<OnDisk>(&bytes) {
             Ok(d) if d.version == 1 => Tracker {
                 entries: d
@@ -153,7 +152,16 @@ impl Tracker {
         let core = |t: &Tracker| {
             t.entries
                 .iter()
-                .map(|(k, e)| (k.clone(), e.severity, e.since, e.last_alert, e.pending, e.pending_count))
+                .map(|(k, e)| {
+                    (
+                        k.clone(),
+                        e.severity,
+                        e.since,
+                        e.last_alert,
+                        e.pending,
+                        e.pending_count,
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         core(self) == core(other)
@@ -179,7 +187,8 @@ impl Tracker {
         let confirm = confirm.max(1);
         let repeat = i64::try_from(repeat_s).unwrap_or(i64::MAX).max(1);
         let mut changes = Vec::new();
-        let wanted: std::collections::BTreeSet<String> = findings.iter().map(Finding::key).collect();
+        let wanted: std::collections::BTreeSet<String> =
+            findings.iter().map(Finding::key).collect();
         // Keys no longer evaluated: resolve what fired, forget them all.
         let gone: Vec<String> = self
             .entries
@@ -211,7 +220,9 @@ impl Tracker {
                 continue;
             }
             if !self.entries.contains_key(&key) && self.entries.len() >= MAX_ENTRIES {
-                log::warn!("the monitor tracks {MAX_ENTRIES} findings already; {key} is not tracked");
+                log::warn!(
+                    "the monitor tracks {MAX_ENTRIES} findings already; {key} is not tracked"
+                );
                 continue;
             }
             let e = self.entries.entry(key).or_insert_with(|| Entry {
@@ -324,7 +335,10 @@ mod tests {
             t.observe(&[f("failures", s)], 2, 3600, now)
         };
         assert!(step(&mut t, Ok).is_empty());
-        assert!(step(&mut t, Warning).is_empty(), "one sighting is not believed");
+        assert!(
+            step(&mut t, Warning).is_empty(),
+            "one sighting is not believed"
+        );
         assert_eq!(
             kinds(&step(&mut t, Warning)),
             [(AlertKind::Firing, Ok, Warning)]

@@ -94,7 +94,11 @@ mod tests {
             assert_eq!(x.figures["age_s"], later);
         }
         let x = backup_age(s, &f, &t, last + 5 * HOUR);
-        assert!(x.reason.contains("5h old") && x.reason.contains("every 1h"), "{}", x.reason);
+        assert!(
+            x.reason.contains("5h old") && x.reason.contains("every 1h"),
+            "{}",
+            x.reason
+        );
     }
 
     #[test]
@@ -105,9 +109,18 @@ mod tests {
         f.strategies[0].period_s = 86_400;
         let s = &f.strategies[0];
         let last = s.state.last_success.unwrap();
-        assert_eq!(backup_age(s, &f, &t, last + 47 * HOUR).severity, Severity::Ok);
-        assert_eq!(backup_age(s, &f, &t, last + 49 * HOUR).severity, Severity::Warning);
-        assert_eq!(backup_age(s, &f, &t, last + 97 * HOUR).severity, Severity::Critical);
+        assert_eq!(
+            backup_age(s, &f, &t, last + 47 * HOUR).severity,
+            Severity::Ok
+        );
+        assert_eq!(
+            backup_age(s, &f, &t, last + 49 * HOUR).severity,
+            Severity::Warning
+        );
+        assert_eq!(
+            backup_age(s, &f, &t, last + 97 * HOUR).severity,
+            Severity::Critical
+        );
         // state.json lost: the newest archive still counts.
         f.strategies[0].state.last_success = None;
         let s = &f.strategies[0];
@@ -127,6 +140,10 @@ mod tests {
         assert_eq!(backup_age(&s, &f, &t, NOW + 60).severity, Severity::Ok);
         let x = backup_age(&s, &f, &t, NOW + 5 * HOUR);
         assert_eq!(x.severity, Severity::Critical);
-        assert!(x.reason.contains("since the daemon started"), "{}", x.reason);
+        assert!(
+            x.reason.contains("since the daemon started"),
+            "{}",
+            x.reason
+        );
     }
 }

@@ -70,7 +70,10 @@ pub fn drill(s: &StrategyFacts, f: &Facts, t: &Thresholds, now: i64) -> Finding 
         DRILL,
         name,
         Severity::Ok,
-        format!("the last recovery drill ({} ago) passed in {took:.1}s", span(age)),
+        format!(
+            "the last recovery drill ({} ago) passed in {took:.1}s",
+            span(age)
+        ),
         figures,
     )
 }
@@ -95,8 +98,12 @@ mod tests {
         t.drill_time_target = None;
         // Two weeks and a bit: drills stopped.
         assert_eq!(drill(&s, &f, &t, NOW + 14 * 86_400).severity, Severity::Ok);
-        assert_eq!(drill(&s, &f, &t, NOW + 15 * 86_400).severity, Severity::Warning);
-        s.state.record_drill(Err((3.0, "table t has 3 rows, the archive 5".into())), NOW);
+        assert_eq!(
+            drill(&s, &f, &t, NOW + 15 * 86_400).severity,
+            Severity::Warning
+        );
+        s.state
+            .record_drill(Err((3.0, "table t has 3 rows, the archive 5".into())), NOW);
         let x = drill(&s, &f, &t, NOW + 1);
         assert_eq!(x.severity, Severity::Critical);
         assert!(x.reason.contains("table t has 3 rows"), "{}", x.reason);

@@ -40,12 +40,8 @@ pub fn duration(s: &StrategyFacts, f: &Facts, t: &Thresholds, now: i64) -> Findi
         }
         let m = secs(med?);
         let factor = i64::from(t.duration_factor);
-        (took > min && took > m.saturating_mul(factor).max(1)).then(|| {
-            format!(
-                "over {factor} times its median of {}",
-                span(m)
-            )
-        })
+        (took > min && took > m.saturating_mul(factor).max(1))
+            .then(|| format!("over {factor} times its median of {}", span(m)))
     };
     let running = f
         .running
@@ -89,7 +85,13 @@ pub fn duration(s: &StrategyFacts, f: &Facts, t: &Thresholds, now: i64) -> Findi
             format!("the last backup took {}", span(took.unwrap_or_default())),
             figures,
         ),
-        (None, _) => finding(DURATION, name, Severity::Ok, "no backup yet".into(), figures),
+        (None, _) => finding(
+            DURATION,
+            name,
+            Severity::Ok,
+            "no backup yet".into(),
+            figures,
+        ),
     }
 }
 
@@ -141,7 +143,11 @@ mod tests {
         f.strategies[0].archives.last_mut().unwrap().duration_ms = 120_000;
         let x = duration(&s(&f), &f, &t, NOW);
         assert_eq!(x.severity, Severity::Warning);
-        assert!(x.reason.contains("5 times its median of 20s"), "{}", x.reason);
+        assert!(
+            x.reason.contains("5 times its median of 20s"),
+            "{}",
+            x.reason
+        );
         // Past the hourly period (at least 10 minutes): the limit.
         for a in &mut f.strategies[0].archives {
             a.duration_ms = 3_000_000;
@@ -172,7 +178,11 @@ mod tests {
         assert_eq!(duration(&s, &f, &t, NOW + 60).severity, Severity::Ok);
         let x = duration(&s, &f, &t, NOW + 2 * HOUR);
         assert_eq!(x.severity, Severity::Warning);
-        assert!(x.reason.contains("running backup has taken 2h"), "{}", x.reason);
+        assert!(
+            x.reason.contains("running backup has taken 2h"),
+            "{}",
+            x.reason
+        );
         assert_eq!(running_restore(&f, NOW + 2 * HOUR).severity, Severity::Ok);
         f.running = Some(Running {
             what: "restore all latest".into(),
@@ -183,6 +193,10 @@ mod tests {
         assert_eq!(running_restore(&f, NOW + 300).severity, Severity::Ok);
         let x = running_restore(&f, NOW + 301);
         assert_eq!(x.severity, Severity::Critical);
-        assert!(x.reason.contains("restore all latest has run for"), "{}", x.reason);
+        assert!(
+            x.reason.contains("restore all latest has run for"),
+            "{}",
+            x.reason
+        );
     }
 }

@@ -77,10 +77,16 @@ mod tests {
         assert_eq!(at(&f, 86_400), Severity::Ok);
         assert_eq!(at(&f, 2 * 86_400 + 1), Severity::Warning);
         assert_eq!(at(&f, 7 * 86_400 + 1), Severity::Critical);
-        f.strategies[0].state.record_export(Err("the stick is full".into()), NOW);
+        f.strategies[0]
+            .state
+            .record_export(Err("the stick is full".into()), NOW);
         let x = export(&f, &t, NOW + 1).unwrap();
         assert_eq!(x.severity, Severity::Warning);
-        assert!(x.reason.contains("stick is full") && x.reason.contains("set-1"), "{}", x.reason);
+        assert!(
+            x.reason.contains("stick is full") && x.reason.contains("set-1"),
+            "{}",
+            x.reason
+        );
         assert_eq!(at(&f, 8 * 86_400), Severity::Critical);
     }
 }

@@ -58,11 +58,20 @@ mod tests {
         let t = Thresholds::default();
         let mut s = strategy(Strategy::Database, 3600);
         assert_eq!(failures(&s, &t).severity, Severity::Ok);
-        for (n, want) in [(1, Severity::Warning), (2, Severity::Warning), (3, Severity::Critical)] {
-            s.state.record_run(Err("database is locked\nby pid 7".into()), NOW + n);
+        for (n, want) in [
+            (1, Severity::Warning),
+            (2, Severity::Warning),
+            (3, Severity::Critical),
+        ] {
+            s.state
+                .record_run(Err("database is locked\nby pid 7".into()), NOW + n);
             let x = failures(&s, &t);
             assert_eq!(x.severity, want, "{n}");
-            assert!(x.reason.contains("database is locked by pid 7"), "{}", x.reason);
+            assert!(
+                x.reason.contains("database is locked by pid 7"),
+                "{}",
+                x.reason
+            );
             assert_eq!(x.figures["failures"], n);
         }
         s.state.record_run(Ok(()), NOW + 10);

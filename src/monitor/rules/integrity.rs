@@ -69,7 +69,13 @@ pub fn key_file(f: &Facts) -> Finding {
         ),
         KeyFile::Error(e) => (Severity::Unknown, format!("the key file cannot be looked at: {e}"), None),
     };
-    finding(KEY_FILE, "key", sev, reason, json!({"mode": mode.map(|m| format!("{m:04o}"))}))
+    finding(
+        KEY_FILE,
+        "key",
+        sev,
+        reason,
+        json!({"mode": mode.map(|m| format!("{m:04o}"))}),
+    )
 }
 
 #[cfg(test)]
@@ -86,14 +92,16 @@ mod tests {
         a.db_check = Some("ok".into());
         s.archives.push(a.clone());
         assert_eq!(database_check(&s).unwrap().severity, Severity::Ok);
-        a.db_check = Some("*** in database main *** Page 5: btreeInitPage() returns error code 11".into());
+        a.db_check =
+            Some("*** in database main *** Page 5: btreeInitPage() returns error code 11".into());
         s.archives.push(a);
         let x = database_check(&s).unwrap();
         assert_eq!(x.severity, Severity::Critical);
         assert!(x.reason.contains("Page 5"), "{}", x.reason);
 
         assert_eq!(sidecars(&s).severity, Severity::Ok);
-        s.unreadable.push("/b/database/x.meta: authentication failed".into());
+        s.unreadable
+            .push("/b/database/x.meta: authentication failed".into());
         assert_eq!(sidecars(&s).severity, Severity::Warning);
 
         let mut f = healthy();

@@ -73,7 +73,13 @@ pub fn worst(findings: &[Finding]) -> Severity {
         .unwrap_or(Severity::Ok)
 }
 
-fn finding(rule: &str, subject: &str, severity: Severity, reason: String, figures: Value) -> Finding {
+fn finding(
+    rule: &str,
+    subject: &str,
+    severity: Severity,
+    reason: String,
+    figures: Value,
+) -> Finding {
     Finding {
         rule: rule.to_string(),
         subject: subject.to_string(),
@@ -111,7 +117,11 @@ fn secs(v: u64) -> i64 {
 
 /// `n` periods of `period_s` seconds plus `slack_s`, saturating.
 fn periods(n: u32, period_s: u64, slack_s: u64) -> i64 {
-    secs(period_s.saturating_mul(u64::from(n)).saturating_add(slack_s))
+    secs(
+        period_s
+            .saturating_mul(u64::from(n))
+            .saturating_add(slack_s),
+    )
 }
 
 /// The median of `v` (the lower middle for an even count); `None` if empty.
@@ -216,7 +226,9 @@ mod tests {
         ] {
             assert!(keys.contains(&k.to_string()), "{k} in {keys:?}");
         }
-        assert!(all.iter().all(|f| !f.reason.is_empty() && !f.reason.contains('\n')));
+        assert!(all
+            .iter()
+            .all(|f| !f.reason.is_empty() && !f.reason.contains('\n')));
     }
 
     #[test]

@@ -31,7 +31,14 @@ struct Verdict {
     what: String,
 }
 
-fn judge(newest: u64, earlier: &[u64], min: u64, t: &Thresholds, show: &dyn Fn(u64) -> String, unit: &str) -> Option<Verdict> {
+fn judge(
+    newest: u64,
+    earlier: &[u64],
+    min: u64,
+    t: &Thresholds,
+    show: &dyn Fn(u64) -> String,
+    unit: &str,
+) -> Option<Verdict> {
     let m = median(earlier)?;
     if m < min.max(1) {
         return None;
@@ -76,17 +83,34 @@ pub fn size(s: &StrategyFacts, t: &Thresholds) -> Finding {
             SIZE,
             name,
             Severity::Ok,
-            format!("{} earlier archive(s): too few to judge the size", before.len()),
+            format!(
+                "{} earlier archive(s): too few to judge the size",
+                before.len()
+            ),
             figures,
         );
     }
     let mut verdicts = Vec::new();
-    verdicts.extend(judge(newest.content_bytes, &sizes, t.size_min_bytes, t, &human_bytes, "content"));
+    verdicts.extend(judge(
+        newest.content_bytes,
+        &sizes,
+        t.size_min_bytes,
+        t,
+        &human_bytes,
+        "content",
+    ));
     let rows: Vec<u64> = before.iter().filter_map(|a| a.rows).collect();
     if let (Some(n), true) = (newest.rows, rows.len() >= MIN_HISTORY) {
         figures["rows"] = json!(n);
         figures["median_rows"] = json!(median(&rows));
-        verdicts.extend(judge(n, &rows, MIN_ROWS, t, &|r: u64| r.to_string(), "rows"));
+        verdicts.extend(judge(
+            n,
+            &rows,
+            MIN_ROWS,
+            t,
+            &|r: u64| r.to_string(),
+            "rows",
+        ));
     }
     match verdicts.into_iter().max_by_key(|v| v.severity) {
         None => finding(
@@ -146,21 +170,39 @@ mod tests {
             assert_eq!(x.severity, want, "{newest}: {}", x.reason);
         }
         let x = size(&with_sizes(&[mib, mib, mib, mib / 20]), &t);
-        assert!(x.reason.contains("shrank") && x.reason.contains("4%"), "{}", x.reason);
+        assert!(
+            x.reason.contains("shrank") && x.reason.contains("4%"),
+            "{}",
+            x.reason
+        );
     }
 
     #[test]
     fn small_or_short_histories_are_not_judged() {
         let t = Thresholds::default();
-        assert_eq!(size(&with_sizes(&[1 << 20, 1 << 20, 0]), &t).severity, Severity::Ok);
-        assert_eq!(size(&with_sizes(&[1000, 1000, 1000, 0]), &t).severity, Severity::Ok);
+        assert_eq!(
+            size(&with_sizes(&[1 << 20, 1 << 20, 0]), &t).severity,
+            Severity::Ok
+        );
+        assert_eq!(
+            size(&with_sizes(&[1000, 1000, 1000, 0]), &t).severity,
+            Severity::Ok
+        );
         assert_eq!(size(&with_sizes(&[]), &t).severity, Severity::Ok);
         // Only the last size_history earlier archives count.
         let t = Thresholds {
             size_history: 3,
             ..Thresholds::default()
         };
-        let s = with_sizes(&[100 << 20, 100 << 20, 100 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20]);
+        let s = with_sizes(&[
+            100 << 20,
+            100 << 20,
+            100 << 20,
+            1 << 20,
+            1 << 20,
+            1 << 20,
+            1 << 20,
+        ]);
         assert_eq!(size(&s, &t).severity, Severity::Ok);
     }
 

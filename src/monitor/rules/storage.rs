@@ -73,14 +73,23 @@ pub fn backup_dir(f: &Facts, t: &Thresholds) -> Finding {
         human_bytes(sp.avail)
     );
     let (sev, why) = if pct < u64::from(t.free_critical_percent) {
-        (Severity::Critical, format!("below {}%", t.free_critical_percent))
+        (
+            Severity::Critical,
+            format!("below {}%", t.free_critical_percent),
+        )
     } else if sp.avail < next {
         (
             Severity::Critical,
-            format!("the next round of backups needs about {}", human_bytes(next)),
+            format!(
+                "the next round of backups needs about {}",
+                human_bytes(next)
+            ),
         )
     } else if pct < u64::from(t.free_warning_percent) {
-        (Severity::Warning, format!("below {}%", t.free_warning_percent))
+        (
+            Severity::Warning,
+            format!("below {}%", t.free_warning_percent),
+        )
     } else if sp.avail < rounds {
         (
             Severity::Warning,
@@ -95,7 +104,9 @@ pub fn backup_dir(f: &Facts, t: &Thresholds) -> Finding {
     };
     let reason = match sev {
         Severity::Ok => head,
-        _ => format!("{head}: {why}; free space (prune, lower keep_*/retention_days) or grow the disk"),
+        _ => format!(
+            "{head}: {why}; free space (prune, lower keep_*/retention_days) or grow the disk"
+        ),
     };
     finding(STORAGE, "backup_dir", sev, reason, figures)
 }

@@ -113,7 +113,8 @@ mod tests {
         let t = Thresholds::default();
         let mut s = f.strategies[0].clone();
         assert_eq!(verification(&s, &f, &t, NOW).severity, Severity::Ok);
-        s.state.record_verify(Err("archive x: part 2 tag mismatch".into()), NOW);
+        s.state
+            .record_verify(Err("archive x: part 2 tag mismatch".into()), NOW);
         let x = verification(&s, &f, &t, NOW);
         assert_eq!(x.severity, Severity::Critical);
         assert!(x.reason.contains("tag mismatch"), "{}", x.reason);
@@ -128,14 +129,23 @@ mod tests {
         let s = &f.strategies[0];
         let c = NOW - 60;
         assert_eq!(verification(s, &f, &t, c + 4 * HOUR).severity, Severity::Ok);
-        assert_eq!(verification(s, &f, &t, c + 5 * HOUR).severity, Severity::Warning);
-        assert_eq!(verification(s, &f, &t, c + 9 * HOUR).severity, Severity::Critical);
+        assert_eq!(
+            verification(s, &f, &t, c + 5 * HOUR).severity,
+            Severity::Warning
+        );
+        assert_eq!(
+            verification(s, &f, &t, c + 9 * HOUR).severity,
+            Severity::Critical
+        );
         // An id not among the newest archives: its time comes from the id.
         let mut s = s.clone();
         s.state.last_verified = Some("config-20270115T083000Z-a1b2c3".into());
         let at = crate::timefmt::parse("2027-01-15T08:30:00Z").unwrap();
         let x = verification(&s, &f, &t, at + 3600);
-        assert_eq!((x.severity, x.figures["age_s"].as_i64()), (Severity::Ok, Some(3600)));
+        assert_eq!(
+            (x.severity, x.figures["age_s"].as_i64()),
+            (Severity::Ok, Some(3600))
+        );
         s.state.last_verified = None;
         assert_eq!(verification(&s, &f, &t, NOW).severity, Severity::Warning);
         assert_eq!(created_from_id("config-2027x115T083000Z-a"), None);
