@@ -1028,6 +1028,51 @@ exclude = ["*.pyc", "__pycache__"]
     }
 
     #[test]
+    fn monitoring_table_is_checked_per_key() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.monitoring,
+            crate::monitor::thresholds::Thresholds::default()
+        );
+        assert_eq!(
+            (c.monitoring.age_warning, c.monitoring.age_critical),
+            (2, 4)
+        );
+        let c = parse("[monitoring]\nage_warning = 3\nrepeat = \"1h\"\nsize_min_bytes = \"1M\"\n")
+            .unwrap();
+        assert_eq!(c.monitoring.age_warning, 3);
+        assert_eq!(c.monitoring.repeat, Duration::from_secs(3600));
+        assert_eq!(c.monitoring.size_min_bytes, 1 << 20);
+        for (text, want) in [
+            ("[monitoring]\n\nage_warnin = 3\n", "age_warnin"),
+            ("[monitoring]\n\nconfirm = 0\n", "from 1 to 100"),
+            ("[monitoring]\n\nsize_history = 51\n", "from 3 to 50"),
+            ("[monitoring]\n\nrepeat = \"31d\"\n", "from 1s to 30d"),
+            (
+                "[monitoring]\n\nfree_warning_percent = 100\n",
+                "from 0 to 99",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("line 3"), "{text}: {e}");
+        }
+        let e = parse("[monitoring]\nage_warning = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("age_warning = 5 must be at most age_critical = 4"),
+            "{e}"
+        );
+        let e = parse("[monitoring]\nfree_critical_percent = 20\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("free_warning_percent = 10 must be at least"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn backup_dir_must_not_overlap_a_source() {
         for (backup_dir, section, want) in [
             (

@@ -367,3 +367,31 @@ fn the_daemon_fires_on_failing_backups_and_resolves_after_a_good_one() {
     let saved = fs::read_to_string(b.backups.join("monitor.json")).unwrap();
     assert!(saved.contains("failures"), "{saved}");
 }
+
+#[test]
+fn a_damaged_archive_found_by_verify_is_critical_until_verify_passes() {
+    let b = board("check-verify", "", "");
+    b.ok(&["backup", "--all"]);
+    let id = b.ids("config")[0].clone();
+    let part = archive_files(&b.backups, &id)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".rvb"))
+        .unwrap();
+    let mut bytes = fs::read(&part).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    fs::write(&part, &bytes).unwrap();
+    assert!(!b.run(&["verify", "--all"]).status.success());
+    let (code, out) = check(&b, true);
+    assert_eq!(code, 2, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let f = finding(&v, "verification/config");
+    assert_eq!(f["severity"], "critical", "{f}");
+    assert!(f["reason"].as_str().unwrap().contains(&id), "{f}");
+    assert_eq!(finding(&v, "verification/logs")["severity"], "ok", "{v}");
+    // Repaired: the next verify passes, and the finding clears.
+    bytes[n / 2] ^= 0x55;
+    fs::write(&part, &bytes).unwrap();
+    b.ok(&["verify", "--all"]);
+    assert_eq!(check(&b, false).0, 0);
+}
