@@ -144,8 +144,9 @@ pub type IntervalDuration = BoundedDuration<1, { 366 * 86_400 }>;
 pub type JitterDuration = BoundedDuration<1, 86_400>;
 /// `recovery_timeout`: 1s to 1d.
 pub type TimeoutDuration = BoundedDuration<1, 86_400>;
-/// `backup_monitoring_interval`: 1m to 7d.
-pub type MonitoringDuration = BoundedDuration<60, { 7 * 86_400 }>;
+/// `backup_monitoring_interval`: 1s to 7d (1s, not 1m: tests watch the
+/// monitor react within seconds; a board should use minutes).
+pub type MonitoringDuration = BoundedDuration<1, { 7 * 86_400 }>;
 
 /// Write a byte count the way a config would ("64K", "1G", "4095M").
 pub fn format_size(n: u64) -> String {
@@ -282,6 +283,8 @@ struct RawConfig {
     recovery: Option<crate::hooks::RecoveryHooks>,
     backup_monitoring_enabled: Option<bool>,
     backup_monitoring_interval: Option<MonitoringDuration>,
+    /// `[monitoring]`: the rules' thresholds.
+    monitoring: Option<crate::monitor::thresholds::MonitoringSection>,
     drill_interval: Option<IntervalDuration>,
     export_dir: Option<AbsPath>,
     textfile_dir: Option<AbsPath>,
@@ -428,6 +431,8 @@ pub struct Config {
     pub recovery: crate::hooks::RecoveryHooks,
     pub monitoring_enabled: bool,
     pub monitoring_interval: Duration,
+    /// `[monitoring]`: the thresholds of the monitor's rules.
+    pub monitoring: crate::monitor::thresholds::Thresholds,
     /// How often the daemon runs a recovery drill of every configured
     /// strategy (`drill_interval`, default 7 days, `"1s"` to `"366d"`).
     pub drill_interval: Duration,
@@ -561,6 +566,8 @@ impl Config {
                 }
             }
         }
+        let monitoring = raw.monitoring.unwrap_or_default().resolve();
+        monitoring.check().map_err(err)?;
         let backup_dir = raw
             .backup_dir
             .map_or_else(|| PathBuf::from("/var/lib/rvm-backup"), |p| p.0);
@@ -626,6 +633,7 @@ impl Config {
             monitoring_interval: raw
                 .backup_monitoring_interval
                 .map_or(Duration::from_secs(600), |d| d.0),
+            monitoring,
             drill_interval: raw
                 .drill_interval
                 .map_or(Duration::from_secs(DEFAULT_DRILL_INTERVAL_S), |d| d.0),
@@ -1037,8 +1045,8 @@ exclude = ["*.pyc", "__pycache__"]
             ("backup_interval", "\"367d\"", "from 1s to 366d"),
             ("backup_jitter", "\"2d\"", "from 1s to 1d"),
             ("recovery_timeout", "\"25h\"", "from 1s to 1d"),
-            ("backup_monitoring_interval", "\"30s\"", "from 1m to 7d"),
-            ("backup_monitoring_interval", "\"8d\"", "from 1m to 7d"),
+            ("backup_monitoring_interval", "\"8d\"", "from 1s to 7d"),
+            ("backup_monitoring_interval", "\"0s\"", "invalid duration"),
             ("max_part_size", "\"5G\"", "from 64K to 4095M"),
             ("max_part_size", "1000", "from 64K to 4095M"),
             ("audit_max_bytes", "\"2G\"", "from 64K to 1G"),
@@ -1070,6 +1078,51 @@ exclude = ["*.pyc", "__pycache__"]
         assert_eq!(
             (c.audit_max_bytes, c.audit_keep),
             (DEFAULT_AUDIT_MAX_BYTES, DEFAULT_AUDIT_KEEP)
+        );
+    }
+
+    #[test]
+    fn monitoring_table_is_checked_per_key() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.monitoring,
+            crate::monitor::thresholds::Thresholds::default()
+        );
+        assert_eq!(
+            (c.monitoring.age_warning, c.monitoring.age_critical),
+            (2, 4)
+        );
+        let c = parse("[monitoring]\nage_warning = 3\nrepeat = \"1h\"\nsize_min_bytes = \"1M\"\n")
+            .unwrap();
+        assert_eq!(c.monitoring.age_warning, 3);
+        assert_eq!(c.monitoring.repeat, Duration::from_secs(3600));
+        assert_eq!(c.monitoring.size_min_bytes, 1 << 20);
+        for (text, want) in [
+            ("[monitoring]\n\nage_warnin = 3\n", "age_warnin"),
+            ("[monitoring]\n\nconfirm = 0\n", "from 1 to 100"),
+            ("[monitoring]\n\nsize_history = 51\n", "from 3 to 50"),
+            ("[monitoring]\n\nrepeat = \"31d\"\n", "from 1s to 30d"),
+            (
+                "[monitoring]\n\nfree_warning_percent = 100\n",
+                "from 0 to 99",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("line 3"), "{text}: {e}");
+        }
+        let e = parse("[monitoring]\nage_warning = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("age_warning = 5 must be at most age_critical = 4"),
+            "{e}"
+        );
+        let e = parse("[monitoring]\nfree_critical_percent = 20\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("free_warning_percent = 10 must be at least"),
+            "{e}"
         );
     }
 

@@ -46,6 +46,17 @@ pub struct Remembered {
     /// when a later one fails.
     #[serde(default)]
     pub last_export_set: Option<String>,
+    /// Unix time of the last `verify` run that checked archives of this
+    /// strategy (the read-back after each backup is not counted here: a
+    /// failed read-back is a failed backup).
+    #[serde(default)]
+    pub last_verify: Option<i64>,
+    /// Whether every archive of this strategy it checked passed.
+    #[serde(default)]
+    pub last_verify_ok: Option<bool>,
+    /// The first failure of that run (`None` when it passed).
+    #[serde(default)]
+    pub last_verify_error: Option<String>,
 }
 
 pub type State = BTreeMap<Strategy, Remembered>;
@@ -98,6 +109,16 @@ impl Remembered {
                 self.last_export_error = Some(e);
             }
         }
+    }
+}
+
+impl Remembered {
+    /// Note how a `verify` run ended for this strategy at Unix time `now`:
+    /// `Ok(())` when every archive of it passed, else the first failure.
+    pub fn record_verify(&mut self, outcome: std::result::Result<(), String>, now: i64) {
+        self.last_verify = Some(now);
+        self.last_verify_ok = Some(outcome.is_ok());
+        self.last_verify_error = outcome.err();
     }
 }
 

@@ -6,6 +6,7 @@
 //! (`rvm-backup: error: …`) and exits 1 (2 for bad usage). Nothing input can
 //! reach panics, and no output error aborts the process (see `out`).
 
+mod check;
 mod commands;
 mod ctl;
 mod disaster;
@@ -49,6 +50,8 @@ commands:
   alert test [--severity S] [--socket PATH]
                                      have the daemon send a test alert to every [[alert]]
                                      sink (S: warning (default), critical or ok)
+  check [--json]                     evaluate the monitoring rules once; exit 0 OK, 1 WARNING,
+                                     2 CRITICAL, 3 UNKNOWN (for the platform's monitoring)
   audit verify                       check the audit log's hash chain
   demo [--dir DIR] [--serve]         make a sample board tree, back it up, verify and restore it
   help                               this text
@@ -105,6 +108,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
         "demo" => crate::demo::run(args, global.quiet, out),
         "ctl" => ctl::run(global.config.as_deref(), args, out),
         "alert" => ctl::alert(global.config.as_deref(), args, out),
+        "check" => check::run(global.config.as_deref(), args, out),
         "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "export" | "daemon"
         | "audit" | "disaster-restore" | "metrics" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;

@@ -172,10 +172,8 @@ impl Daemon {
             }
             Verb::Metrics => Ok(self.metrics_json()),
             Verb::TestAlert => self.test_alert(&req.args),
-            Verb::Alerts | Verb::Report => Err(ProtoError::new(
-                501,
-                format!("{} is not implemented yet", req.verb.name()),
-            )),
+            Verb::Alerts => Ok(self.alerts_json()),
+            Verb::Report => Ok(self.report_json()),
         }
     }
 
@@ -410,7 +408,6 @@ mod tests {
         assert!(ask(0, "PRUNE dry-run").starts_with("OK"));
         assert!(ask(2002, "BACKUP photos").starts_with("ERR 400"));
         assert!(ask(2002, "\u{1}garbage").starts_with("ERR 400"));
-        assert!(ask(2001, "ALERTS").starts_with("ERR 501"));
         assert!(ask(5000, "METRICS").starts_with("ERR 403"));
         let m = ask(2001, "METRICS");
         let v: Value = serde_json::from_str(m.strip_prefix("OK ").unwrap()).unwrap();
@@ -420,6 +417,13 @@ mod tests {
             "{m}"
         );
         assert_eq!(m.matches('\n').count(), 1, "one reply line: {m}");
+        assert!(ask(5000, "ALERTS").starts_with("ERR 403"));
+        for verb in ["ALERTS", "REPORT"] {
+            let reply = ask(2001, verb);
+            let v: serde_json::Value =
+                serde_json::from_str(reply.strip_prefix("OK ").unwrap()).unwrap();
+            assert!(v["worst"].is_string(), "{verb}: {v}");
+        }
         assert!(ask(2001, "DRILL").starts_with("ERR 403"));
         assert!(ask(2002, "DRILL photos").starts_with("ERR 400"));
         assert!(ask(2002, "DRILL database").starts_with("ERR 404"));

@@ -121,6 +121,8 @@ pub struct Job {
     pub state: JobState,
     pub progress: Counter,
     pub queued_at: i64,
+    /// When it started running (the monitor's duration rule).
+    pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub outcome: Option<String>,
 }
@@ -169,6 +171,7 @@ impl Jobs {
             state: JobState::Queued,
             progress: Default::default(),
             queued_at: crate::timefmt::now_unix(),
+            started_at: None,
             finished_at: None,
             outcome: None,
         });
@@ -195,6 +198,7 @@ impl Jobs {
     pub fn start_next(&mut self) -> Option<(u64, JobKind, Counter)> {
         let j = self.jobs.iter_mut().find(|j| j.state == JobState::Queued)?;
         j.state = JobState::Running;
+        j.started_at = Some(crate::timefmt::now_unix());
         Some((j.id, j.kind.clone(), j.progress.clone()))
     }
 

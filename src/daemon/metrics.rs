@@ -25,10 +25,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 static FAILING: AtomicBool = AtomicBool::new(false);
 
 impl Daemon {
-    /// The monitor's latest findings. Wired to the monitor's state at
-    /// merge; nothing until then.
+    /// The monitor's latest findings (none before its first evaluation,
+    /// or with monitoring off).
     fn metrics_findings(&self) -> Vec<Finding> {
-        Vec::new()
+        self.monitor.borrow().findings.clone()
     }
 
     /// (Alert, sink) entries in the outbox not yet delivered.

@@ -21,10 +21,13 @@
 //! point and the drop removes its temporary files (nothing half-written is
 //! ever published). Then the socket is removed and `stop` audited.
 
+mod dashboard;
 mod handler;
 pub mod jobs;
 mod metrics;
+mod monitor;
 pub mod notify;
+mod raise;
 mod reports;
 pub mod scheduler;
 mod socket;
@@ -65,6 +68,11 @@ pub struct Daemon {
     /// Alert delivery (outbox, sinks, heartbeat); the monitor raises
     /// alerts through it.
     pub(crate) alerting: Rc<crate::alerting::Alerting>,
+    /// The monitor's tracker and latest evaluation.
+    monitor: RefCell<monitor::MonitorState>,
+    /// Wakes the monitor task (after each job).
+    kick_monitor: smol::channel::Sender<()>,
+    kicked: smol::channel::Receiver<()>,
 }
 
 fn mono_ms(since: Instant) -> u64 {
@@ -116,6 +124,7 @@ impl Daemon {
             crate::timefmt::now_unix(),
         );
         let (wake_tx, wake_rx) = smol::channel::bounded(1);
+        let (kick_tx, kick_rx) = smol::channel::bounded(1);
         let socket = cfg.socket.clone();
         let alerting = Rc::new(crate::alerting::Alerting::open(cfg)?);
         Ok((
@@ -131,6 +140,9 @@ impl Daemon {
                 cancel: RefCell::new(None),
                 started: Instant::now(),
                 alerting,
+                monitor: RefCell::new(monitor::MonitorState::default()),
+                kick_monitor: kick_tx,
+                kicked: kick_rx,
             },
             wake_rx,
         ))
@@ -194,6 +206,8 @@ pub fn run(config_path: &Path) -> Result<i32> {
             .detach();
         ex.spawn(metrics::textfile_task(daemon.clone())).detach();
         ex.spawn(crate::alerting::tasks(daemon.alerting.clone()))
+            .detach();
+        ex.spawn(monitor::task(daemon.clone(), daemon.kicked.clone()))
             .detach();
         notifier.send("READY=1");
         log::info!("daemon ready on {}", socket_path.display());

@@ -70,7 +70,9 @@ impl Daemon {
 
     /// Unhealthy: a strategy with no success within two periods (or since
     /// start), three failures in a row, or whose last recovery drill
-    /// failed.
+    /// failed; or a monitoring finding firing as critical (its reason is
+    /// among the problems). `findings` lists the monitor's latest non-ok
+    /// findings (none before its first evaluation, or with monitoring off).
     pub(super) fn health_json(&self) -> Value {
         let session = self.session();
         let cfg = session.config();
@@ -112,7 +114,19 @@ impl Daemon {
                 ));
             }
         }
-        json!({"healthy": problems.is_empty(), "problems": problems})
+        let m = self.monitor.borrow();
+        for e in m.tracker.entries() {
+            if e.severity == crate::monitor::Severity::Critical {
+                problems.push(format!("{} ({}): {}", e.subject, e.rule, e.reason));
+            }
+        }
+        let findings: Vec<Value> = m
+            .findings
+            .iter()
+            .filter(|f| f.severity != crate::monitor::Severity::Ok)
+            .map(|f| json!({"rule": f.rule, "subject": f.subject, "severity": f.severity, "reason": f.reason}))
+            .collect();
+        json!({"healthy": problems.is_empty(), "problems": problems, "findings": findings})
     }
 
     pub(super) fn list_json(&self, strategy: Option<&str>) -> Result<Value, ProtoError> {

@@ -131,6 +131,8 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
             _ => {}
         }
         d.jobs.borrow_mut().finish(id, state, text.clone());
+        // The monitor looks at once (a failed backup is news).
+        let _ = d.kick_monitor.try_send(());
         d.audit_quietly(
             &Actor::Daemon,
             &format!("job {id} {}", kind.describe()),

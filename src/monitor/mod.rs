@@ -16,8 +16,12 @@
 //! once when the alert is made and kept through every retry.
 
 pub mod alert;
+pub mod facts;
 pub mod metrics;
+pub mod rules;
 pub mod severity;
+pub mod thresholds;
+pub mod tracker;
 
 pub use alert::{Alert, AlertKind};
 pub use severity::Severity;

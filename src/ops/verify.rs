@@ -63,10 +63,37 @@ impl Session {
             }
             checked.push((id, r));
         }
+        self.remember_verify_runs(&listing.archives, &checked);
         Ok(VerifyReport {
             checked,
             unreadable,
         })
+    }
+
+    /// Record per strategy whether the archives of it this run checked
+    /// all passed (the monitor's verification rule reads it).
+    fn remember_verify_runs(
+        &self,
+        archives: &[crate::store::Listed],
+        checked: &[(String, Result<Verified>)],
+    ) {
+        let mut runs: std::collections::BTreeMap<crate::strategy::Strategy, Option<String>> =
+            Default::default();
+        for (id, r) in checked {
+            let Some(a) = archives.iter().find(|a| &a.meta.id == id) else {
+                continue;
+            };
+            let first = runs.entry(a.meta.strategy).or_default();
+            if let (None, Err(e)) = (&first, r) {
+                *first = Some(format!("archive {id}: {e}"));
+            }
+        }
+        let now = crate::timefmt::now_unix();
+        for (s, failure) in runs {
+            crate::state::update(self.backup_dir(), s, |r| {
+                r.record_verify(failure.map_or(Ok(()), Err), now)
+            });
+        }
     }
 
     /// Record `id` as its strategy's newest verified archive, unless a

@@ -124,13 +124,13 @@ pub const VERBS: [VerbSpec; 18] = [
         verb: Verb::Alerts,
         name: "ALERTS",
         needs: Some(Role::Reader),
-        help: "ALERTS — (not implemented yet)",
+        help: "ALERTS — every monitoring finding with its state (ok, warning, critical, unknown), since when and why; which are firing",
     },
     VerbSpec {
         verb: Verb::Report,
         name: "REPORT",
         needs: Some(Role::Reader),
-        help: "REPORT — (not implemented yet)",
+        help: "REPORT — a JSON summary for a dashboard: per strategy the newest archive, its age, size trend, last verify, drill and export; storage; alerts",
     },
     VerbSpec {
         verb: Verb::Metrics,

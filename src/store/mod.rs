@@ -240,6 +240,47 @@ impl Store {
 }
 
 impl Store {
+    /// The newest `n` archives of strategy `s` (oldest first), the number
+    /// of archives its directory holds, and the chosen sidecars that could
+    /// not be read. Reads only those `n` sidecars: ids sort by their UTC
+    /// time, so the names alone say which are newest (the monitor's
+    /// bounded look at the store).
+    pub fn newest(
+        &self,
+        s: Strategy,
+        n: usize,
+        key: Option<&KeyRing>,
+    ) -> (Vec<Listed>, usize, Vec<(PathBuf, Error)>) {
+        let dir = self.strategy_dir(s);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return (Vec::new(), 0, Vec::new());
+        };
+        let ids: Vec<String> = sorted_names(entries)
+            .into_iter()
+            .filter_map(|name| name.strip_suffix(SIDECAR_EXT).map(str::to_string))
+            .filter(|id| is_archive_id(s, id))
+            .collect();
+        let count = ids.len();
+        let mut archives = Vec::new();
+        let mut problems = Vec::new();
+        for id in &ids[count.saturating_sub(n)..] {
+            let name = format!("{id}{SIDECAR_EXT}");
+            let path = dir.join(&name);
+            match read_sidecar(&path, key).and_then(|(h, m)| self.check_listed(s, &name, h, m)) {
+                Ok((header, meta)) => archives.push(Listed {
+                    meta,
+                    header,
+                    dir: dir.clone(),
+                }),
+                Err(e) => problems.push((path, e)),
+            }
+        }
+        archives.sort_by_key(|a| (a.meta.created, a.meta.created_nanos, a.meta.id.clone()));
+        (archives, count, problems)
+    }
+}
+
+impl Store {
     /// A sidecar may only describe itself: its own strategy, its own file
     /// name, and parts named `<id>.NNN.rvb` in order, in its directory (a
     /// forged part name like `../../etc/passwd` would make prune delete it).

@@ -1,0 +1,125 @@
+//! `check [--json]`: evaluate the monitoring rules once, without the
+//! daemon, and exit like a monitoring plugin: 0 OK, 1 WARNING, 2 CRITICAL,
+//! 3 UNKNOWN (the worst finding; a config that does not load is UNKNOWN,
+//! a key that does not load is a critical `key_file` finding). Human
+//! output: a summary line first (what a plugin's caller
+//! shows), then one line per finding that is not ok. `--json`: one object
+//! with every finding.
+//!
+//! Read-only: it judges the raw findings now, with no tracker (no
+//! confirmation, no repeat), and writes nothing, not `monitor.json`
+//! either; the daemon's alerts are unaffected by running it.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{no_arguments, no_unknown_flags, take_flag};
+use crate::config::Config;
+use crate::error::Result;
+use crate::monitor::{rules, Severity};
+use crate::out::Out;
+
+pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Result<i32> {
+    let mut args = args.to_vec();
+    let json = take_flag(&mut args, "--json");
+    // Bad usage is UNKNOWN too (exit 2 would read as CRITICAL).
+    if let Err(e) = no_unknown_flags(&args).and_then(|()| no_arguments(&args)) {
+        crate::out::error_line(&format!("{e}; usage: check [--json]"));
+        return Ok(Severity::Unknown.exit_code());
+    }
+    let now = crate::timefmt::now_unix();
+    let cfg = match Config::load(&Config::locate(config)) {
+        Ok(c) => c,
+        Err(e) => return Ok(unknown(out, json, &e.to_string())),
+    };
+    // A key that does not load is judged (critical), not a reason to see
+    // nothing: the rest is evaluated without it (encrypted sidecars then
+    // do not read, which the sidecars rule reports).
+    let (session, key_error) = match crate::ops::Session::open(cfg.clone()) {
+        Ok(s) => (s, None),
+        Err(e) => {
+            let store = crate::store::Store::for_config(&cfg);
+            (
+                crate::ops::Session::over_store(cfg, None, store),
+                Some(e.to_string()),
+            )
+        }
+    };
+    let facts = smol::block_on(crate::monitor::facts::gather(&session, None, None));
+    let mut findings = rules::evaluate(&facts, &session.config().monitoring, now);
+    if let Some(e) = key_error {
+        for f in findings.iter_mut().filter(|f| f.rule == rules::KEY_FILE) {
+            f.severity = Severity::Critical;
+            f.reason = format!("the key does not load: {e}");
+        }
+    }
+    let worst = rules::worst(&findings);
+    if json {
+        out.line(
+            &json!({
+                "status": worst,
+                "exit": worst.exit_code(),
+                "evaluated": crate::timefmt::rfc3339(now),
+                "findings": findings,
+            })
+            .to_string(),
+        );
+        return Ok(worst.exit_code());
+    }
+    let bad: Vec<_> = findings
+        .iter()
+        .filter(|f| f.severity != Severity::Ok)
+        .collect();
+    let count = |s: Severity| bad.iter().filter(|f| f.severity == s).count();
+    let summary = if bad.is_empty() {
+        format!("all {} checks ok", findings.len())
+    } else {
+        let mut parts = Vec::new();
+        for s in [Severity::Critical, Severity::Warning, Severity::Unknown] {
+            if count(s) > 0 {
+                parts.push(format!("{} {s}", count(s)));
+            }
+        }
+        let mut worst_first = bad.clone();
+        worst_first.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        format!(
+            "{} of {} checks: {}",
+            parts.join(", "),
+            findings.len(),
+            worst_first
+                .iter()
+                .map(|f| f.key())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    };
+    out.line(&format!(
+        "RVM-BACKUP {}: {summary}",
+        worst.name().to_ascii_uppercase()
+    ));
+    let mut sorted = bad;
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    for f in sorted {
+        out.line(&format!(
+            "{} {} {}: {}",
+            f.severity.name().to_ascii_uppercase(),
+            f.rule,
+            f.subject,
+            f.reason
+        ));
+    }
+    Ok(worst.exit_code())
+}
+
+/// Say UNKNOWN (the config does not load) and return its exit status.
+fn unknown(out: &mut Out, json: bool, why: &str) -> i32 {
+    if json {
+        out.line(
+            &json!({"status": "unknown", "exit": 3, "error": why, "findings": []}).to_string(),
+        );
+    } else {
+        out.line(&format!("RVM-BACKUP UNKNOWN: {why}"));
+    }
+    Severity::Unknown.exit_code()
+}
