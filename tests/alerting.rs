@@ -535,3 +535,73 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
         "{fail:?}"
     );
 }
+
+/// The whole path, rules to receiver: scheduled backups of a strategy
+/// start failing (its source directory is removed), the monitor's
+/// failures rule turns critical, and the webhook receives a critical
+/// alert naming the strategy and the reason; the directory comes back,
+/// the next scheduled backup succeeds, and the receiver gets the recovery
+/// notice (`resolved`) for the same finding.
+#[test]
+fn failing_scheduled_backups_reach_the_webhook_as_critical_then_resolved() {
+    let port = free_port();
+    let rx = Receiver::start(port, |_| 200, Duration::ZERO);
+    let b = Board::new("alert-e2e");
+    let socket = b.tmp.path().join("run/control.sock");
+    b.write_config(&format!(
+        "socket = \"{}\"\nenvironment = \"development\"\nbackup_interval = \"2s\"\nbackup_jitter = \"1s\"\nbackup_monitoring_interval = \"1s\"\n",
+        socket.display()
+    ));
+    let mut text = fs::read_to_string(&b.config).unwrap();
+    text.push_str(&format!(
+        "\n[monitoring]\nfailures_warning = 1\nfailures_critical = 2\nfree_warning_percent = 0\nfree_critical_percent = 0\n\n\
+         [[alert]]\ntype = \"webhook\"\nname = \"platform\"\nurl = \"http://127.0.0.1:{port}/rvm\"\nmin_severity = \"warning\"\n"
+    ));
+    fs::write(&b.config, text).unwrap();
+    b.populate();
+    let source = b.root.join("etc/myrvm");
+    let away = b.root.join("etc/myrvm.away");
+    let d = Daemon::start(&b);
+    let alerts = |rule: &str, subject: &str| -> Vec<serde_json::Value> {
+        rx.got()
+            .iter()
+            .filter(|g| g.status == 200)
+            .filter_map(|g| serde_json::from_slice::<serde_json::Value>(&g.body).ok())
+            .filter(|j| j["rule"] == rule && j["subject"] == subject)
+            .collect()
+    };
+    // A good config backup first, so the failures are news.
+    wait_for("a successful scheduled config backup", || {
+        d.json("STATUS").to_string().contains("config")
+            && fs::read_dir(b.backups.join("config"))
+                .map(|r| r.count() > 0)
+                .unwrap_or(false)
+    });
+    fs::rename(&source, &away).unwrap();
+    wait_for("a critical failures/config alert at the webhook", || {
+        alerts("failures", "config")
+            .iter()
+            .any(|j| j["severity"] == "critical" && j["kind"] != "resolved")
+    });
+    let critical = alerts("failures", "config")
+        .into_iter()
+        .find(|j| j["severity"] == "critical")
+        .unwrap();
+    let reason = critical["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("failed") && reason.contains("config"),
+        "the reason should say what failed: {critical}"
+    );
+    fs::rename(&away, &source).unwrap();
+    wait_for("the recovery notice for failures/config", || {
+        alerts("failures", "config")
+            .iter()
+            .any(|j| j["kind"] == "resolved")
+    });
+    let notice = alerts("failures", "config")
+        .into_iter()
+        .find(|j| j["kind"] == "resolved")
+        .unwrap();
+    assert_eq!(notice["severity"], "ok", "{notice}");
+    drop(d);
+}
