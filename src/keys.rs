@@ -145,6 +145,62 @@ pub fn rotate(path: &Path) -> Result<KeyRing> {
     Ok(ring)
 }
 
+/// What [`adopt`] did to the key file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// There was no key file: it now holds the ring.
+    Written,
+    /// The key file lacked this many of the ring's keys: they were added
+    /// before its own keys (its writing key stays the writing key).
+    Merged(usize),
+    /// The key file already held every key of the ring.
+    Unchanged,
+}
+
+/// Make the key file at `path` able to read everything `ring` reads: a
+/// board restored from a recovery set must go on with the key ring the
+/// set was sealed with, or its daemon cannot start and its restored
+/// archives stay unreadable. Crash-safe like [`rotate`]: at every instant
+/// the key file is the old one (or absent) or the new one.
+pub fn adopt(path: &Path, ring: &KeyRing) -> Result<Adopted> {
+    let existing = match std::fs::symlink_metadata(path) {
+        Ok(_) => Some(load(path)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).at("inspect", path),
+    };
+    let Some(existing) = existing else {
+        write_ring(path, ring)?;
+        return Ok(Adopted::Written);
+    };
+    let have = existing.ids();
+    let missing: Vec<MasterKey> = ring
+        .keys()
+        .iter()
+        .filter(|k| !have.contains(&k.id()))
+        .map(|k| MasterKey::from_bytes(*k.bytes()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(Adopted::Unchanged);
+    }
+    let n = missing.len();
+    let mut keys = missing;
+    keys.extend(
+        existing
+            .keys()
+            .iter()
+            .map(|k| MasterKey::from_bytes(*k.bytes())),
+    );
+    let merged = KeyRing::new(keys).map_err(|e| {
+        msg(format!(
+            "cannot add the recovered keys to {}: {e}",
+            path.display()
+        ))
+    })?;
+    let real = std::fs::canonicalize(path).at("resolve key file", path)?;
+    write_ring(&real, &merged)?;
+    Ok(Adopted::Merged(n))
+}
+
 /// Replace the key file `real` (not a symlink) with `ring`: temporary file
 /// (mode 0600, created fresh), fsync, rename, fsync of the directory.
 fn write_ring(real: &Path, ring: &KeyRing) -> Result<()> {
@@ -194,6 +250,34 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn adopt_writes_merges_and_keeps_the_writing_key() {
+        let d = std::env::temp_dir().join(format!("rvb-adopt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("master.key");
+        let a = KeyRing::new(vec![
+            MasterKey::from_bytes([1; 32]),
+            MasterKey::from_bytes([2; 32]),
+        ])
+        .unwrap();
+        assert_eq!(adopt(&path, &a).unwrap(), Adopted::Written);
+        assert_eq!(load(&path).unwrap().ids(), a.ids());
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(adopt(&path, &a).unwrap(), Adopted::Unchanged);
+        // A board that already has a key of its own keeps writing with it.
+        std::fs::remove_file(&path).unwrap();
+        generate(&path).unwrap();
+        let own = load(&path).unwrap().writing().id();
+        assert_eq!(adopt(&path, &a).unwrap(), Adopted::Merged(2));
+        let ring = load(&path).unwrap();
+        assert_eq!(ring.writing().id(), own);
+        for id in a.ids() {
+            assert!(ring.get(id).is_some());
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn a_key_line_is_exactly_64_hex_digits() {

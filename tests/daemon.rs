@@ -635,6 +635,36 @@ fn a_failed_start_leaves_no_socket_behind() {
     assert!(d.request("PING").starts_with("OK"));
 }
 
+/// A freshly imaged board has no master key yet: the daemon's first start
+/// makes one (0600) when the store is empty, and backs up with it. A board
+/// whose key went missing while it has archives is refused: a new key
+/// would not read them.
+#[test]
+fn the_first_start_of_a_fresh_board_makes_its_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = board_with_socket("firstkey", "backup_enabled = false\n");
+    b.populate();
+    fs::remove_file(&b.key).unwrap();
+    let d = Daemon::start(&b, &[]);
+    let mode = fs::metadata(&b.key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let job = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
+    assert_eq!(d.wait_job(job)["state"], "done");
+    assert!(d.stop().success());
+    let log = fs::read_to_string(b.tmp.path().join("daemon.log")).unwrap();
+    assert!(log.contains("made a new master key"), "{log}");
+    // The key goes missing on a board with archives: no new key.
+    fs::remove_file(&b.key).unwrap();
+    let out = b.run(&["daemon"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!b.key.exists());
+}
+
 /// A restore of very many small files yields after every entry: PING is
 /// answered within a second throughout (systemd's watchdog needs it).
 #[test]

@@ -261,6 +261,14 @@ fn dead_board_comes_back_from_the_stick_and_the_recovery_key() {
         "the marker is renamed, not deleted"
     );
     assert!(new_result(&stick.dir, &before).contains("consumed"));
+
+    // The board goes on: the key ring the set was sealed with is back in
+    // key_file (its own died with the card), so it backs up and reads its
+    // archives with it.
+    let ring = fs::read_to_string(&f.b.key).unwrap();
+    assert_eq!(ring.lines().count(), 1, "one key, the set's");
+    f.b.ok(&["backup", "--all"]);
+    f.b.ok(&["verify", "--all"]);
 }
 
 /// No key anywhere, or another fleet's recovery key: nothing restored,

@@ -183,7 +183,7 @@ impl Daemon {
 pub fn run(config_path: &Path) -> Result<i32> {
     let cfg = Config::load(config_path)?;
     crate::logger::init(cfg.log_level);
-    let session = Session::open(cfg)?;
+    let (session, _made_key) = Session::open_first_start(cfg)?;
     // First the socket: a second daemon must fail before it touches the
     // store or the audit log of the running one.
     let socket_path = session.config().socket.clone();

@@ -99,6 +99,36 @@ impl Session {
         }
     }
 
+    /// The daemon's session. On a freshly imaged board the master key
+    /// does not exist yet: when encryption is on, `key_file` is missing,
+    /// the store holds no archive (not even an unreadable one) and no
+    /// disaster restore is pending, a new key is made first (mode 0600),
+    /// so the board protects itself from its first boot; the next export
+    /// seals it onto the stick. A key file missing on a board with archives
+    /// is still an error: a new key would not read them. Returns the new
+    /// key's id when one was made.
+    pub fn open_first_start(cfg: Config) -> Result<(Session, Option<crate::crypto::KeyId>)> {
+        let fresh = cfg.encryption_enabled
+            && matches!(std::fs::symlink_metadata(&cfg.key_file), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            && !disaster::restore_interrupted(&cfg)
+            && {
+                let listing = Store::for_config(&cfg).list(None, None);
+                listing.archives.is_empty() && listing.problems.is_empty()
+            };
+        let made = if fresh {
+            let key = crate::keys::generate(&cfg.key_file)?;
+            log::warn!(
+                "no master key and no archives: first start of a fresh board; made a new master key {} (id {}). Export to a recovery stick (recovery_public_key) so that it is escrowed",
+                cfg.key_file.display(),
+                key.id()
+            );
+            Some(key.id())
+        } else {
+            None
+        };
+        Ok((Session::open(cfg)?, made))
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

@@ -549,6 +549,33 @@ async fn run(
         ));
     }
     if in_place {
+        // The board goes on with the key ring the set was sealed with: its
+        // own key died with the card, and without it the daemon cannot
+        // start and the restored board's archives are unreadable.
+        if let Some(ring) = session.key() {
+            let note = match crate::keys::adopt(&cfg.key_file, ring) {
+                Ok(crate::keys::Adopted::Written) => format!(
+                    "the board's key ring was put back in {} from the set",
+                    cfg.key_file.display()
+                ),
+                Ok(crate::keys::Adopted::Merged(n)) => format!(
+                    "{n} key(s) of the set were added to {} (its own writing key stays)",
+                    cfg.key_file.display()
+                ),
+                Ok(crate::keys::Adopted::Unchanged) => format!(
+                    "{} already holds the set's keys",
+                    cfg.key_file.display()
+                ),
+                Err(e) => {
+                    return Err(format!(
+                        "everything was restored, but the key ring could not be written to {} ({e}); the daemon cannot back up until it is. Run disaster-restore again",
+                        cfg.key_file.display()
+                    ))
+                }
+            };
+            log::info!("{LABEL}: {note}");
+            report.notes.push(note);
+        }
         let now = crate::timefmt::now_unix();
         journal::record_restored(
             &cfg.backup_dir,
