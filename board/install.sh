@@ -2,10 +2,13 @@
 # Install rvm-backup on a board: the binary, a config profile, a master key, the systemd
 # units and the udev rule. Safe to run again: an existing config or key is never replaced.
 #
-# usage: board/install.sh [--profile development|staging|production] [--binary PATH] [--dry-run]
+# usage: board/install.sh [--profile development|staging|production] [--binary PATH] [--root DIR] [--dry-run]
 #   --profile NAME  config profile from board/profiles/ (default: production)
 #   --binary PATH   the aarch64 rvm-backup binary (default: target/board/rvm-backup as built
 #                   by cross/build-release.sh, else ./rvm-backup next to this script)
+#   --root DIR      install into the board root filesystem at DIR (an SD card image being
+#                   prepared) instead of this machine: no master key is made (each board
+#                   makes its own), nothing is reloaded
 #   --dry-run       print what would be done, change nothing
 set -euo pipefail
 
@@ -39,6 +42,7 @@ die() {
 profile=production
 binary=""
 dry_run=0
+root=""
 while [ $# -gt 0 ]; do
     case $1 in
         --profile)
@@ -57,6 +61,15 @@ while [ $# -gt 0 ]; do
             ;;
         --binary=*)
             binary=${1#*=}
+            shift
+            ;;
+        --root)
+            [ $# -ge 2 ] || die "--root needs a directory"
+            root=$2
+            shift 2
+            ;;
+        --root=*)
+            root=${1#*=}
             shift
             ;;
         --dry-run)
@@ -91,6 +104,12 @@ for f in "${UNITS[@]}" "$RULES"; do
     [ -f "$here/$f" ] || die "missing $here/$f"
 done
 
+if [ -n "$root" ]; then
+    [ -d "$root/etc" ] || die "--root $root: not a root filesystem (no $root/etc)"
+    root=$(cd "$root" && pwd)
+    [ "$root" != / ] || root=""
+fi
+
 if [ "$dry_run" = 0 ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (or use --dry-run)"
 fi
@@ -110,39 +129,50 @@ note() { printf '%s\n' "$*"; }
 [ "$dry_run" = 1 ] && note "dry run: nothing is changed"
 note "profile: $profile ($profile_file)"
 note "binary:  $binary"
+[ -n "$root" ] && note "root:    $root"
 
 # Binary: a temporary name, then an atomic rename, so a running daemon keeps its file.
-run install -D -m 0755 "$binary" "$BIN_DEST.new"
-run mv -f "$BIN_DEST.new" "$BIN_DEST"
+run install -D -m 0755 "$binary" "$root$BIN_DEST.new"
+run mv -f "$root$BIN_DEST.new" "$root$BIN_DEST"
 
 # Config directory: root and the root group only (it holds the master key).
 # Platform services that talk to the daemon join this group: the control
 # socket is root:rvm-backup 0660 in a 0750 directory (see rvm-backup.service).
-if ! getent group rvm-backup >/dev/null 2>&1; then
+if [ -n "$root" ]; then
+    # The image's own group file, not this machine's (--prefix: no chroot, no NSS).
+    if ! grep -q '^rvm-backup:' "$root/etc/group"; then
+        run groupadd --prefix "$root" --system rvm-backup
+    fi
+elif ! getent group rvm-backup >/dev/null 2>&1; then
     run groupadd --system rvm-backup
 fi
-run install -d -m 0750 "$ETC"
-if [ -e "$CONFIG" ]; then
-    note "keeping existing $CONFIG"
+run install -d -m 0750 "$root$ETC"
+if [ -e "$root$CONFIG" ]; then
+    note "keeping existing $root$CONFIG"
 else
-    run install -m 0640 "$profile_file" "$CONFIG"
+    run install -m 0640 "$profile_file" "$root$CONFIG"
 fi
 
-if [ -e "$KEY" ]; then
+if [ -n "$root" ]; then
+    note "no master key in an image: each board makes its own ($BIN_DEST keygen --out $KEY)"
+elif [ -e "$KEY" ]; then
     note "keeping existing $KEY"
 else
     # keygen writes the key with mode 0600 and prints its key id.
     run "$BIN_DEST" --config "$CONFIG" keygen --out "$KEY"
 fi
 
-run install -d -m 0750 "$STATE"
+run install -d -m 0750 "$root$STATE"
 
+run install -d -m 0755 "$root$UNIT_DIR" "$root$RULES_DIR"
 for unit in "${UNITS[@]}"; do
-    run install -m 0644 "$here/$unit" "$UNIT_DIR/$unit"
+    run install -m 0644 "$here/$unit" "$root$UNIT_DIR/$unit"
 done
-run install -m 0644 "$here/$RULES" "$RULES_DIR/$RULES"
+run install -m 0644 "$here/$RULES" "$root$RULES_DIR/$RULES"
 
-if command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then
+if [ -n "$root" ]; then
+    : # not this machine's udev or systemd
+elif command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then
     run udevadm control --reload
 fi
 # Only when systemd is running (not, say, in a chroot building an SD card image).
@@ -154,6 +184,14 @@ if [ "$dry_run" = 1 ]; then
     done_msg="Dry run finished; nothing was changed."
 else
     done_msg="Installed."
+fi
+if [ -n "$root" ]; then
+    cat <<EOF
+
+$done_msg Enable units in the image with: systemctl --root=$root enable UNIT
+(rvm-backup.service for the daemon, or rvm-backup-backup.timer; and the recovery unit).
+EOF
+    exit 0
 fi
 cat <<EOF
 
