@@ -32,6 +32,20 @@ pub struct Remembered {
     /// How long the restore and its checks took (the recovery time).
     #[serde(default)]
     pub last_drill_seconds: Option<f64>,
+    /// Unix time of the last export of a recovery set (recorded on every
+    /// configured strategy: a set holds them all).
+    #[serde(default)]
+    pub last_export: Option<i64>,
+    /// Whether it wrote a complete, verified set.
+    #[serde(default)]
+    pub last_export_ok: Option<bool>,
+    /// Why it failed (`None` when it passed).
+    #[serde(default)]
+    pub last_export_error: Option<String>,
+    /// The set it wrote (`set-<UTC time>`); kept from the last good export
+    /// when a later one fails.
+    #[serde(default)]
+    pub last_export_set: Option<String>,
 }
 
 pub type State = BTreeMap<Strategy, Remembered>;
@@ -65,6 +79,36 @@ impl Remembered {
         self.last_drill_ok = Some(ok);
         self.last_drill_seconds = Some(seconds);
         self.last_drill_error = error;
+    }
+}
+
+impl Remembered {
+    /// Note how an export ended at Unix time `now`: `Ok(set name)` or
+    /// `Err(why)`.
+    pub fn record_export(&mut self, outcome: std::result::Result<String, String>, now: i64) {
+        self.last_export = Some(now);
+        match outcome {
+            Ok(set) => {
+                self.last_export_ok = Some(true);
+                self.last_export_error = None;
+                self.last_export_set = Some(set);
+            }
+            Err(e) => {
+                self.last_export_ok = Some(false);
+                self.last_export_error = Some(e);
+            }
+        }
+    }
+}
+
+/// [`update`] for several strategies at once (one read, one write).
+pub fn update_many(backup_dir: &Path, strategies: &[Strategy], change: impl Fn(&mut Remembered)) {
+    let mut state = load(backup_dir);
+    for s in strategies {
+        change(state.entry(*s).or_default());
+    }
+    if let Err(e) = save(backup_dir, &state) {
+        log::error!("cannot save {}: {e}", path(backup_dir).display());
     }
 }
 

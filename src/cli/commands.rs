@@ -463,6 +463,57 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// `export [--to DIR]`: one line per strategy (what was copied or was
+    /// on the stick already), the set, the total.
+    pub fn export(self, args: &[String]) -> Result<i32> {
+        let mut args = args.to_vec();
+        let to = take_value(&mut args, "--to")?;
+        no_unknown_flags(&args)?;
+        no_arguments(&args)?;
+        let to = absolute_target(to.map(PathBuf::from))?;
+        let mut progress = self.progress();
+        let r = smol::block_on(self.session.export(to.as_deref(), &mut progress))?;
+        for a in &r.archives {
+            let what = if a.copied_bytes == 0 {
+                format!("already on the stick, {}", human_bytes(a.reused_bytes))
+            } else if a.reused_bytes == 0 {
+                format!("copied {}", human_bytes(a.copied_bytes))
+            } else {
+                format!(
+                    "copied {}, {} already on the stick",
+                    human_bytes(a.copied_bytes),
+                    human_bytes(a.reused_bytes)
+                )
+            };
+            self.out
+                .line(&format!("{:<12} {}  {what}", a.strategy.name(), a.id));
+        }
+        self.out.line(&format!(
+            "set {} written to {} and verified{}",
+            r.set,
+            r.board_dir.display(),
+            if r.encrypted {
+                ", key ring sealed to the recovery key"
+            } else {
+                " (unencrypted: no key on the stick)"
+            }
+        ));
+        if !r.removed_sets.is_empty() {
+            self.out
+                .line(&format!("removed older sets: {}", r.removed_sets.join(" ")));
+        }
+        self.out.line(&format!(
+            "total: copied {} bytes ({}), already on the stick {} bytes ({})",
+            r.copied(),
+            human_bytes(r.copied()),
+            r.reused(),
+            human_bytes(r.reused())
+        ));
+        Ok(0)
+    }
+}
+
 /// A relative `--target` is taken from the working directory.
 fn absolute_target(target: Option<PathBuf>) -> Result<Option<PathBuf>> {
     Ok(match target {

@@ -36,6 +36,8 @@ commands:
   prune [--dry-run]                  apply retention (keep_* and retention_days)
   drill [STRATEGY...|--all] [--json] recovery test: restore the newest archives into
                                      scratch space, check and time them; exits 1 on a failure
+  export [--to DIR]                  write a verified recovery set onto the stick mounted at DIR
+                                     (default: export_dir); re-export copies only what changed
   daemon                             scheduler, jobs and control socket, in the foreground
   ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR
   audit verify                       check the audit log's hash chain
@@ -93,7 +95,8 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
         "keygen" => commands::keygen(global.config.as_deref(), args, out),
         "demo" => crate::demo::run(args, global.quiet, out),
         "ctl" => ctl::run(global.config.as_deref(), args, out),
-        "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "daemon" | "audit" => {
+        "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "export" | "daemon"
+        | "audit" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;
             crate::logger::init(if global.quiet {
                 cfg.log_level.min(log::LevelFilter::Warn)
@@ -120,6 +123,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
                         "verify" => ctx.verify(args),
                         "prune" => ctx.prune(args),
                         "drill" => ctx.drill(args),
+                        "export" => ctx.export(args),
                         _ => ctx.restore(args),
                     }
                 }

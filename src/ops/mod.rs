@@ -25,6 +25,7 @@
 
 mod backup;
 mod drill;
+mod export;
 mod prune;
 mod restore;
 mod restore_all;
@@ -41,6 +42,7 @@ use crate::strategy::Strategy;
 
 pub use backup::BackupReport;
 pub use drill::{DrillOutcome, DrillReport};
+pub use export::{ExportReport, ExportedArchive};
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;
 pub use restore_all::{RestoreAllReport, RestoredStrategy, RESTORE_ALL_ORDER};

@@ -71,7 +71,7 @@ impl Session {
 
     /// Record `id` as its strategy's newest verified archive, unless a
     /// newer one is recorded already (listing order is age order).
-    fn remember_verified(&self, archives: &[crate::store::Listed], id: &str) {
+    pub(super) fn remember_verified(&self, archives: &[crate::store::Listed], id: &str) {
         let Some(pos) = archives.iter().position(|a| a.meta.id == id) else {
             return;
         };

@@ -23,6 +23,7 @@
 
 pub mod board;
 pub mod manifest;
+pub mod stick;
 
 pub use board::BoardIdentity;
 pub use manifest::{Manifest, ManifestArchive, ManifestError, ManifestFile};
