@@ -515,7 +515,7 @@ impl Ctx<'_> {
 }
 
 /// A relative `--target` is taken from the working directory.
-fn absolute_target(target: Option<PathBuf>) -> Result<Option<PathBuf>> {
+pub(super) fn absolute_target(target: Option<PathBuf>) -> Result<Option<PathBuf>> {
     Ok(match target {
         Some(t) if !t.is_absolute() => Some(
             std::env::current_dir()

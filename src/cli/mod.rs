@@ -8,6 +8,7 @@
 
 mod commands;
 mod ctl;
+mod disaster;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ commands:
                                      restore an archive (in place unless --target)
   restore --all [--at TIME] [--target DIR] [--accept-damaged]
                                      full-system restore: every strategy as of TIME
+  disaster-restore [--from DIR] [--recovery-key FILE] [--target DIR] [--dry-run] [--boot]
+                                     restore the board from the newest recovery set on a
+                                     stick (DIR: default export_dir); --boot: what the boot
+                                     unit runs (waits up to recovery_timeout for the stick)
   prune [--dry-run]                  apply retention (keep_* and retention_days)
   drill [STRATEGY...|--all] [--json] recovery test: restore the newest archives into
                                      scratch space, check and time them; exits 1 on a failure
@@ -96,7 +101,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
         "demo" => crate::demo::run(args, global.quiet, out),
         "ctl" => ctl::run(global.config.as_deref(), args, out),
         "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "export" | "daemon"
-        | "audit" => {
+        | "audit" | "disaster-restore" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;
             crate::logger::init(if global.quiet {
                 cfg.log_level.min(log::LevelFilter::Warn)
@@ -110,6 +115,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
                     crate::daemon::run(&cfg.file)
                 }
                 "audit" => commands::audit(&cfg, args, out),
+                "disaster-restore" => disaster::run(cfg, args, global.quiet, out),
                 _ => {
                     let session = crate::ops::Session::open(cfg)?;
                     let ctx = commands::Ctx {

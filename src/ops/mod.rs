@@ -24,6 +24,7 @@
 //!   damage) fails with that reason, never with "no such archive".
 
 mod backup;
+mod disaster;
 mod drill;
 mod export;
 mod prune;
@@ -41,6 +42,11 @@ use crate::store::{Listing, Store};
 use crate::strategy::Strategy;
 
 pub use backup::BackupReport;
+pub use disaster::{
+    disaster_restore, DisasterOptions, DisasterOutcome, DisasterReport, DoneStrategy,
+    PlannedArchive, SetInfo,
+};
+pub(crate) use disaster::{has_sets_dir, wait_for_stick, write_result};
 pub use drill::{DrillOutcome, DrillReport};
 pub use export::{ExportReport, ExportedArchive};
 pub use prune::PruneReport;
@@ -55,6 +61,9 @@ pub struct Session {
     /// with whichever key their header names.
     key: Option<KeyRing>,
     store: Store,
+    /// Whether restores take the store lock. A recovery stick's pool is
+    /// read-only to a restore: no lock file, no leftover sweep there.
+    lock_store: bool,
 }
 
 impl Session {
@@ -67,7 +76,25 @@ impl Session {
             None
         };
         let store = Store::for_config(&cfg);
-        Ok(Session { cfg, key, store })
+        Ok(Session {
+            cfg,
+            key,
+            store,
+            lock_store: true,
+        })
+    }
+
+    /// A session that reads archives from another store (a recovery
+    /// stick's pool) with a key ring from elsewhere (unsealed from the
+    /// stick). Restores from it write nothing into that store: no lock, no
+    /// `state.json`.
+    pub(crate) fn over_store(cfg: Config, key: Option<KeyRing>, store: Store) -> Session {
+        Session {
+            cfg,
+            key,
+            store,
+            lock_store: false,
+        }
     }
 
     pub fn config(&self) -> &Config {

@@ -76,6 +76,9 @@ impl Session {
     /// write-protected recovery stick) cannot be pruned meanwhile, so it
     /// is restored from without the lock.
     pub(super) fn restore_lock(&self) -> Result<Option<StoreLock>> {
+        if !self.lock_store {
+            return Ok(None);
+        }
         match self.store.lock() {
             Ok(lock) => Ok(Some(lock)),
             Err(Error::Io { source, .. })

@@ -61,6 +61,24 @@ pub struct RestoreAllReport {
     pub seconds: f64,
 }
 
+/// Archives already chosen, in restore order, and how to restore them.
+pub(crate) struct ChosenRestore<'a> {
+    pub archives: Vec<Listed>,
+    /// `None`: in place (with the `[recovery]` hooks).
+    pub target: Option<PathBuf>,
+    pub accept_damaged: bool,
+    /// Names the operation in errors (`restore --all`, `disaster-restore`).
+    pub label: &'a str,
+}
+
+/// What [`Session::restore_chosen`] reports while it works.
+pub(crate) enum Step<'a> {
+    /// Every archive was read through and checked; nothing touched yet.
+    Verified,
+    /// One strategy was published.
+    Restored(&'a RestoredStrategy),
+}
+
 impl Session {
     /// Restore every configured strategy as of `at` (see the module doc).
     pub async fn restore_all(
@@ -101,27 +119,79 @@ impl Session {
                 missing.join("; ")
             )));
         }
-        let _lock = self.restore_lock()?;
-        for a in &chosen {
+        let mut report = self
+            .restore_chosen(
+                ChosenRestore {
+                    archives: chosen,
+                    target,
+                    accept_damaged,
+                    label: "restore --all",
+                },
+                progress,
+                &mut |_| Ok(()),
+            )
+            .await?;
+        report.at = at;
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Refuse a database archive of a damaged source (unless
+    /// `accept_damaged`) and read every chosen archive through, so a
+    /// damaged one is refused before anything is touched. Only reads.
+    pub(crate) async fn check_chosen(
+        &self,
+        archives: &[Listed],
+        accept_damaged: bool,
+        label: &str,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        for a in archives {
             if let Some(problem) = a.meta.db_check.as_deref().filter(|c| *c != "ok") {
                 if !accept_damaged {
                     return Err(msg(format!(
-                        "restore --all: database archive {} was made from a damaged database ({problem}); nothing was restored. Choose another time with --at, or restore it deliberately with --accept-damaged",
+                        "{label}: database archive {} was made from a damaged database ({problem}); nothing was restored. Choose another time with --at, or restore it deliberately with --accept-damaged",
                         a.meta.id
                     )));
                 }
             }
         }
-        for a in &chosen {
+        for a in archives {
             crate::verify::verify(a, self.key.as_ref(), progress)
                 .await
                 .map_err(|e| {
                     msg(format!(
-                        "restore --all: the {} archive {} fails verification ({e}); nothing was restored",
+                        "{label}: the {} archive {} fails verification ({e}); nothing was restored",
                         a.meta.strategy, a.meta.id
                     ))
                 })?;
         }
+        Ok(())
+    }
+
+    /// Steps 2 to 5 of the module doc for archives already chosen (in
+    /// restore order): under the store lock, check them all
+    /// ([`Session::check_chosen`]), then stop the platform (in place),
+    /// restore each, start it again. `observe` hears `Verified` before
+    /// anything is touched and `Restored` after each strategy is
+    /// published; an error from it stops the restore there.
+    pub(crate) async fn restore_chosen(
+        &self,
+        chosen: ChosenRestore<'_>,
+        progress: &mut Progress,
+        observe: &mut dyn FnMut(Step<'_>) -> Result<()>,
+    ) -> Result<RestoreAllReport> {
+        let started = Instant::now();
+        let ChosenRestore {
+            archives: chosen,
+            target,
+            accept_damaged,
+            label,
+        } = chosen;
+        let _lock = self.restore_lock()?;
+        self.check_chosen(&chosen, accept_damaged, label, progress)
+            .await?;
+        observe(Step::Verified)?;
         let in_place = target.is_none();
         let stopped = if in_place {
             Some(self.stop_platform().await?)
@@ -133,18 +203,17 @@ impl Session {
         let mut outcome = Ok(());
         for a in &chosen {
             let t = Instant::now();
-            match self
+            let done = self
                 .restore_archive(a, target.as_deref(), accept_damaged, progress)
                 .await
-            {
-                Ok(r) => {
+                .and_then(|r| {
                     if a.meta.strategy == Strategy::Database {
                         published.new_database = true;
                         published.databases.extend(r.previous_database.clone());
                     } else {
                         published.trees.push(a.meta.strategy);
                     }
-                    restored.push(RestoredStrategy {
+                    let one = RestoredStrategy {
                         strategy: a.meta.strategy,
                         id: r.id,
                         created: a.meta.created,
@@ -152,31 +221,37 @@ impl Session {
                         bytes: r.bytes,
                         seconds: t.elapsed().as_secs_f64(),
                         previous_database: r.previous_database,
-                    });
-                }
-                Err(e) => {
-                    let done: Vec<&str> = restored.iter().map(|r| r.id.as_str()).collect();
-                    let left: Vec<&str> = chosen
-                        .iter()
-                        .skip(restored.len())
-                        .map(|a| a.meta.strategy.name())
-                        .collect();
-                    outcome = Err(msg(format!(
-                        "restore --all stopped at {} ({e}); restored before it: {}; not restored: {}",
-                        a.meta.id,
-                        if done.is_empty() {
-                            "nothing".to_string()
-                        } else {
-                            done.join(", ")
-                        },
+                    };
+                    let heard = observe(Step::Restored(&one));
+                    restored.push(one);
+                    heard
+                });
+            if let Err(e) = done {
+                let done: Vec<&str> = restored.iter().map(|r| r.id.as_str()).collect();
+                let left: Vec<&str> = chosen
+                    .iter()
+                    .skip(restored.len())
+                    .map(|a| a.meta.strategy.name())
+                    .collect();
+                outcome = Err(msg(format!(
+                    "{label} stopped at {} ({e}); restored before it: {}; not restored: {}",
+                    a.meta.id,
+                    if done.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        done.join(", ")
+                    },
+                    if left.is_empty() {
+                        "nothing".to_string()
+                    } else {
                         left.join(", ")
-                    )));
-                    break;
-                }
+                    }
+                )));
+                break;
             }
         }
         let report = outcome.map(|()| RestoreAllReport {
-            at,
+            at: None,
             in_place,
             restored,
             seconds: 0.0,

@@ -1,0 +1,104 @@
+//! `disaster-restore [--from DIR] [--recovery-key FILE] [--target DIR]
+//! [--dry-run] [--boot]`: parse, wait for the stick at boot, run the
+//! operation, write its account to the stick and the log.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ops::{disaster_restore, DisasterOptions};
+use crate::out::Out;
+use crate::progress::Progress;
+
+use super::{no_arguments, no_unknown_flags, take_flag, take_value};
+
+pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> Result<i32> {
+    let mut args = args.to_vec();
+    let from = take_value(&mut args, "--from")?;
+    let recovery_key = take_value(&mut args, "--recovery-key")?.map(PathBuf::from);
+    let target = take_value(&mut args, "--target")?.map(PathBuf::from);
+    let dry_run = take_flag(&mut args, "--dry-run");
+    let boot = take_flag(&mut args, "--boot");
+    no_unknown_flags(&args)?;
+    no_arguments(&args)?;
+    if from
+        .as_deref()
+        .is_some_and(|f| f == "s3" || f.starts_with("s3:"))
+    {
+        return Err(crate::error::msg(
+            "disaster-restore --from s3: restoring from the offsite store is not implemented yet (issue 10); plug in the recovery stick and use --from DIR",
+        ));
+    }
+    let from = from.map_or_else(|| cfg.export_dir.clone(), PathBuf::from);
+    let target = super::commands::absolute_target(target)?;
+    if let Some(t) = &target {
+        if t.starts_with(&from) {
+            return Err(Error::Usage(format!(
+                "--target {} lies on the stick {}: restore somewhere else",
+                t.display(),
+                from.display()
+            )));
+        }
+    }
+    if boot {
+        if !cfg.recovery_enabled {
+            say(
+                out,
+                quiet,
+                "disaster-restore: recovery_enabled = false in the config: nothing to do",
+            );
+            return Ok(0);
+        }
+        if !crate::ops::wait_for_stick(&from, cfg.recovery_timeout) {
+            say(
+                out,
+                quiet,
+                &format!(
+                    "disaster-restore: no recovery stick at {} after {}: nothing to do",
+                    from.display(),
+                    crate::config::format_secs(cfg.recovery_timeout.as_secs())
+                ),
+            );
+            return Ok(0);
+        }
+    }
+    let options = DisasterOptions {
+        from: from.clone(),
+        recovery_key,
+        target,
+        dry_run,
+    };
+    let mut progress = Progress::new(quiet);
+    let report = smol::block_on(disaster_restore(cfg, options, &mut progress));
+    let text = report.text();
+    if dry_run {
+        for l in text.lines() {
+            out.line(l);
+        }
+        return Ok(report.exit_code());
+    }
+    // The account goes to stderr (the journal under systemd) whatever
+    // --quiet says, and onto the stick when there is one.
+    for l in text.lines() {
+        eprintln!("rvm-backup: {l}");
+    }
+    if crate::ops::has_sets_dir(&from) {
+        match crate::ops::write_result(&from, report.started, &text) {
+            Ok(p) => say(
+                out,
+                quiet,
+                &format!("disaster-restore: the account is on the stick as {}", p.display()),
+            ),
+            Err(e) => eprintln!(
+                "rvm-backup: warning: the account could not be written to the stick ({e}); it is in the system journal"
+            ),
+        }
+    }
+    Ok(report.exit_code())
+}
+
+fn say(out: &mut Out, quiet: bool, line: &str) {
+    if !quiet {
+        out.line(line);
+    }
+}
