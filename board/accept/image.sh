@@ -49,11 +49,14 @@ if [ "$kind" != smoke ]; then
     # rvm-backup exactly as a board gets it.
     "$board/install.sh" --root "$root" --binary "$binary" --profile development >/dev/null
 
-    # The site settings of the test board: backups every minute, no jitter, the
-    # fleet's recovery public key, the platform's group as a reader on the socket.
+    # The site settings of the test board: backups every minute, no jitter, a boot
+    # waits at most 30 s for a recovery stick, the fleet's recovery public key, the
+    # platform's group as a reader on the socket.
     cfg="$root/etc/rvm-backup/rvm-backup.toml"
-    sed -i 's/^backup_interval = .*/backup_interval = "1m"/' "$cfg"
+    sed -i -e 's/^backup_interval = .*/backup_interval = "1m"/' \
+        -e 's/^recovery_timeout = .*/recovery_timeout = "30s"/' "$cfg"
     grep -q '^backup_interval = "1m"$' "$cfg" || die "the profile has no backup_interval line to change"
+    grep -q '^recovery_timeout = "30s"$' "$cfg" || die "the profile has no recovery_timeout line to change"
     awk -v pub="$recovery_pub" '!done && /^\[/ { print "backup_jitter = \"1s\""; print pub; print ""; done = 1 } { print }' \
         "$cfg" >"$cfg.new"
     mv "$cfg.new" "$cfg"
@@ -68,7 +71,7 @@ if [ "$kind" != smoke ]; then
     printf 'site=unprovisioned\n' >"$root/etc/myrvm/site.conf"
     uidgid=$(awk -F: '$1 == "myrvm" { print $3 ":" $4 }' "$root/etc/passwd")
     install -d -m 0750 -o "${uidgid%:*}" -g "${uidgid#*:}" "$root/var/lib/myrvm" "$root/var/log/myrvm"
-    enable+=(rvm-backup.service myrvm.service)
+    enable+=(rvm-backup.service rvm-backup-recovery.service myrvm.service)
 fi
 
 if [ "$kind" = healthy ]; then
@@ -78,7 +81,7 @@ if [ "$kind" = healthy ]; then
     printf 'site=%s\nlane=3\n' "$(basename "$out" .img)-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')" \
         >"$root/etc/myrvm/site.conf"
     install -d -m 0755 "$root/opt/myrvm/data"
-    head -c 300000 /dev/urandom >"$root/opt/myrvm/data/model.bin"
+    head -c 8M /dev/urandom >"$root/opt/myrvm/data/model.bin"
     printf 'price=0.25\n' >"$root/opt/myrvm/data/tariff.txt"
     printf 'old log line\n' >"$root/var/log/myrvm/platform.log.1"
     chown -R "$uidgid" "$root/var/log/myrvm"
