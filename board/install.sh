@@ -209,13 +209,16 @@ fi
 run install -d -m 0755 "$root$UNIT_DIR" "$root$RULES_DIR"
 for unit in "${UNITS[@]}"; do
     if [ "$unit" = rvm-backup-recovery.service ]; then
-        # The platform's unit in place of the placeholder on the Before= line, through a
-        # temporary file. The name was checked above: no character sed would act on.
+        # The platform's unit in place of the placeholder on the Before= and RequiredBy=
+        # lines, through a temporary file. The name was checked above: no character sed
+        # would act on.
         tmp_unit=$(mktemp)
         trap 'rm -f "$tmp_unit"' EXIT
-        sed "/^Before=/ s/\<myrvm\.service\>/$platform_unit/" "$here/$unit" >"$tmp_unit"
-        grep -qE "^Before=(.* )?${platform_unit//./\\.}( |$)" "$tmp_unit" ||
-            die "could not name $platform_unit in $unit"
+        sed -E "/^(Before|RequiredBy)=/ s/\<myrvm\.service\>/$platform_unit/" "$here/$unit" >"$tmp_unit"
+        for key in Before RequiredBy; do
+            grep -qE "^$key=(.* )?${platform_unit//./\\.}( |$)" "$tmp_unit" ||
+                die "could not name $platform_unit on the $key= line of $unit"
+        done
         run install -m 0644 "$tmp_unit" "$root$UNIT_DIR/$unit"
     else
         run install -m 0644 "$here/$unit" "$root$UNIT_DIR/$unit"

@@ -21,6 +21,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod keys;
 pub mod logger;
+pub mod monitor;
 pub mod ops;
 pub mod out;
 pub mod progress;

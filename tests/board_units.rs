@@ -321,6 +321,12 @@ fn the_recovery_unit_is_a_bounded_oneshot_before_the_platform() {
         );
     }
     assert!(words(u, "Unit", "After").contains("local-fs.target"));
+    // Enabled, it makes the platform require it: a failed restore keeps the
+    // platform from starting on a half-restored or empty board.
+    assert!(
+        words(u, "Install", "RequiredBy").contains(PLATFORM_UNIT),
+        "{u} must be RequiredBy={PLATFORM_UNIT}"
+    );
     // It must not pull in what it orders against, nor need the stick's mount.
     for key in ["Wants", "Requires", "BindsTo", "RequiresMountsFor"] {
         assert!(

@@ -21,23 +21,8 @@ const MACHINE_ID: &str = "3d1219c7c4c5404aaa1f6d2a48adfda4";
 /// A fleet recovery key pair: the private key file and the config line.
 fn recovery_key(dir: &Path) -> (PathBuf, String) {
     let file = dir.join("rvm-recovery.key");
-    let out = bin()
-        .args(["keygen", "--recovery", "--out"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout);
-    let line = line.split('#').next().unwrap().trim().to_string();
-    assert!(
-        line.starts_with("recovery_public_key = \"rvmrec1:"),
-        "{line}"
-    );
-    (file, line)
+    let public = common::recovery_keygen(&file);
+    (file, format!("recovery_public_key = \"{public}\""))
 }
 
 /// A populated board configured for export: 64K parts, a recovery key, a
@@ -214,5 +199,465 @@ fn export_writes_a_complete_set_and_reexport_copies_only_what_changed() {
     }
     let sets = complete_sets(&s.dir);
     assert_eq!(sets.len(), 3, "export_keep defaults to 3");
+    check_set(&b, &s.dir, sets.last().unwrap());
+}
+
+#[test]
+fn export_keep_drops_old_sets_and_collects_the_pool() {
+    let b = board("export-keep", "export_keep = 2");
+    let Some(s) = stick("export-keep", 64) else {
+        return;
+    };
+    let mut config_ids = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            fs::write(b.root.join("etc/myrvm/plain.env"), format!("A={i}\n")).unwrap();
+            b.ok(&["backup", "config"]);
+        }
+        config_ids.push(b.ids("config").last().unwrap().clone());
+        export(&b, &s);
+    }
+    let sets = complete_sets(&s.dir);
+    assert_eq!(sets.len(), 2, "{sets:?}");
+    for set in &sets {
+        check_set(&b, &s.dir, set);
+    }
+    let pool_config: Vec<String> = fs::read_dir(board_dir(&s.dir).join("pool/config"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !pool_config.iter().any(|n| n.starts_with(&config_ids[0])),
+        "the first config archive is referenced by no set any more: {pool_config:?}"
+    );
+    for id in &config_ids[1..] {
+        assert!(
+            pool_config.iter().any(|n| n == &format!("{id}.meta")),
+            "{id}: {pool_config:?}"
+        );
+    }
+    // A foreign file in the board directory and the pool stays.
+    let foreign = board_dir(&s.dir).join("pool/config/NOTES.TXT");
+    fs::write(&foreign, b"mine").unwrap();
+    export(&b, &s);
+    assert_eq!(fs::read(&foreign).unwrap(), b"mine");
+    verify_pool(&b, &s.dir);
+}
+
+/// The files of the pool directory of `strategy` whose names start with `id`.
+fn pool_files_of(stick: &Path, strategy: &str, id: &str) -> Vec<String> {
+    fs::read_dir(board_dir(stick).join("pool").join(strategy))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(id))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_stick_pulled_mid_export_leaves_the_previous_set_complete() {
+    let b = board("export-pull", "");
+    let Some(mut s) = stick("export-pull", 96) else {
+        return;
+    };
+    export(&b, &s);
+    let before = complete_sets(&s.dir);
+    assert_eq!(before.len(), 1);
+    // A big new application archive, so the export takes a while.
+    fs::write(
+        b.root.join("opt/myrvm/big.bin"),
+        pseudo_random(24 << 20, 11),
+    )
+    .unwrap();
+    b.ok(&["backup", "application"]);
+    let new_id = b.ids("application").last().unwrap().clone();
+    let mut child = bin()
+        .arg("--config")
+        .arg(&b.config)
+        .args(["--quiet", "export", "--to"])
+        .arg(&s.dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while pool_files_of(&s.dir, "application", &new_id).len() < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the export ended before the stick could be pulled"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the export never started copying"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.pull();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the export passed with the stick pulled"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("error:") && err.contains("stick"), "{err}");
+    assert!(
+        !s.dir.join("rvm-backup").exists(),
+        "nothing was written onto the board's own disk"
+    );
+
+    s.mount();
+    assert_eq!(complete_sets(&s.dir), before, "no new set counts");
+    check_set(&b, &s.dir, &before[0]);
+    verify_pool(&b, &s.dir);
+    // Plugged in again: the next export finishes the job and cleans up.
+    export(&b, &s);
+    let after = complete_sets(&s.dir);
+    assert_eq!(after.len(), 2);
+    let m = check_set(&b, &s.dir, after.last().unwrap());
+    assert!(m.archives.iter().any(|a| a.id == new_id));
+    let tmp: Vec<String> = pool_files_of(&s.dir, "application", &new_id)
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+#[test]
+fn a_full_stick_is_a_clear_error_and_the_previous_set_stays() {
+    let b = board("export-full", "");
+    let Some(s) = stick("export-full", 34) else {
+        return;
+    };
+    // Someone else's file fills most of the stick.
+    fs::write(s.dir.join("FILLER.BIN"), vec![0u8; 24 << 20]).unwrap();
+    export(&b, &s);
+    let before = complete_sets(&s.dir);
+    assert_eq!(before.len(), 1);
+    fs::write(
+        b.root.join("opt/myrvm/big.bin"),
+        pseudo_random(10 << 20, 22),
+    )
+    .unwrap();
+    b.ok(&["backup", "application"]);
+    let err = b.fails(&["export", "--to", s.dir.to_str().unwrap()]);
+    assert!(
+        err.contains("is full")
+            && err.contains("bytes were needed")
+            && err.contains("previous set is intact"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    assert_eq!(complete_sets(&s.dir), before);
+    check_set(&b, &s.dir, &before[0]);
+    verify_pool(&b, &s.dir);
+    let tmp: Vec<String> = fs::read_dir(board_dir(&s.dir).join("pool/application"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "the temporary file was removed: {tmp:?}");
+    let st: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.backups.join("state.json")).unwrap()).unwrap();
+    assert_eq!(st["application"]["last_export_ok"], false);
+    assert_eq!(st["application"]["last_export_set"], before[0].as_str());
+    assert_eq!(
+        fs::metadata(s.dir.join("FILLER.BIN")).unwrap().len(),
+        24 << 20
+    );
+}
+
+#[test]
+fn read_only_sticks_and_places_without_a_stick_are_refused() {
+    let b = board("export-refused", "");
+    // A plain directory on the board's own disk.
+    let plain = b.tmp.path().join("not-a-stick");
+    fs::create_dir_all(&plain).unwrap();
+    let err = b.fails(&["export", "--to", plain.to_str().unwrap()]);
+    assert!(err.contains("no stick mounted at"), "{err}");
+    assert_eq!(fs::read_dir(&plain).unwrap().count(), 0);
+    let err = b.fails(&["export", "--to", "/nonexistent/stick"]);
+    assert!(err.contains("no stick mounted at"), "{err}");
+    // A tmpfs is no stick either.
+    if Path::new("/dev/shm").is_dir() {
+        let shm = PathBuf::from(format!("/dev/shm/rvb-export-{}", std::process::id()));
+        fs::create_dir_all(&shm).unwrap();
+        let err = b.fails(&["export", "--to", shm.to_str().unwrap()]);
+        fs::remove_dir_all(&shm).unwrap();
+        assert!(err.contains("not FAT/ext"), "{err}");
+    }
+    // The configured export_dir is the default.
+    let err = b.fails(&["export"]);
+    assert!(
+        err.contains("no stick mounted at /media/rvm-recovery"),
+        "{err}"
+    );
+
+    let Some(mut s) = stick("export-ro", 64) else {
+        return;
+    };
+    s.unmount();
+    s.mount_read_only();
+    let err = b.fails(&["export", "--to", s.dir.to_str().unwrap()]);
+    assert!(
+        err.contains("read-only") && err.contains("write-protect"),
+        "{err}"
+    );
+}
+
+#[test]
+fn encryption_without_a_recovery_key_is_refused_with_the_fix() {
+    let b = Board::new("export-nokey");
+    b.populate();
+    b.ok(&["backup", "config"]);
+    let Some(s) = stick("export-nokey", 64) else {
+        return;
+    };
+    let err = b.fails(&["export", "--to", s.dir.to_str().unwrap()]);
+    assert!(
+        err.contains("recovery_public_key") && err.contains("keygen --recovery"),
+        "{err}"
+    );
+    assert!(!s.dir.join("rvm-backup").exists());
+}
+
+/// A board whose disaster restore was interrupted (its journal is in
+/// backup_dir) exports nothing: its half-restored state must not push the
+/// good sets off the stick.
+#[test]
+fn no_export_while_a_disaster_restore_is_unfinished() {
+    let b = board("export-journal", "");
+    let Some(s) = stick("export-journal", 64) else {
+        return;
+    };
+    let journal = b.backups.join("disaster-restore.json");
+    fs::write(
+        &journal,
+        r#"{"version":1,"board":"b","set":"set-20261126T150000Z","started":1,"done":[],"pids":[]}"#,
+    )
+    .unwrap();
+    let err = b.fails(&["export", "--to", s.dir.to_str().unwrap()]);
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!s.dir.join("rvm-backup").exists());
+    fs::remove_file(&journal).unwrap();
+    export(&b, &s);
+}
+
+#[test]
+fn a_damaged_pool_file_is_found_and_copied_again() {
+    let b = board("export-tamper", "");
+    let Some(s) = stick("export-tamper", 64) else {
+        return;
+    };
+    export(&b, &s);
+    let id = b.ids("application").last().unwrap().clone();
+    let part = board_dir(&s.dir).join(format!("pool/application/{id}.001.rvb"));
+    let bytes = fs::read(&part).unwrap();
+    // In place (fusefat cannot truncate a file).
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&part).unwrap();
+        f.seek(SeekFrom::Start(100)).unwrap();
+        f.write_all(&[bytes[100] ^ 0x40]).unwrap();
+    }
+    assert_ne!(fs::read(&part).unwrap(), bytes);
+    let out = export(&b, &s);
+    let line = line_of(&out, "application");
+    assert!(
+        line.contains("copied 64.0 KiB") || line.contains("copied"),
+        "{out}"
+    );
+    assert_eq!(copied_total(&out), bytes.len() as u64, "{out}");
+    for set in complete_sets(&s.dir) {
+        check_set(&b, &s.dir, &set);
+    }
+}
+
+#[test]
+fn an_unencrypted_board_writes_an_unauthenticated_set_without_a_key() {
+    let b = board("export-plain", "encryption_enabled = false");
+    let Some(s) = stick("export-plain", 64) else {
+        return;
+    };
+    export(&b, &s);
+    let sets = complete_sets(&s.dir);
+    let set_dir = board_dir(&s.dir).join(&sets[0]);
+    assert!(!set_dir.join("key.sealed").exists());
+    let m = Manifest::open(&fs::read(set_dir.join("MANIFEST")).unwrap(), None, false).unwrap();
+    assert!(!m.encrypted && m.sealed_key.is_none());
+}
+
+struct Daemon {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn patience() -> Duration {
+    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        Duration::from_secs(240)
+    } else {
+        Duration::from_secs(60)
+    }
+}
+
+impl Daemon {
+    fn start(b: &Board, socket: &Path) -> Daemon {
+        let log = fs::File::create(b.tmp.path().join("daemon.log")).unwrap();
+        let child = bin()
+            .arg("--config")
+            .arg(&b.config)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            socket: socket.to_path_buf(),
+        };
+        let deadline = Instant::now() + patience();
+        while !d.try_request("PING").is_some_and(|r| r.starts_with("OK")) {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn try_request(&self, line: &str) -> Option<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(patience())).ok()?;
+        s.write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).ok()?;
+        Some(reply)
+    }
+
+    fn json(&self, line: &str) -> serde_json::Value {
+        let r = self.try_request(line).unwrap();
+        let body = r
+            .strip_prefix("OK ")
+            .unwrap_or_else(|| panic!("{line}: {r}"));
+        serde_json::from_str(body).unwrap()
+    }
+
+    fn wait_job(&self, id: u64) -> serde_json::Value {
+        let deadline = Instant::now() + patience() * 3;
+        loop {
+            let j = self.json(&format!("JOB {id}"));
+            if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {id} never ended: {j}");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+}
+
+#[test]
+fn the_daemon_exports_on_request_and_on_schedule() {
+    let Some(s) = stick("export-daemon", 64) else {
+        return;
+    };
+    let b = board("export-daemon", "");
+    let socket = prepend_config(
+        &b,
+        &format!(
+            "backup_enabled = false\nexport_dir = \"{}\"",
+            s.dir.display()
+        ),
+    );
+    let d = Daemon::start(&b, &socket);
+
+    let job = d.json(&format!("EXPORT {}", s.dir.display()))["job"]
+        .as_u64()
+        .unwrap();
+    let j = d.wait_job(job);
+    assert_eq!(j["state"], "done", "{j}");
+    assert!(j["outcome"].as_str().unwrap().contains("verified"), "{j}");
+    let sets = complete_sets(&s.dir);
+    assert_eq!(sets.len(), 1);
+    check_set(&b, &s.dir, &sets[0]);
+    let status = d.json("STATUS");
+    assert_eq!(status["last_export"]["ok"], true, "{status}");
+    assert_eq!(status["last_export"]["set"], sets[0].as_str(), "{status}");
+    assert_eq!(
+        status["strategies"]["config"]["last_export"]["set"],
+        sets[0].as_str()
+    );
+    // Without a directory: export_dir.
+    let job = d.json("EXPORT")["job"].as_u64().unwrap();
+    assert_eq!(d.wait_job(job)["state"], "done");
+    assert_eq!(complete_sets(&s.dir).len(), 2);
+    // Bad requests.
+    let r = d.try_request("EXPORT relative/dir").unwrap();
+    assert!(r.starts_with("ERR 400"), "{r}");
+    let r = d.try_request("EXPORT /a /b").unwrap();
+    assert!(r.starts_with("ERR 400"), "{r}");
+    // A directory that holds no stick: the job fails and says why.
+    let job = d.json(&format!("EXPORT {}", b.tmp.path().display()))["job"]
+        .as_u64()
+        .unwrap();
+    let j = d.wait_job(job);
+    assert_eq!(j["state"], "failed", "{j}");
+    assert!(
+        j["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("no stick mounted at"),
+        "{j}"
+    );
+    let history = d.json("HISTORY").to_string();
+    assert!(history.contains("export to"), "{history}");
+}
+
+/// Put top-level lines (and a socket in the board's scratch space) in
+/// front of the board's config; returns the socket.
+fn prepend_config(b: &Board, lines: &str) -> PathBuf {
+    let socket = b.tmp.path().join("run/control.sock");
+    fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let text = fs::read_to_string(&b.config).unwrap();
+    fs::write(
+        &b.config,
+        format!("socket = \"{}\"\n{lines}\n{text}", socket.display()),
+    )
+    .unwrap();
+    socket
+}
+
+#[test]
+fn the_daemon_exports_on_its_own_when_a_stick_is_there() {
+    let Some(s) = stick("export-sched", 64) else {
+        return;
+    };
+    let b = board("export-sched", "");
+    let socket = prepend_config(
+        &b,
+        &format!(
+            "backup_interval = \"1d\"\nexport_interval = \"1s\"\nexport_dir = \"{}\"",
+            s.dir.display()
+        ),
+    );
+    let d = Daemon::start(&b, &socket);
+    let deadline = Instant::now() + patience() * 3;
+    loop {
+        let status = d.json("STATUS");
+        if status["last_export"]["ok"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scheduled export: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(d);
+    let sets = complete_sets(&s.dir);
+    assert!(!sets.is_empty());
     check_set(&b, &s.dir, sets.last().unwrap());
 }

@@ -49,14 +49,29 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
             );
             return Ok(0);
         }
-        if !crate::ops::wait_for_stick(&from, cfg.recovery_timeout) {
+        let wait = crate::ops::boot_wait(&cfg);
+        if !crate::ops::wait_for_stick(&from, wait) {
+            if crate::ops::restore_interrupted(&cfg) {
+                // Half old, half new: say so, and fail, so that the platform
+                // (which requires the recovery unit) does not start on it.
+                eprintln!(
+                    "rvm-backup: error: a disaster restore was interrupted and the recovery stick is not at {} (waited {}): the board is only partly restored. Plug the stick in and reboot.",
+                    from.display(),
+                    crate::config::format_secs(wait.as_secs())
+                );
+                return Ok(1);
+            }
+            let why = if wait.is_zero() {
+                "this board is in service (its live database is there), so boot does not wait for one".to_string()
+            } else {
+                format!("after {}", crate::config::format_secs(wait.as_secs()))
+            };
             say(
                 out,
                 quiet,
                 &format!(
-                    "disaster-restore: no recovery stick at {} after {}: nothing to do",
+                    "disaster-restore: no recovery stick at {} ({why}): nothing to do",
                     from.display(),
-                    crate::config::format_secs(cfg.recovery_timeout.as_secs())
                 ),
             );
             return Ok(0);
@@ -69,6 +84,10 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
         dry_run,
     };
     let mut progress = Progress::new(quiet);
+    // At boot, only a board that needed restoring fails the unit (which
+    // keeps the platform down); a board in service starts whatever the
+    // stick holds, and the account says what went wrong.
+    let in_service = boot && crate::ops::boot_wait(&cfg).is_zero();
     let report = smol::block_on(disaster_restore(cfg, options, &mut progress));
     let text = report.text();
     if dry_run {
@@ -93,6 +112,12 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
                 "rvm-backup: warning: the account could not be written to the stick ({e}); it is in the system journal"
             ),
         }
+    }
+    if in_service && report.exit_code() != 0 {
+        eprintln!(
+            "rvm-backup: the board is in service (its live database is there): the boot goes on"
+        );
+        return Ok(0);
     }
     Ok(report.exit_code())
 }

@@ -153,6 +153,23 @@ impl Daemon {
                 }
                 Ok(json!({"job": self.queue(JobKind::Drill(strategies), actor)?}))
             }
+            Verb::Export => {
+                let dir = match req.args.as_slice() {
+                    [] => None,
+                    [dir] => {
+                        let p = PathBuf::from(dir);
+                        if !crate::restore::is_plain_absolute(&p) {
+                            return Err(ProtoError::new(
+                                400,
+                                format!("EXPORT {dir}: give an absolute path without .."),
+                            ));
+                        }
+                        Some(p)
+                    }
+                    _ => return Err(ProtoError::new(400, "EXPORT takes at most one directory")),
+                };
+                Ok(json!({"job": self.queue(JobKind::Export(dir), actor)?}))
+            }
             Verb::Alerts | Verb::Report | Verb::Metrics => Err(ProtoError::new(
                 501,
                 format!("{} is not implemented yet", req.verb.name()),

@@ -36,6 +36,9 @@ pub enum JobKind {
     },
     /// A recovery drill of these strategies (in this order).
     Drill(Vec<Strategy>),
+    /// A recovery set onto the stick at this directory (`export_dir`
+    /// when `None`).
+    Export(Option<std::path::PathBuf>),
 }
 
 impl JobKind {
@@ -96,6 +99,8 @@ impl JobKind {
                 let names: Vec<&str> = strategies.iter().map(|s| s.name()).collect();
                 format!("drill {}", names.join(" "))
             }
+            JobKind::Export(None) => "export".into(),
+            JobKind::Export(Some(dir)) => format!("export to {}", dir.display()),
         }
     }
 }

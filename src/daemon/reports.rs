@@ -44,6 +44,7 @@ impl Daemon {
                     "last_archive": r.last_verified,
                     "next_in_s": sched.due_in(s, now_mono).map(|ms| ms / 1000),
                     "last_drill": last_drill_json(&r),
+                    "last_export": last_export_json(&r),
                 });
                 (s.name().to_string(), v)
             })
@@ -55,6 +56,13 @@ impl Daemon {
             "backup_enabled": cfg.backup_enabled,
             "strategies": strategies,
             "next_drill_in_s": sched.drill_due_in(now_mono).map(|ms| ms / 1000),
+            "last_export": cfg
+                .configured()
+                .iter()
+                .filter_map(|s| state.get(s))
+                .max_by_key(|r| r.last_export)
+                .map_or(Value::Null, last_export_json),
+            "next_export_in_s": sched.export_due_in(now_mono).map(|ms| ms / 1000),
             "uptime_s": self.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
         })
@@ -123,6 +131,19 @@ impl Daemon {
             .map(|(p, e)| format!("{}: {e}", p.display()))
             .collect();
         Ok(json!({"archives": archives, "problems": problems}))
+    }
+}
+
+/// The last export for `STATUS`: `null` if none.
+fn last_export_json(r: &crate::state::Remembered) -> Value {
+    match r.last_export {
+        None => Value::Null,
+        Some(t) => json!({
+            "at": crate::timefmt::rfc3339(t),
+            "ok": r.last_export_ok,
+            "set": r.last_export_set,
+            "error": r.last_export_error,
+        }),
     }
 }
 

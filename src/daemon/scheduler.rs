@@ -53,6 +53,12 @@ pub struct Scheduler {
     /// [`Scheduler::drill_due`] (a reload starts it again from
     /// `state.json`).
     drill: Option<DrillSchedule>,
+    /// The export's schedule (same rules as the drill's), started at the
+    /// first [`Scheduler::export_due`].
+    export: Option<DrillSchedule>,
+    /// A scheduled export found no stick and said so once; quiet until
+    /// a stick was there again.
+    pub export_skip_noted: bool,
 }
 
 impl Scheduler {
@@ -72,6 +78,8 @@ impl Scheduler {
             rng: seed | 1,
             last_tick: None,
             drill: None,
+            export: None,
+            export_skip_noted: false,
         };
         for (strategy, plan) in plans {
             let remembered = memory.get(&strategy).cloned().unwrap_or_default();
@@ -218,9 +226,21 @@ pub struct DrillSchedule {
 
 impl DrillSchedule {
     pub fn new(interval: Duration, last_drill: Option<i64>, mono_ms: u64, wall: i64) -> Self {
+        Self::with_first_delay(interval, last_drill, mono_ms, wall, FIRST_DRILL_DELAY_MS)
+    }
+
+    /// As [`DrillSchedule::new`], with the delay before the first run of
+    /// something never run before.
+    pub fn with_first_delay(
+        interval: Duration,
+        last_drill: Option<i64>,
+        mono_ms: u64,
+        wall: i64,
+        first_delay_ms: u64,
+    ) -> Self {
         let period = millis(interval).max(1);
         let remaining = match last_drill {
-            None => period.min(FIRST_DRILL_DELAY_MS),
+            None => period.min(first_delay_ms),
             Some(t) => {
                 let since_s = u64::try_from(wall.saturating_sub(t)).unwrap_or(0);
                 period.saturating_sub(since_s.saturating_mul(1000))
@@ -247,6 +267,11 @@ impl DrillSchedule {
         if self.next_due.is_none() {
             self.next_due = Some(mono_ms.saturating_add(self.interval_ms));
         }
+    }
+
+    /// Not run after all (nothing to run on): due again in `ms`.
+    pub fn retry_in(&mut self, mono_ms: u64, ms: u64) {
+        self.next_due = Some(mono_ms.saturating_add(ms));
     }
 
     /// Milliseconds until the next drill (`None`: one is in flight).
@@ -281,6 +306,55 @@ impl Scheduler {
     /// Milliseconds until the next periodic drill, if it is scheduled.
     pub fn drill_due_in(&self, mono_ms: u64) -> Option<u64> {
         self.drill.as_ref()?.due_in(mono_ms)
+    }
+}
+
+/// A board that never exported tries this long after the daemon starts
+/// (or after `export_interval`, if shorter): its first backups go first.
+pub const FIRST_EXPORT_DELAY_MS: u64 = 600_000;
+/// A due export that found no stick looks again this much later.
+pub const EXPORT_RETRY_MS: u64 = 60_000;
+
+impl Scheduler {
+    /// Whether the periodic export is due now (rules of
+    /// [`DrillSchedule`]); `last_export()` is asked once, at the start.
+    pub fn export_due(
+        &mut self,
+        interval: Duration,
+        last_export: impl FnOnce() -> Option<i64>,
+        mono_ms: u64,
+        wall: i64,
+    ) -> bool {
+        self.export
+            .get_or_insert_with(|| {
+                DrillSchedule::with_first_delay(
+                    interval,
+                    last_export(),
+                    mono_ms,
+                    wall,
+                    FIRST_EXPORT_DELAY_MS,
+                )
+            })
+            .due(mono_ms)
+    }
+
+    /// An export job ended.
+    pub fn export_finished(&mut self, mono_ms: u64) {
+        if let Some(e) = self.export.as_mut() {
+            e.finished(mono_ms);
+        }
+    }
+
+    /// A due export found no stick: look again in [`EXPORT_RETRY_MS`].
+    pub fn export_retry(&mut self, mono_ms: u64) {
+        if let Some(e) = self.export.as_mut() {
+            e.retry_in(mono_ms, EXPORT_RETRY_MS);
+        }
+    }
+
+    /// Milliseconds until the next periodic export, if it is scheduled.
+    pub fn export_due_in(&self, mono_ms: u64) -> Option<u64> {
+        self.export.as_ref()?.due_in(mono_ms)
     }
 }
 

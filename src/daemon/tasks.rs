@@ -59,6 +59,7 @@ pub(super) async fn ticker(d: Rc<Daemon>, notifier: Rc<Notifier>) {
         }
         if enabled {
             d.submit_due_drill();
+            d.submit_due_export();
         }
         // Close the refusal windows that ended (their summary records).
         if let Err(e) = d.audit.borrow_mut().flush_suppressed(Instant::now()) {
@@ -112,6 +113,9 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
         if let JobKind::Drill(_) = kind {
             d.sched.borrow_mut().drill_finished(d.mono_ms());
         }
+        if let JobKind::Export(_) = kind {
+            d.sched.borrow_mut().export_finished(d.mono_ms());
+        }
         d.jobs.borrow_mut().finish(id, state, text.clone());
         d.audit_quietly(
             &Actor::Daemon,
@@ -147,6 +151,49 @@ impl Daemon {
         );
         if due {
             let _ = self.submit(JobKind::Drill(strategies.clone()), Actor::Scheduler);
+        }
+    }
+
+    /// Queue the periodic export when it is due (`export_interval`) and a
+    /// stick of an allowed type is mounted at `export_dir`. Without one
+    /// the export is skipped quietly (said once, at info) and looked for
+    /// again a minute later.
+    fn submit_due_export(&self) {
+        let session = self.session();
+        let cfg = session.config();
+        if cfg.configured().is_empty() {
+            return;
+        }
+        let last_export = || {
+            let state = crate::state::load(&cfg.backup_dir);
+            cfg.configured()
+                .iter()
+                .map(|s| state.get(s).and_then(|r| r.last_export))
+                .try_fold(i64::MAX, |oldest, t| t.map(|t| oldest.min(t)))
+        };
+        let mut sched = self.sched.borrow_mut();
+        let now = self.mono_ms();
+        if !sched.export_due(
+            cfg.export_interval,
+            last_export,
+            now,
+            crate::timefmt::now_unix(),
+        ) {
+            return;
+        }
+        match crate::recovery_set::stick::check(&cfg.export_dir, &cfg.backup_dir) {
+            Ok(_) => {
+                sched.export_skip_noted = false;
+                drop(sched);
+                let _ = self.submit(JobKind::Export(None), Actor::Scheduler);
+            }
+            Err(e) => {
+                if !sched.export_skip_noted {
+                    log::info!("scheduled export skipped: {e}");
+                    sched.export_skip_noted = true;
+                }
+                sched.export_retry(now);
+            }
         }
     }
 

@@ -117,6 +117,13 @@ impl Daemon {
                     )))
                 }
             }
+            JobKind::Export(dir) => {
+                let r = session
+                    .export(dir.as_deref(), &mut progress)
+                    .await
+                    .inspect_err(|e| log::warn!("export failed: {e}"))?;
+                Ok(r.describe())
+            }
             JobKind::Prune { dry_run } => {
                 let report = session.prune(*dry_run)?;
                 let ids: Vec<&str> = report.dropped().collect();

@@ -42,11 +42,13 @@ use crate::store::{Listing, Store};
 use crate::strategy::Strategy;
 
 pub use backup::BackupReport;
+pub(crate) use disaster::{
+    boot_wait, has_sets_dir, restore_interrupted, wait_for_stick, write_result,
+};
 pub use disaster::{
     disaster_restore, DisasterOptions, DisasterOutcome, DisasterReport, DoneStrategy,
     PlannedArchive, SetInfo,
 };
-pub(crate) use disaster::{has_sets_dir, wait_for_stick, write_result};
 pub use drill::{DrillOutcome, DrillReport};
 pub use export::{ExportReport, ExportedArchive};
 pub use prune::PruneReport;

@@ -31,6 +31,7 @@ pub enum Verb {
     Report,
     Metrics,
     Drill,
+    Export,
 }
 
 /// What the protocol says about one verb.
@@ -45,7 +46,7 @@ pub struct VerbSpec {
     pub help: &'static str,
 }
 
-pub const VERBS: [VerbSpec; 16] = [
+pub const VERBS: [VerbSpec; 17] = [
     VerbSpec {
         verb: Verb::Ping,
         name: "PING",
@@ -142,6 +143,12 @@ pub const VERBS: [VerbSpec; 16] = [
         needs: Some(Role::Operator),
         help: "DRILL [STRATEGY…|all] — queue a recovery drill: restore the newest archives into scratch space, check and time them",
     },
+    VerbSpec {
+        verb: Verb::Export,
+        name: "EXPORT",
+        needs: Some(Role::Operator),
+        help: "EXPORT [DIR] — queue an export of a verified recovery set onto the stick mounted at DIR (default: export_dir)",
+    },
 ];
 
 impl Verb {
@@ -163,7 +170,13 @@ impl Verb {
     pub fn changes_state(self) -> bool {
         matches!(
             self,
-            Verb::Backup | Verb::Verify | Verb::Restore | Verb::Prune | Verb::Cancel | Verb::Drill
+            Verb::Backup
+                | Verb::Verify
+                | Verb::Restore
+                | Verb::Prune
+                | Verb::Cancel
+                | Verb::Drill
+                | Verb::Export
         )
     }
 }

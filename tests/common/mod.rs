@@ -379,6 +379,25 @@ pub fn backup_files(backups: &Path) -> Vec<String> {
     v
 }
 
+/// A fleet recovery key pair made by `keygen --recovery --out FILE`: the
+/// public half (`rvmrec1:…`) it printed for the config.
+pub fn recovery_keygen(file: &Path) -> String {
+    let out = bin()
+        .args(["keygen", "--recovery", "--out"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let public = text.split('"').nth(1).unwrap_or_default().to_string();
+    assert!(public.starts_with("rvmrec1:"), "{text}");
+    public
+}
+
 /// True when the tests run as root. A test that needs root calls this
 /// first: under CI (`CI` set) not being root is a failure, never a silent
 /// pass; on a developer's machine the test says it was skipped.

@@ -86,9 +86,18 @@ impl Stick {
 
     /// Mount the image (again) read-write.
     pub fn mount(&mut self) {
+        self.mount_with("rw+");
+    }
+
+    /// Mount the image read-only (`fusefat -o ro`).
+    pub fn mount_read_only(&mut self) {
+        self.mount_with("ro");
+    }
+
+    fn mount_with(&mut self, mode: &str) {
         assert!(!self.mounted);
         let out = Command::new("fusefat")
-            .args(["-o", "rw+"])
+            .args(["-o", mode])
             .arg(&self.image)
             .arg(&self.dir)
             .output()
@@ -99,32 +108,6 @@ impl Stick {
             String::from_utf8_lossy(&out.stderr)
         );
         // fusefat daemonizes; wait until the mount is there.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(&self.dir) {
-            assert!(
-                Instant::now() < deadline,
-                "fusefat did not mount {}",
-                self.dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.mounted = true;
-    }
-
-    /// Mount the image read-only (`fusefat` without `rw+`).
-    pub fn mount_read_only(&mut self) {
-        assert!(!self.mounted);
-        let out = Command::new("fusefat")
-            .args(["-o", "ro"])
-            .arg(&self.image)
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fusefat: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while !is_mounted(&self.dir) {
             assert!(

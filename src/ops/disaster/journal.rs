@@ -50,6 +50,10 @@ pub(crate) struct Journal {
     pub set: String,
     pub started: i64,
     pub done: Vec<DoneStrategy>,
+    /// The process ids of the runs that worked on it: their staged names
+    /// (`.rvm-restore-PID-…`) are theirs to sweep.
+    #[serde(default)]
+    pub pids: Vec<u32>,
 }
 
 impl Journal {
@@ -60,6 +64,7 @@ impl Journal {
             set: set.into(),
             started: now,
             done: Vec::new(),
+            pids: Vec::new(),
         }
     }
 

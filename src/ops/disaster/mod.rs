@@ -27,11 +27,12 @@
 //! does steps 1 to 3 and writes nothing anywhere.
 
 mod journal;
+mod leftovers;
 mod scan;
 mod stick;
 mod unlock;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::config::Config;
@@ -318,6 +319,35 @@ pub async fn disaster_restore(
     report
 }
 
+/// How long `--boot` waits for the stick. A board that is clearly in
+/// service (its live database exists, or with no database configured, it
+/// has made a backup) and has no interrupted restore does not wait: the
+/// stick is looked for once, so a healthy board without a stick starts its
+/// platform without delay. A freshly imaged card, or one whose restore was
+/// interrupted, waits up to `recovery_timeout` for the stick to appear.
+pub fn boot_wait(cfg: &Config) -> std::time::Duration {
+    if restore_interrupted(cfg) {
+        return cfg.recovery_timeout;
+    }
+    let in_service = match &cfg.database {
+        Some(_) => live_db(cfg).is_some(),
+        None => crate::state::load(&cfg.backup_dir)
+            .values()
+            .any(|r| r.last_success.is_some()),
+    };
+    if in_service {
+        std::time::Duration::ZERO
+    } else {
+        cfg.recovery_timeout
+    }
+}
+
+/// Whether a disaster restore was started and not finished (its journal
+/// is in `backup_dir`).
+pub fn restore_interrupted(cfg: &Config) -> bool {
+    journal::load_journal(&cfg.backup_dir).is_some()
+}
+
 /// The live database's path and mtime, if it exists.
 fn live_db(cfg: &Config) -> Option<(PathBuf, i64)> {
     use std::os::unix::fs::MetadataExt;
@@ -338,8 +368,8 @@ async fn run(
     let me = BoardIdentity::current(&cfg.machine_id_file).unwrap_or_else(|e| {
         log::warn!("{e}; choosing the board by hostname only");
         BoardIdentity {
-            hostname: BoardIdentity::current(Path::new("/nonexistent"))
-                .map(|b| b.hostname)
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
             machine_id: String::new(),
         }
@@ -354,6 +384,13 @@ async fn run(
     // 2. Decide, before any key is looked for: a stick left in on a
     // healthy board costs one scan per boot, nothing more.
     let requests = stick::request_markers(stick);
+    let earlier = if opts.target.is_some() {
+        None
+    } else {
+        journal::load_journal(&cfg.backup_dir)
+    };
+    // Runs that were interrupted: their staged files are swept.
+    let mut pids = earlier.as_ref().map(|j| j.pids.clone()).unwrap_or_default();
     let decision = if opts.target.is_some() {
         journal::Decision::Restore {
             resume: Vec::new(),
@@ -370,7 +407,7 @@ async fn run(
             board: set.manifest.board.clone(),
             set: set.manifest.set.clone(),
             set_created: set.manifest.created,
-            journal: journal::load_journal(&cfg.backup_dir),
+            journal: earlier,
             request: requests.first().cloned(),
             restored_at: journal::restored_at(
                 &cfg.backup_dir,
@@ -433,6 +470,31 @@ async fn run(
         d.earlier = true;
         journal.done.push(d);
     }
+    let swept_pids = pids.clone();
+    pids.push(std::process::id());
+    pids.dedup();
+    let keep = pids.len().saturating_sub(64);
+    journal.pids = pids.split_off(keep);
+    // Where interrupted runs may have left staged names: every tree
+    // (deep) and the database's directory (shallow).
+    let sweep_roots: Vec<(PathBuf, bool)> = if in_place {
+        chosen
+            .iter()
+            .flat_map(|a| {
+                let db = a.meta.strategy == crate::strategy::Strategy::Database;
+                a.meta.sources.iter().filter_map(move |s| {
+                    let p = PathBuf::from(s);
+                    if db {
+                        p.parent().map(|d| (d.to_path_buf(), false))
+                    } else {
+                        Some((p, true))
+                    }
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     report.restored = journal.done.clone();
     let left: Vec<Listed> = chosen
         .into_iter()
@@ -450,6 +512,11 @@ async fn run(
             },
             progress,
             &mut |step| {
+                if let Step::Verified = step {
+                    for (root, deep) in &sweep_roots {
+                        leftovers::sweep(root, *deep, &swept_pids);
+                    }
+                }
                 if let Step::Restored(r) = step {
                     let d = DoneStrategy {
                         strategy: r.strategy.name().into(),

@@ -44,7 +44,17 @@ impl StickIo<'_> {
             Errno::STALE,
             Errno::NOENT,
         ];
-        if e.kind() == io::ErrorKind::StorageFull || errno == Some(Errno::NOSPC) {
+        // FAT has no permissions, and root is not refused for them: there,
+        // EPERM on a write or a new file is fusefat's word for "no free
+        // cluster" (it says ENOSPC only sometimes).
+        let fat = matches!(
+            self.stick.mount.fstype.as_str(),
+            "vfat" | "msdos" | "exfat" | "fuse.fusefat"
+        );
+        if e.kind() == io::ErrorKind::StorageFull
+            || errno == Some(Errno::NOSPC)
+            || (fat && errno == Some(Errno::PERM) && self.stick.still_there())
+        {
             return msg(format!(
                 "the stick at {dir} is full: {} bytes were needed; remove old files or use a bigger stick; the previous set is intact",
                 self.needed

@@ -4,16 +4,19 @@
 //! Sequence, all under the store lock (no prune deletes what is being
 //! copied, no second export writes the same board directory):
 //! 1. `DIR` must hold a writable stick of an allowed type
-//!    (`recovery_set::stick`); with encryption on, a recovery public key
-//!    must be configured (a set without the sealed key dies with the card);
+//!    (`recovery_set::stick`); no disaster restore may be unfinished (a
+//!    half-restored board must not push its good sets off the stick); with
+//!    encryption on, a recovery public key must be configured (a set
+//!    without the sealed key dies with the card);
 //! 2. per configured strategy the newest verified archive (`state.json`'s
 //!    `last_verified`; else the newest archive, verified first);
 //! 3. leftovers of an interrupted export of this board are removed
 //!    (temporaries, set directories without `MANIFEST`, pool files no
 //!    complete set references and this export does not need);
-//! 4. the sidecar and parts go to `pool/<strategy>/` unless a file of that
-//!    name with the right size and SHA-256 is there already; each copy is
-//!    crash-safe and read back from the stick;
+//! 4. the parts and then the sidecar go to `pool/<strategy>/` unless a
+//!    file of that name with the right size and SHA-256 is there already
+//!    (so the pool, like a store, holds an archive exactly when it holds
+//!    its sidecar); each copy is crash-safe and read back from the stick;
 //! 5. every archive is verified completely from the pool copy;
 //! 6. `set-<UTC time>/` is created (a directory is never renamed: that
 //!    fails on fusefat), `key.sealed` written, and `MANIFEST` last; the
@@ -140,14 +143,18 @@ impl Session {
         crate::state::update_many(self.backup_dir(), &self.cfg.configured(), |r| {
             r.record_export(outcome.clone(), now)
         });
-        if let Err(e) = &result {
-            log::warn!("export to {} failed: {e}", dir.display());
-        }
         result
     }
 
     async fn export_to(&self, dir: &Path, progress: &mut Progress) -> Result<ExportReport> {
         let stick = stick::check(dir, self.backup_dir()).map_err(|e| msg(e.to_string()))?;
+        if super::restore_interrupted(&self.cfg) {
+            // A half-restored board must not push the sets it is being
+            // restored from off the stick.
+            return Err(msg(
+                "a disaster restore of this board was interrupted and is not finished: no export until it is (run disaster-restore again, or reboot with the recovery stick in)",
+            ));
+        }
         if self.cfg.encryption_enabled && self.cfg.recovery_public_key.is_none() {
             return Err(self.no_recovery_key());
         }
@@ -183,7 +190,8 @@ impl Session {
 
         // The board's directories, and what an interrupted export left.
         let mkdir = |parent: &Path, name: &str| {
-            sets::ensure_dir(parent, name).map_err(|e| io.error("create", &parent.join(name), e))
+            sets::ensure_dir(parent, name, stick.dev)
+                .map_err(|e| io.error("create", &parent.join(name), e))
         };
         let root = mkdir(&stick.dir, ROOT_DIR)?;
         let board = mkdir(&root, &identity.dir_name())?;
@@ -226,6 +234,12 @@ impl Session {
                     todo.push((src.clone(), dest, want.clone()));
                 }
             }
+            // Parts first, the sidecar last, as in the store: the pool
+            // holds an archive exactly when it holds its sidecar.
+            let sidecar_first = todo
+                .first()
+                .is_some_and(|(_, d, _)| d.to_string_lossy().ends_with(SIDECAR_EXT));
+            todo.rotate_left(usize::from(sidecar_first));
             plan.push((todo, reused));
         }
         progress.finish();
@@ -618,4 +632,45 @@ fn create_set_dir(board: &Path, existing: &[sets::SetDir], io: &StickIo<'_>) -> 
         "cannot find a free set name in {}: clean it up",
         board.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_set_is_named_after_every_set_there_and_never_collides() {
+        let d = std::env::temp_dir().join(format!("rvb-export-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let stick = stick::Stick {
+            dir: d.clone(),
+            dev: 0,
+            mount: stick::parse_line("1 0 0:1 / /x rw - vfat src rw").unwrap(),
+        };
+        let io = StickIo {
+            stick: &stick,
+            needed: 0,
+        };
+        // A set from a clock that was ahead: the next ones follow it.
+        std::fs::create_dir(d.join("set-29991231T235958Z")).unwrap();
+        let existing = sets::list_sets(&d).unwrap();
+        assert_eq!(
+            create_set_dir(&d, &existing, &io).unwrap(),
+            "set-29991231T235959Z"
+        );
+        // The same listing again (two exports in one second): the name
+        // taken moves on a second.
+        assert_eq!(
+            create_set_dir(&d, &existing, &io).unwrap(),
+            "set-30000101T000000Z"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::create_dir_all(&d).unwrap();
+        let now = crate::timefmt::now_unix();
+        let name = create_set_dir(&d, &[], &io).unwrap();
+        let t = crate::timefmt::parse(name.strip_prefix("set-").unwrap()).unwrap();
+        assert!(t >= now && t <= now + 5, "{name}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

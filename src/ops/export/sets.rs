@@ -184,11 +184,10 @@ pub(super) fn collect_pool(pool: &Path, keep: &BTreeSet<String>) -> io::Result<u
         let dir = pool.join(s.name());
         let mut removed = false;
         for name in names(&dir)? {
-            if is_pool_name(s, &name) && !keep.contains(&format!("{}/{name}", s.name())) {
-                if remove_file(&dir.join(&name))? {
-                    n += 1;
-                    removed = true;
-                }
+            let ours = is_pool_name(s, &name) && !keep.contains(&format!("{}/{name}", s.name()));
+            if ours && remove_file(&dir.join(&name))? {
+                n += 1;
+                removed = true;
             }
         }
         if removed {
@@ -199,19 +198,33 @@ pub(super) fn collect_pool(pool: &Path, keep: &BTreeSet<String>) -> io::Result<u
 }
 
 /// Make `parent/name` a directory (if it is not one), never following a
-/// link: a symbolic link or a file of that name is an error.
-pub(super) fn ensure_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
+/// link: a symbolic link or a file of that name is an error. It must be
+/// on device `dev` (the stick): a stick pulled meanwhile leaves its empty
+/// mount point on the board's disk, and nothing is written there (a
+/// directory made there a moment ago is removed again; `NotFound`).
+pub(super) fn ensure_dir(parent: &Path, name: &str, dev: u64) -> io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let p = parent.join(name);
-    match std::fs::create_dir(&p) {
-        Ok(()) => super::copy::sync_dir(parent)?,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+    let made = match std::fs::create_dir(&p) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(e),
+    };
+    let meta = std::fs::symlink_metadata(&p)?;
+    if meta.dev() != dev {
+        if made {
+            let _ = std::fs::remove_dir(&p);
+        }
+        return Err(io::Error::from(io::ErrorKind::NotFound));
     }
-    if !is_dir(&p) {
+    if !meta.file_type().is_dir() {
         return Err(io::Error::other(format!(
             "{} is not a directory; move it away",
             p.display()
         )));
+    }
+    if made {
+        super::copy::sync_dir(parent)?;
     }
     Ok(p)
 }
