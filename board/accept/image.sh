@@ -49,7 +49,7 @@ if [ "$kind" != smoke ]; then
     # rvm-backup exactly as a board gets it.
     "$board/install.sh" --root "$root" --binary "$binary" --profile development >/dev/null
 
-    # The site settings of the test board: backups every minute, no jitter, a boot
+    # The site settings of the test board: backups and exports every minute, no jitter, a boot
     # waits at most 30 s for a recovery stick, the fleet's recovery public key, the
     # platform's group as a reader on the socket.
     cfg="$root/etc/rvm-backup/rvm-backup.toml"
@@ -57,7 +57,7 @@ if [ "$kind" != smoke ]; then
         -e 's/^recovery_timeout = .*/recovery_timeout = "30s"/' "$cfg"
     grep -q '^backup_interval = "1m"$' "$cfg" || die "the profile has no backup_interval line to change"
     grep -q '^recovery_timeout = "30s"$' "$cfg" || die "the profile has no recovery_timeout line to change"
-    awk -v pub="$recovery_pub" '!done && /^\[/ { print "backup_jitter = \"1s\""; print pub; print ""; done = 1 } { print }' \
+    awk -v pub="$recovery_pub" '!done && /^\[/ { print "backup_jitter = \"1s\""; print "export_interval = \"1m\""; print pub; print ""; done = 1 } { print }' \
         "$cfg" >"$cfg.new"
     mv "$cfg.new" "$cfg"
     chmod 0640 "$cfg"
@@ -81,7 +81,7 @@ if [ "$kind" = healthy ]; then
     printf 'site=%s\nlane=3\n' "$(basename "$out" .img)-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')" \
         >"$root/etc/myrvm/site.conf"
     install -d -m 0755 "$root/opt/myrvm/data"
-    head -c 8M /dev/urandom >"$root/opt/myrvm/data/model.bin"
+    head -c 32M /dev/urandom >"$root/opt/myrvm/data/model.bin"
     printf 'price=0.25\n' >"$root/opt/myrvm/data/tariff.txt"
     printf 'old log line\n' >"$root/var/log/myrvm/platform.log.1"
     chown -R "$uidgid" "$root/var/log/myrvm"
