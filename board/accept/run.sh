@@ -205,6 +205,7 @@ run_power_cut() {
     "$here/image.sh" fresh "$base" "$work/cut.img" "$binary" "$recovery_pub"
     local name=power-cut start=$SECONDS pid qemu t=0
     log "boot $name: starting; qemu is killed once the restore has begun"
+    rm -f "$work/$name.log"
     "$here/qemu-boot.sh" "$base" "$work/cut.img" "$work/$name.log" 600 "$work/stick.img" \
         "rvm_accept.boot=$name" "rvm_accept.hold=1" &
     pid=$!
@@ -220,7 +221,7 @@ run_power_cut() {
     sleep "$CUT_DELAY"
     qemu=$(ps -o pid= --ppid "$pid" | tr -d ' ')
     [ -n "$qemu" ] && kill -KILL "$qemu"
-    wait "$pid" || true
+    { wait "$pid"; } 2>/dev/null || true
     timings+=("$(printf '%-10s %4ds (killed)' "$name" $((SECONDS - start)))")
     # What the cut left: a copy of the disk, its ext4 journal replayed as a mount would.
     cp --sparse=always "$work/cut.img" "$work/cut-inspect.img"
