@@ -17,7 +17,8 @@
 #                         by cross/build-release.sh when missing)
 #      RVM_ACCEPT_WORK    scratch directory (default /var/tmp/rvm-board-accept)
 #      RVM_ACCEPT_CACHE   cache of the base system (see rootfs.sh)
-#      RVM_ACCEPT_CUT_DELAY  seconds into the restore when power-cut kills qemu (1.5)
+#      RVM_ACCEPT_CUT_DELAYS  seconds into the restore when power-cut kills qemu,
+#                         tried in turn until one lands inside it ("3 2 4.5 1")
 # Needs root. Prints one line per boot with its time; exits non-zero on any failure.
 set -euo pipefail
 
@@ -25,8 +26,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 ALL_BOOTS=(healthy dead-card left-in power-cut no-stick)
 # The line disaster-restore logs when every check passed and it starts to restore.
-# Seconds between that line and the power cut.
-CUT_DELAY=${RVM_ACCEPT_CUT_DELAY:-1.5}
+# Seconds between that line and the power cut, tried in turn until one lands inside
+# the restore (it first verifies the set, then restores config, the 32 MiB application
+# tree, database, logs: about 6 s here).
+CUT_DELAYS=${RVM_ACCEPT_CUT_DELAYS:-3 2 4.5 1}
 RESTORE_BEGINS='rvm-backup\[[0-9]*\]: info: disaster-restore: '
 
 
@@ -198,42 +201,56 @@ run_left_in() {
     cmp -s "$work/dead-card/store/rvm-backup/restored-sets.json" "$work/left-in/store/rvm-backup/restored-sets.json" ||
         bad "left-in: restored-sets.json changed: something was restored again"
     log "left-in: nothing restored again; the platform's $newer newer rows stayed"
-    [ "$(stick_results)" -gt "$before" ] && show_newest_result left-in
+    if [ "$(stick_results)" -gt "$before" ]; then
+        show_newest_result left-in
+    else
+        log "left-in: no new result file on the stick (a board in service is left alone without one)"
+    fi
 }
 
-run_power_cut() {
-    "$here/image.sh" fresh "$base" "$work/cut.img" "$binary" "$recovery_pub"
+# cut_once DELAY: a fresh card and the stick; kill qemu DELAY seconds after the binary
+# says it starts to restore; leave what the disk holds then under $work/power-cut.
+cut_once() {
     local name=power-cut start=$SECONDS pid qemu t=0
-    log "boot $name: starting; qemu is killed once the restore has begun"
+    "$here/image.sh" fresh "$base" "$work/cut.img" "$binary" "$recovery_pub"
+    log "boot $name: starting; qemu is killed $1 s after the restore begins"
     rm -f "$work/$name.log"
     "$here/qemu-boot.sh" "$base" "$work/cut.img" "$work/$name.log" 600 "$work/stick.img" \
         "rvm_accept.boot=$name" "rvm_accept.hold=1" &
     pid=$!
-    # The binary's own line when it starts to restore (after every check passed).
     until grep -aq "$RESTORE_BEGINS" "$work/$name.log" 2>/dev/null; do
         kill -0 "$pid" 2>/dev/null || die "$name: qemu ended before the restore began (console: $work/$name.log)"
         [ "$t" -lt 3000 ] || die "$name: the restore did not begin within 300 s"
         sleep 0.1
         t=$((t + 1))
     done
-    # Into the restore: config is restored in a fraction of a second, the application
-    # tree (32 MiB) takes seconds.
-    sleep "$CUT_DELAY"
+    sleep "$1"
     qemu=$(ps -o pid= --ppid "$pid" | tr -d ' ')
     [ -n "$qemu" ] && kill -KILL "$qemu"
     { wait "$pid"; } 2>/dev/null || true
-    timings+=("$(printf '%-10s %4ds (killed)' "$name" $((SECONDS - start)))")
+    timings+=("$(printf '%-10s %4ds (killed %ss in)' "$name" $((SECONDS - start)) "$1")")
     # What the cut left: a copy of the disk, its ext4 journal replayed as a mount would.
     cp --sparse=always "$work/cut.img" "$work/cut-inspect.img"
     e2fsck -fy "$work/cut-inspect.img" >/dev/null 2>&1 || true
     board_state "$work/cut-inspect.img" power-cut
-    if [ -e "$work/power-cut/store/rvm-backup/disaster-restore.json" ]; then
-        log "$name: cut in the middle of the restore (its journal: $(tr -d '\n' <"$work/power-cut/store/rvm-backup/disaster-restore.json" | head -c 300))"
-    else
-        bad "$name: no restore journal on the disk after the cut: the cut missed the restore (RVM_ACCEPT_CUT_DELAY=$CUT_DELAY s after its start)"
-    fi
-    [ ! -e "$work/power-cut/lib/myrvm/started.txt" ] || bad "$name: the platform started during the restore"
     rm -f "$work/cut-inspect.img"
+}
+
+run_power_cut() {
+    local name=power-cut delay hit=0
+    # A cut must land inside the restore (after its checks, before its end): try the
+    # delays in turn, each on a new fresh card, until the disk shows a cut restore.
+    for delay in $CUT_DELAYS; do
+        cut_once "$delay"
+        if [ -e "$work/power-cut/store/rvm-backup/disaster-restore.json" ]; then
+            log "$name: cut in the middle of the restore, $delay s in (its journal: $(tr -d '\n ' <"$work/power-cut/store/rvm-backup/disaster-restore.json" | head -c 200))"
+            hit=1
+            break
+        fi
+        log "$name: the cut $delay s in missed the restore (no restore journal on the disk)"
+    done
+    [ "$hit" = 1 ] || bad "$name: no cut landed inside the restore (delays $CUT_DELAYS s)"
+    [ ! -e "$work/power-cut/lib/myrvm/started.txt" ] || bad "$name: the platform started during the restore"
 
     boot after-cut "$work/cut.img" 600 "$work/stick.img"
     board_state "$work/cut.img" after-cut
