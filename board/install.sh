@@ -3,12 +3,15 @@
 # units and the udev rule. Safe to run again: an existing config or key is never replaced.
 #
 # usage: board/install.sh [--profile development|staging|production] [--binary PATH]
-#                         [--platform-unit NAME] [--dry-run]
+#                         [--platform-unit NAME] [--root DIR] [--dry-run]
 #   --profile NAME        config profile from board/profiles/ (default: production)
 #   --binary PATH         the aarch64 rvm-backup binary (default: target/board/rvm-backup as
 #                         built by cross/build-release.sh, else ./rvm-backup next to this script)
 #   --platform-unit NAME  the platform's systemd unit, which must start only after a disaster
 #                         restore at boot (default: myrvm.service)
+#   --root DIR            install into the board root filesystem at DIR (an SD card image
+#                         being prepared) instead of this machine: no master key is made
+#                         (each board makes its own), nothing is reloaded
 #   --dry-run             print what would be done, change nothing
 set -euo pipefail
 
@@ -49,6 +52,7 @@ profile=production
 binary=""
 platform_unit=$PLATFORM_PLACEHOLDER
 dry_run=0
+root=""
 while [ $# -gt 0 ]; do
     case $1 in
         --profile)
@@ -76,6 +80,15 @@ while [ $# -gt 0 ]; do
             ;;
         --platform-unit=*)
             platform_unit=${1#*=}
+            shift
+            ;;
+        --root)
+            [ $# -ge 2 ] || die "--root needs a directory"
+            root=$2
+            shift 2
+            ;;
+        --root=*)
+            root=${1#*=}
             shift
             ;;
         --dry-run)
@@ -113,6 +126,12 @@ for f in "${UNITS[@]}" "$RULES"; do
     [ -f "$here/$f" ] || die "missing $here/$f"
 done
 
+if [ -n "$root" ]; then
+    [ -d "$root/etc" ] || die "--root $root: not a root filesystem (no $root/etc)"
+    root=$(cd "$root" && pwd)
+    [ "$root" != / ] || root=""
+fi
+
 if [ "$dry_run" = 0 ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (or use --dry-run)"
 fi
@@ -133,52 +152,61 @@ note() { printf '%s\n' "$*"; }
 note "profile: $profile ($profile_file)"
 note "binary:  $binary"
 note "platform unit (starts after a disaster restore): $platform_unit"
+[ -n "$root" ] && note "root:    $root"
 
 # Binary: a temporary name, then an atomic rename, so a running daemon keeps its file.
-run install -D -m 0755 "$binary" "$BIN_DEST.new"
-run mv -f "$BIN_DEST.new" "$BIN_DEST"
+run install -D -m 0755 "$binary" "$root$BIN_DEST.new"
+run mv -f "$root$BIN_DEST.new" "$root$BIN_DEST"
 
 # Config directory: root and the root group only (it holds the master key).
 # Platform services that talk to the daemon join this group: the control
 # socket is root:rvm-backup 0660 in a 0750 directory (see rvm-backup.service).
-if ! getent group rvm-backup >/dev/null 2>&1; then
+if [ -n "$root" ]; then
+    # The image's own group file, not this machine's (--prefix: no chroot, no NSS).
+    if ! grep -q '^rvm-backup:' "$root/etc/group"; then
+        run groupadd --prefix "$root" --system rvm-backup
+    fi
+elif ! getent group rvm-backup >/dev/null 2>&1; then
     run groupadd --system rvm-backup
 fi
-run install -d -m 0750 "$ETC"
-if [ -e "$CONFIG" ]; then
-    note "keeping existing $CONFIG"
+run install -d -m 0750 "$root$ETC"
+if [ -e "$root$CONFIG" ]; then
+    note "keeping existing $root$CONFIG"
 else
-    run install -m 0640 "$profile_file" "$CONFIG"
+    run install -m 0640 "$profile_file" "$root$CONFIG"
 fi
 
-if [ -e "$KEY" ]; then
+if [ -n "$root" ]; then
+    note "no master key in an image: each board makes its own ($BIN_DEST keygen --out $KEY)"
+elif [ -e "$KEY" ]; then
     note "keeping existing $KEY"
 else
     # keygen writes the key with mode 0600 and prints its key id.
     run "$BIN_DEST" --config "$CONFIG" keygen --out "$KEY"
 fi
 
-run install -d -m 0750 "$STATE"
+run install -d -m 0750 "$root$STATE"
 # The recovery stick's mount point (export_dir); systemd-mount would create it too.
-run install -d -m 0755 "$RECOVERY_MOUNT"
+run install -d -m 0755 "$root$RECOVERY_MOUNT"
 
 # Units of earlier versions. A static mount unit for /media/rvm-recovery would stop
 # systemd-mount from mounting the stick there (same unit name), and the old restore unit
 # ran the restore only with a marker file. Each is removed only if it is still the file
 # this script installed (it names RVMBACKUP or runs rvm-backup disaster-restore).
-old_unit="$UNIT_DIR/$OLD_RESTORE_UNIT"
+old_unit="$root$UNIT_DIR/$OLD_RESTORE_UNIT"
 if [ -f "$old_unit" ] && grep -q 'rvm-backup disaster-restore' "$old_unit"; then
     if command -v systemctl >/dev/null 2>&1; then
-        run systemctl disable "$OLD_RESTORE_UNIT"
+        run systemctl ${root:+--root="$root"} disable "$OLD_RESTORE_UNIT"
     fi
     run rm -f "$old_unit"
     note "replaced $OLD_RESTORE_UNIT by rvm-backup-recovery.service: enable that one"
 fi
-old_unit="$UNIT_DIR/$OLD_MOUNT_UNIT"
+old_unit="$root$UNIT_DIR/$OLD_MOUNT_UNIT"
 if [ -f "$old_unit" ] && grep -q 'RVMBACKUP' "$old_unit"; then
     run rm -f "$old_unit"
 fi
 
+run install -d -m 0755 "$root$UNIT_DIR" "$root$RULES_DIR"
 for unit in "${UNITS[@]}"; do
     if [ "$unit" = rvm-backup-recovery.service ]; then
         # The platform's unit in place of the placeholder on the Before= and RequiredBy=
@@ -191,14 +219,16 @@ for unit in "${UNITS[@]}"; do
             grep -qE "^$key=(.* )?${platform_unit//./\\.}( |$)" "$tmp_unit" ||
                 die "could not name $platform_unit on the $key= line of $unit"
         done
-        run install -m 0644 "$tmp_unit" "$UNIT_DIR/$unit"
+        run install -m 0644 "$tmp_unit" "$root$UNIT_DIR/$unit"
     else
-        run install -m 0644 "$here/$unit" "$UNIT_DIR/$unit"
+        run install -m 0644 "$here/$unit" "$root$UNIT_DIR/$unit"
     fi
 done
-run install -m 0644 "$here/$RULES" "$RULES_DIR/$RULES"
+run install -m 0644 "$here/$RULES" "$root$RULES_DIR/$RULES"
 
-if command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then
+if [ -n "$root" ]; then
+    : # not this machine's udev or systemd
+elif command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then
     run udevadm control --reload
 fi
 # Only when systemd is running (not, say, in a chroot building an SD card image).
@@ -210,6 +240,14 @@ if [ "$dry_run" = 1 ]; then
     done_msg="Dry run finished; nothing was changed."
 else
     done_msg="Installed."
+fi
+if [ -n "$root" ]; then
+    cat <<EOF
+
+$done_msg Enable units in the image with: systemctl --root=$root enable UNIT
+(rvm-backup.service for the daemon, or rvm-backup-backup.timer; rvm-backup-recovery.service).
+EOF
+    exit 0
 fi
 cat <<EOF
 
