@@ -6,12 +6,8 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use common::*;
 use rvm_backup::format::sidecar;
 
@@ -173,79 +169,6 @@ fn a_database_that_differs_from_its_recorded_counts_or_schema_fails() {
     });
     b.ok(&["drill", "database"]);
     no_scratch_left(&b);
-}
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn patience() -> Duration {
-    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
-        Duration::from_secs(120)
-    } else {
-        Duration::from_secs(20)
-    }
-}
-
-impl Daemon {
-    fn start(b: &Board, socket: &Path) -> Daemon {
-        let log = fs::File::create(b.tmp.path().join("daemon.log")).unwrap();
-        let child = bin()
-            .arg("--config")
-            .arg(&b.config)
-            .arg("daemon")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            socket: socket.to_path_buf(),
-        };
-        let deadline = Instant::now() + patience();
-        while !d.try_request("PING").is_some_and(|r| r.starts_with("OK")) {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn try_request(&self, line: &str) -> Option<String> {
-        let mut s = UnixStream::connect(&self.socket).ok()?;
-        s.set_read_timeout(Some(patience())).ok()?;
-        s.write_all(format!("{line}\n").as_bytes()).ok()?;
-        let mut reply = String::new();
-        BufReader::new(s).read_line(&mut reply).ok()?;
-        Some(reply)
-    }
-
-    fn json(&self, line: &str) -> serde_json::Value {
-        let r = self.try_request(line).unwrap();
-        let body = r
-            .strip_prefix("OK ")
-            .unwrap_or_else(|| panic!("{line}: {r}"));
-        serde_json::from_str(body).unwrap()
-    }
-
-    fn wait_job(&self, id: u64) -> serde_json::Value {
-        let deadline = Instant::now() + patience() * 3;
-        loop {
-            let j = self.json(&format!("JOB {id}"));
-            if !matches!(j["state"].as_str(), Some("queued" | "running")) {
-                return j;
-            }
-            assert!(Instant::now() < deadline, "job {id} never ended: {j}");
-            std::thread::sleep(Duration::from_millis(30));
-        }
-    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::daemon::{patience, Daemon};
 use common::stick::Stick;
 use common::*;
 use rvm_backup::recovery_set::{is_fat_safe, Manifest};
@@ -486,80 +487,6 @@ fn an_unencrypted_board_writes_an_unauthenticated_set_without_a_key() {
     assert!(!set_dir.join("key.sealed").exists());
     let m = Manifest::open(&fs::read(set_dir.join("MANIFEST")).unwrap(), None, false).unwrap();
     assert!(!m.encrypted && m.sealed_key.is_none());
-}
-
-struct Daemon {
-    child: std::process::Child,
-    socket: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn patience() -> Duration {
-    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
-        Duration::from_secs(240)
-    } else {
-        Duration::from_secs(60)
-    }
-}
-
-impl Daemon {
-    fn start(b: &Board, socket: &Path) -> Daemon {
-        let log = fs::File::create(b.tmp.path().join("daemon.log")).unwrap();
-        let child = bin()
-            .arg("--config")
-            .arg(&b.config)
-            .arg("daemon")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            socket: socket.to_path_buf(),
-        };
-        let deadline = Instant::now() + patience();
-        while !d.try_request("PING").is_some_and(|r| r.starts_with("OK")) {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn try_request(&self, line: &str) -> Option<String> {
-        use std::io::{BufRead, BufReader, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
-        s.set_read_timeout(Some(patience())).ok()?;
-        s.write_all(format!("{line}\n").as_bytes()).ok()?;
-        let mut reply = String::new();
-        BufReader::new(s).read_line(&mut reply).ok()?;
-        Some(reply)
-    }
-
-    fn json(&self, line: &str) -> serde_json::Value {
-        let r = self.try_request(line).unwrap();
-        let body = r
-            .strip_prefix("OK ")
-            .unwrap_or_else(|| panic!("{line}: {r}"));
-        serde_json::from_str(body).unwrap()
-    }
-
-    fn wait_job(&self, id: u64) -> serde_json::Value {
-        let deadline = Instant::now() + patience() * 3;
-        loop {
-            let j = self.json(&format!("JOB {id}"));
-            if !matches!(j["state"].as_str(), Some("queued" | "running")) {
-                return j;
-            }
-            assert!(Instant::now() < deadline, "job {id} never ended: {j}");
-            std::thread::sleep(Duration::from_millis(30));
-        }
-    }
 }
 
 #[test]

@@ -6,99 +6,32 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{patience, Daemon};
 use common::prom;
 use common::*;
 
-fn patience() -> Duration {
-    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
-        Duration::from_secs(120)
-    } else {
-        Duration::from_secs(20)
-    }
+/// Start the daemon on the board's socket (`run/control.sock`).
+fn start(b: &Board) -> Daemon {
+    Daemon::start(b, &b.tmp.path().join("run/control.sock"))
 }
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(b: &Board) -> Daemon {
-        let log = fs::File::create(b.tmp.path().join("daemon.log")).unwrap();
-        let child = bin()
-            .arg("--config")
-            .arg(&b.config)
-            .arg("daemon")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            socket: b.tmp.path().join("run/control.sock"),
-        };
-        let deadline = Instant::now() + patience();
-        while !d.try_request("PING").is_some_and(|r| r.starts_with("OK")) {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not start: {}",
-                fs::read_to_string(b.tmp.path().join("daemon.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn try_request(&self, line: &str) -> Option<String> {
-        let mut s = UnixStream::connect(&self.socket).ok()?;
-        s.set_read_timeout(Some(patience())).ok()?;
-        s.write_all(format!("{line}\n").as_bytes()).ok()?;
-        let mut reply = String::new();
-        BufReader::new(s).read_line(&mut reply).ok()?;
-        Some(reply)
-    }
-
-    fn json(&self, line: &str) -> serde_json::Value {
-        let r = self.try_request(line).unwrap_or_default();
-        let body = r
-            .strip_prefix("OK ")
-            .unwrap_or_else(|| panic!("{line}: {r}"));
-        serde_json::from_str(body).unwrap()
-    }
-
-    /// Queue backups and wait for each job to end; returns their states.
-    fn backup(&self, what: &str) -> Vec<String> {
-        let ids = self.json(&format!("BACKUP {what}"))["jobs"].clone();
-        let mut states = Vec::new();
-        for id in ids.as_array().unwrap() {
-            let deadline = Instant::now() + patience() * 3;
-            loop {
-                let j = self.json(&format!("JOB {id}"));
-                let state = j["state"].as_str().unwrap().to_string();
-                if state != "queued" && state != "running" {
-                    states.push(state);
-                    break;
-                }
-                assert!(Instant::now() < deadline, "job {id} never ended: {j}");
-                std::thread::sleep(Duration::from_millis(30));
-            }
-        }
-        states
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Queue backups and wait for each job to end; returns their states.
+fn backup(d: &Daemon, what: &str) -> Vec<String> {
+    let ids = d.json(&format!("BACKUP {what}"))["jobs"].clone();
+    ids.as_array()
+        .unwrap()
+        .iter()
+        .map(|id| {
+            d.wait_job(id.as_u64().unwrap())["state"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
 
 /// A populated board whose daemon writes the textfile into `prom/`.
@@ -202,7 +135,7 @@ fn check_against_store(b: &Board, text: &str, parser: bool, what: &str) {
 fn textfile_and_metrics_verb_parse_and_carry_the_last_success_per_strategy() {
     let parser = prom::available("metrics");
     let (b, prom_dir) = board("metrics");
-    let d = Daemon::start(&b);
+    let d = start(&b);
     let file = prom_dir.join("rvm_backup.prom");
     // Written at start, before any backup: no success to tell of yet.
     let deadline = Instant::now() + patience();
@@ -217,7 +150,7 @@ fn textfile_and_metrics_verb_parse_and_carry_the_last_success_per_strategy() {
         prom::parse(&first);
     }
 
-    assert_eq!(d.backup("all"), ["done"; 4]);
+    assert_eq!(backup(&d, "all"), ["done"; 4]);
     // The daemon rewrote it when the last job ended.
     let text = fs::read_to_string(&file).unwrap();
     check_against_store(&b, &text, parser, "textfile");
@@ -237,7 +170,7 @@ fn textfile_and_metrics_verb_parse_and_carry_the_last_success_per_strategy() {
 
     // A failed backup shows at once: a failure count and its time.
     fs::remove_dir_all(b.root.join("etc/myrvm")).unwrap();
-    assert_eq!(d.backup("config"), ["failed"]);
+    assert_eq!(backup(&d, "config"), ["failed"]);
     let text = fs::read_to_string(&file).unwrap();
     let st = state(&b);
     assert_eq!(
@@ -280,8 +213,8 @@ fn a_bad_textfile_dir_is_logged_and_the_daemon_goes_on() {
     // A file where the directory should be.
     fs::remove_dir(&prom_dir).unwrap();
     fs::write(&prom_dir, "not a directory").unwrap();
-    let d = Daemon::start(&b);
-    assert_eq!(d.backup("config"), ["done"]);
+    let d = start(&b);
+    assert_eq!(backup(&d, "config"), ["done"]);
     assert!(d.json("METRICS")["text"]
         .as_str()
         .unwrap()

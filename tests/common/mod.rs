@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod craft;
+pub mod daemon;
 pub mod prom;
 pub mod stick;
 
