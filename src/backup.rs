@@ -108,7 +108,7 @@ pub async fn run(
         created,
         created_nanos,
         duration_ms: started.elapsed().as_millis() as u64,
-        host: hostname(),
+        host: crate::recovery_set::board::hostname(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         sources: sources.iter().map(|p| p.display().to_string()).collect(),
         files: counts.files,
@@ -558,12 +558,6 @@ async fn open_snapshot(path: &Path) -> Result<DbSnapshot> {
             Err(e) => return Err(msg(e.to_string())),
         }
     }
-}
-
-fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

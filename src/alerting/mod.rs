@@ -236,7 +236,7 @@ pub fn board_identity(cfg: &Config) -> (String, String) {
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     };
-    let mut host = read(std::path::Path::new("/proc/sys/kernel/hostname"));
+    let mut host = crate::recovery_set::board::hostname();
     if host.is_empty() {
         host = "localhost".into();
     }

@@ -68,9 +68,7 @@ impl Daemon {
             .map(|e| json!({"key": e.key(), "severity": e.severity, "since": rfc3339(e.since), "reason": e.reason}))
             .collect();
         json!({
-            "host": std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+            "host": crate::recovery_set::board::hostname(),
             "version": env!("CARGO_PKG_VERSION"),
             "evaluated": rfc3339(at),
             "worst": rules::worst(&findings),

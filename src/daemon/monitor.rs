@@ -130,13 +130,8 @@ impl Daemon {
         if changes.is_empty() {
             return;
         }
-        let who = crate::recovery_set::board::BoardIdentity::current(&cfg.machine_id_file)
-            .unwrap_or_else(|_| crate::recovery_set::board::BoardIdentity {
-                hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default(),
-                machine_id: String::new(),
-            });
+        let who =
+            crate::recovery_set::board::BoardIdentity::current_or_hostname(&cfg.machine_id_file);
         let alerts = tracker::alerts(&changes, &who.hostname, &who.machine_id, now);
         super::raise::raise(self, alerts);
     }

@@ -25,9 +25,7 @@ pub struct BoardIdentity {
 impl BoardIdentity {
     /// Read this machine's identity; `machine_id_file` is the config's.
     pub fn current(machine_id_file: &Path) -> Result<BoardIdentity> {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let hostname = hostname();
         let machine_id = match read_regular(machine_id_file, MAX_MACHINE_ID_FILE, Follow::Yes) {
             Ok((_, bytes)) => parse_machine_id(&bytes)
                 .map_err(|e| msg(format!("{}: {e}", machine_id_file.display())))?,
@@ -42,6 +40,18 @@ impl BoardIdentity {
         Ok(BoardIdentity {
             hostname,
             machine_id,
+        })
+    }
+
+    /// [`BoardIdentity::current`], or the hostname alone (and a warning)
+    /// when the machine-id file cannot be used.
+    pub fn current_or_hostname(machine_id_file: &Path) -> BoardIdentity {
+        BoardIdentity::current(machine_id_file).unwrap_or_else(|e| {
+            log::warn!("{e}; going by the hostname only");
+            BoardIdentity {
+                hostname: hostname(),
+                machine_id: String::new(),
+            }
         })
     }
 
@@ -71,6 +81,14 @@ impl BoardIdentity {
         };
         format!("{host}-{id}")
     }
+}
+
+/// This machine's hostname (`/proc/sys/kernel/hostname`, trimmed; "" when
+/// it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// A machine id: 32 hex digits and optional surrounding whitespace;

@@ -365,15 +365,7 @@ async fn run(
     let stick = opts.from.as_path();
     let found = scan::scan(stick)?;
     report.notes.extend(found.incomplete.iter().cloned());
-    let me = BoardIdentity::current(&cfg.machine_id_file).unwrap_or_else(|e| {
-        log::warn!("{e}; choosing the board by hostname only");
-        BoardIdentity {
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default(),
-            machine_id: String::new(),
-        }
-    });
+    let me = BoardIdentity::current_or_hostname(&cfg.machine_id_file);
     let board = scan::choose_board(&found, &me)?;
     let set = board
         .newest()
