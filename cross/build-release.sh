@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the board binary: release, aarch64, stripped, copied to target/board/rvm-backup,
+# Build the board binary: the board profile, aarch64, stripped, copied to target/board/rvm-backup,
 # then smoke-tested under qemu-user with `rvm-backup demo` (backup, verify, restore, compare).
 #
 # usage: cross/build-release.sh
@@ -19,15 +19,16 @@ die() {
     exit 1
 }
 
-echo "+ cargo build --release --target $TARGET"
-cargo build --release --target "$TARGET"
+# The board profile (Cargo.toml): opt-level s, fat LTO, one codegen unit, panic=abort.
+echo "+ cargo build --profile board --target $TARGET"
+cargo build --profile board --target "$TARGET"
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in
     /*) ;;
     *) target_dir="$repo/$target_dir" ;;
 esac
-built="$target_dir/$TARGET/release/rvm-backup"
+built="$target_dir/$TARGET/board/rvm-backup"
 [ -f "$built" ] || die "cargo did not produce $built"
 
 # Work on a copy so cargo's own output stays as cargo left it.
@@ -36,7 +37,7 @@ cp "$built" "$OUT.tmp"
 if command -v aarch64-linux-gnu-strip >/dev/null 2>&1; then
     aarch64-linux-gnu-strip "$OUT.tmp"
 else
-    echo "note: aarch64-linux-gnu-strip not found; relying on the release profile's strip = true"
+    echo "note: aarch64-linux-gnu-strip not found; relying on the board profile's strip = true"
 fi
 chmod 0755 "$OUT.tmp"
 mv -f "$OUT.tmp" "$OUT"
