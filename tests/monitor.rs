@@ -95,9 +95,7 @@ fn check_is_ok_on_fresh_backups_and_critical_when_overdue() {
         // The strategies were backed up one after another, so they turn
         // critical one after another: wait for the one asserted on.
         let (code, out) = check(&b, false);
-        if (code == 2 && out.contains("CRITICAL backup_age config"))
-            || Instant::now() > deadline
-        {
+        if (code == 2 && out.contains("CRITICAL backup_age config")) || Instant::now() > deadline {
             break (code, out);
         }
         std::thread::sleep(Duration::from_millis(200));
