@@ -127,6 +127,7 @@ pub async fn run(
         db_check: counts.db_check,
         schema_sha256: counts.schema_sha256,
         tables: counts.tables,
+        parent: None,
     };
     let bytes = sidecar::encode(
         &meta,

@@ -231,6 +231,7 @@ fn sidecar_tag_depends_on_every_byte() {
         db_check: None,
         schema_sha256: None,
         tables: Vec::new(),
+        parent: None,
     };
     let bytes = sidecar::encode(
         &meta,

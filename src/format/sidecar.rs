@@ -89,6 +89,13 @@ pub struct Meta {
     /// `crate::sources::database::MAX_TABLES` tables; names of at most
     /// `MAX_TABLE_NAME` bytes). Empty otherwise.
     pub tables: Vec<(String, u64)>,
+    // --- extension block 4 ---
+    /// Incremental archives: the id of the archive of the same strategy
+    /// this one was made against (its *parent*); entries unchanged since
+    /// then point into the parent chain instead of storing the content
+    /// again. `None` for a full archive and for archives made before
+    /// block 4.
+    pub parent: Option<String>,
 }
 
 /// The body's first block: the fields of the first sidecar generation, in
@@ -132,6 +139,12 @@ struct WireExt3 {
     tables: Vec<(String, u64)>,
 }
 
+/// Extension block 4: the parent of an incremental archive.
+#[derive(Default, Serialize, Deserialize)]
+struct WireExt4 {
+    parent: Option<String>,
+}
+
 impl Meta {
     fn to_wire(&self) -> (WireV1, WireExt2) {
         (
@@ -171,7 +184,18 @@ impl Meta {
         }
     }
 
-    fn from_wire(v1: WireV1, ext2: WireExt2, ext3: WireExt3) -> Result<Meta, FormatError> {
+    fn to_ext4(&self) -> WireExt4 {
+        WireExt4 {
+            parent: self.parent.clone(),
+        }
+    }
+
+    fn from_wire(
+        v1: WireV1,
+        ext2: WireExt2,
+        ext3: WireExt3,
+        ext4: WireExt4,
+    ) -> Result<Meta, FormatError> {
         let strategy = Strategy::parse(&v1.strategy).ok_or_else(|| {
             FormatError::Corrupt(format!(
                 "sidecar names an unknown strategy {:?}",
@@ -203,6 +227,7 @@ impl Meta {
             db_check: ext2.db_check,
             schema_sha256: ext3.schema_sha256,
             tables: ext3.tables,
+            parent: ext4.parent,
         })
     }
 }
@@ -214,6 +239,7 @@ fn encode_body(meta: &Meta) -> Vec<u8> {
     let mut body = postcard::to_stdvec(&v1).unwrap_or_default();
     body.extend_from_slice(&postcard::to_stdvec(&ext2).unwrap_or_default());
     body.extend_from_slice(&postcard::to_stdvec(&meta.to_ext3()).unwrap_or_default());
+    body.extend_from_slice(&postcard::to_stdvec(&meta.to_ext4()).unwrap_or_default());
     body
 }
 
@@ -226,13 +252,18 @@ fn decode_body(body: &[u8]) -> Result<Meta, FormatError> {
     } else {
         postcard::take_from_bytes::<WireExt2>(rest).map_err(bad)?
     };
-    let ext3 = if rest.is_empty() {
-        WireExt3::default()
+    let (ext3, rest) = if rest.is_empty() {
+        (WireExt3::default(), rest)
+    } else {
+        postcard::take_from_bytes::<WireExt3>(rest).map_err(bad)?
+    };
+    let ext4 = if rest.is_empty() {
+        WireExt4::default()
     } else {
         // Blocks after this one are newer than this reader and ignored.
-        postcard::take_from_bytes::<WireExt3>(rest).map_err(bad)?.0
+        postcard::take_from_bytes::<WireExt4>(rest).map_err(bad)?.0
     };
-    Meta::from_wire(v1, ext2, ext3)
+    Meta::from_wire(v1, ext2, ext3, ext4)
 }
 
 /// Serialize and tag a sidecar.
@@ -331,6 +362,7 @@ mod tests {
             db_check: Some("ok".into()),
             schema_sha256: Some([3; 32]),
             tables: vec![("deposits".into(), 12), ("refunds".into(), 0)],
+            parent: Some("database-20261124T090000Z-0a0b0b".into()),
         }
     }
 
@@ -377,6 +409,7 @@ mod tests {
         assert_eq!(got.db_check, None);
         assert_eq!(got.schema_sha256, None);
         assert!(got.tables.is_empty());
+        assert_eq!(got.parent, None);
         assert_eq!(got.id, m.id);
         assert_eq!(got.strategy, Strategy::Database);
     }
@@ -394,7 +427,8 @@ mod tests {
         assert_eq!(got.hardlinks, 2);
         assert_eq!(got.schema_sha256, None);
         assert!(got.tables.is_empty());
-        // A body that ends inside block 3 is an error, not a default.
+        assert_eq!(got.parent, None);
+        // A body that ends inside block 4 is an error, not a default.
         let mut cut = encode_body(&m);
         cut.pop();
         assert!(decode(&seal(&cut, &h, &key), Some(&ring(&key))).is_err());
@@ -416,6 +450,7 @@ mod tests {
         let mut body = postcard::to_stdvec(&v1).unwrap();
         body.extend_from_slice(&postcard::to_stdvec(&ext).unwrap());
         body.extend_from_slice(&postcard::to_stdvec(&m.to_ext3()).unwrap());
+        body.extend_from_slice(&postcard::to_stdvec(&m.to_ext4()).unwrap());
         let e = decode(&seal(&body, &h, &key), Some(&ring(&key))).unwrap_err();
         assert!(e.to_string().contains("unknown strategy"), "{e}");
     }

@@ -92,6 +92,7 @@ pub fn craft(
         db_check: db_check.map(str::to_string),
         schema_sha256: None,
         tables: Vec::new(),
+        parent: None,
     };
     let bytes = sidecar::encode(&meta, &header, &header.protection(Some(&key)).unwrap());
     fs::write(dir.join(format!("{id}.meta")), bytes).unwrap();
