@@ -55,6 +55,61 @@ pub fn bin() -> Command {
     }
 }
 
+/// How long one run of the binary may take before a test calls it hung:
+/// far beyond any run in this suite, so that a hang fails the test with
+/// what the program printed instead of stalling CI until its own limit.
+pub fn run_limit() -> Duration {
+    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        Duration::from_secs(600)
+    } else {
+        Duration::from_secs(240)
+    }
+}
+
+/// `cmd.output()`, but killed and failed after [`run_limit`] with its
+/// output so far.
+pub fn output_within(mut cmd: Command, what: &str) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + run_limit();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err.join().unwrap_or_default();
+            panic!(
+                "{what} did not finish within {:?}; it printed: {}",
+                run_limit(),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
 /// A scratch board: source trees, a database, a config, a key.
 pub struct Board {
     pub tmp: TempDir,
@@ -112,13 +167,12 @@ impl Board {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        bin()
-            .arg("--config")
+        let mut cmd = bin();
+        cmd.arg("--config")
             .arg(&self.config)
             .arg("--quiet")
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        output_within(cmd, &format!("rvm-backup {args:?}"))
     }
 
     /// Run and expect success; returns stdout.
