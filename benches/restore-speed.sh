@@ -8,6 +8,8 @@
 #                             a given WORK must be missing or empty
 #        KEEP=1               keep WORK afterwards (it is removed otherwise)
 #        RVM_BACKUP_BIN=PATH  benchmark this binary instead of building target/release/rvm-backup
+#        BASELINE_BIN=PATH    also time `backup database` and `backup logs` with this older
+#                             binary, in the same runs (a before/after comparison)
 #
 # Every figure is the median of RUNS runs, each measured by benches/measure.py, from a cold
 # page cache when this user can write /proc/sys/vm/drop_caches.
@@ -72,6 +74,8 @@ else
     bin="$target_dir/release/rvm-backup"
 fi
 [ -x "$bin" ] || die "no executable at $bin"
+baseline=${BASELINE_BIN:-}
+[ -z "$baseline" ] || [ -x "$baseline" ] || die "no executable at BASELINE_BIN=$baseline"
 
 section "data set (scale $scale) in $WORK/data"
 python3 "$mkdata" "$WORK/data" "$scale"
@@ -144,6 +148,12 @@ for i in $(seq "$runs"); do
             run "$cfg-$s" "$i" "$bin" --quiet --config "$WORK/$cfg.toml" backup "$s"
         done
     done
+    if [ -n "$baseline" ]; then
+        for s in database logs; do
+            drop_caches
+            run "base-$s" "$i" "$baseline" --quiet --config "$WORK/main.toml" backup "$s"
+        done
+    fi
 done
 
 # ---- full restore ---------------------------------------------------------------------------
@@ -169,10 +179,10 @@ section "results"
 db_bytes=$(stat -c %s "$WORK/data/db/rvm.sqlite")
 logs_bytes=$(du -sb "$WORK/data/logs" | cut -f1)
 python3 - "$WORK" "$scale" "$runs" "$data_bytes" "$db_bytes" "$logs_bytes" "$cold_cache" \
-    "$(restic version | head -n 1)" <<'EOF'
+    "$(restic version | head -n 1)" "$baseline" <<'EOF'
 import json, statistics, sys
 
-work, scale, runs, data_bytes, db_bytes, logs_bytes, cold, restic_version = sys.argv[1:]
+work, scale, runs, data_bytes, db_bytes, logs_bytes, cold, restic_version, baseline = sys.argv[1:]
 runs, data_bytes, db_bytes, logs_bytes = int(runs), int(data_bytes), int(db_bytes), int(logs_bytes)
 def med(name, field="wall_s"):
     return statistics.median(json.load(open(f"{work}/m-{name}-{i}.json"))[field] for i in range(1, runs + 1))
@@ -202,4 +212,9 @@ db, logs, plain = speed["database strategy"], speed["logs strategy"], speed["dat
 print(f"  database/logs MB/s: {db[0] / logs[0]:.2f} compressed, {db[1] / logs[1]:.2f} without compression")
 print(f"  database strategy / same file as a plain file: {db[0] / plain[0]:.2f} compressed, "
       f"{db[1] / plain[1]:.2f} without compression")
+if baseline:
+    b_db, b_logs = db_bytes / med("base-database") / 1e6, logs_bytes / med("base-logs") / 1e6
+    print(f"  baseline {baseline}: database {med('base-database'):.2f} s {b_db:.1f} MB/s, "
+          f"logs {med('base-logs'):.2f} s {b_logs:.1f} MB/s, database/logs {b_db / b_logs:.2f}")
+    print(f"  database strategy, this binary / baseline: {db[0] / b_db:.2f}x the MB/s")
 EOF
