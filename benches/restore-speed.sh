@@ -17,7 +17,7 @@
 # Restore: `rvm-backup restore --all --target` (every strategy; it verifies every archive
 # first, then restores, then flushes once per file system) against `restic restore latest
 # --target` of the same data; each tree is compared with the source (diff -r, and the
-# database by its SQL dump).
+# database by its SQL dump). Also each strategy restored alone (one pass over its archive).
 #
 # Read speed: `backup database` and `backup logs` (each includes the verify-after-write
 # pass), as MB/s of source bytes; and, to tell the SQL read path from the cost of the
@@ -164,6 +164,13 @@ for i in $(seq "$runs"); do
     run rvb-restore "$i" "$bin" --quiet --config "$WORK/main.toml" restore --all --target "$WORK/r-ours"
     drop_caches
     run restic-restore "$i" restic restore latest -q --target "$WORK/r-restic"
+    # Each strategy alone: one pass over its archive (restore --all first reads every
+    # archive through, so that a damaged one is refused before anything is touched).
+    for s in config application database logs; do
+        rm -rf "$WORK/r-one"
+        drop_caches
+        run "rvb-restore-$s" "$i" "$bin" --quiet --config "$WORK/main.toml" restore "$s" latest --target "$WORK/r-one"
+    done
 done
 for t in config logs app; do
     diff -r "$WORK/data/$t" "$WORK/r-ours$WORK/data/$t" >/dev/null || die "our restore of $t differs"
@@ -198,6 +205,10 @@ print("full restore (every strategy)        wall s   peak RSS MiB")
 print(f"  rvm-backup restore --all --target  {ours:6.2f}   {rss('rvb-restore'):6.1f}")
 print(f"  restic restore latest --target     {theirs:6.2f}   {rss('restic-restore'):6.1f}")
 print(f"  ratio ours/restic: {ours / theirs:.2f}")
+single = {s: med(f"rvb-restore-{s}") for s in ("config", "application", "database", "logs")}
+print("  each strategy alone (restore STRATEGY --target): "
+      + ", ".join(f"{s} {t:.2f} s" for s, t in single.items())
+      + f"; sum {sum(single.values()):.2f} s, ratio sum/restic {sum(single.values()) / theirs:.2f}")
 print()
 print("read speed (backup incl. its verify)   compressed        compression off")
 rows = (("database strategy", "main-database", "raw-database", db_bytes),

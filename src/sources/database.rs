@@ -315,7 +315,11 @@ impl<'s> Pages<'s> {
                 "the database gave page {got} where page {pgno} was expected"
             )));
         }
-        let data = row.get_ref(1).map_err(sql)?.as_blob().map_err(|e| sql(e.into()))?;
+        let data = row
+            .get_ref(1)
+            .map_err(sql)?
+            .as_blob()
+            .map_err(|e| sql(e.into()))?;
         if data.len() != self.size as usize {
             return Err(DbError::Other(format!(
                 "database page {pgno} has {} bytes, not {}",
@@ -427,7 +431,9 @@ mod tests {
         let copy = d.join("copy.sqlite");
         std::fs::write(&copy, &image).unwrap();
         let r = Connection::open(&copy).unwrap();
-        let check: String = r.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let check: String = r
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(check, "ok");
         assert_eq!(count_rows(&r, "t").unwrap(), 2000);
         let _ = std::fs::remove_dir_all(&d);
