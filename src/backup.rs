@@ -24,7 +24,7 @@ use crate::format::sidecar::{self, DatabaseInfo, Meta};
 use crate::format::{ArchiveWriter, EntryHeader, EntryKind, FormatError};
 use crate::fsutil::write_atomic;
 use crate::progress::Progress;
-use crate::sources::database::DbSnapshot;
+use crate::sources::database::{DbSnapshot, Pages};
 use crate::sources::exclude::Excludes;
 use crate::sources::tree::{exists_nofollow, Found, Info, Walker};
 use crate::store::parts::PartWriter;
@@ -475,7 +475,7 @@ async fn write_database(
     counts: &mut Counts,
     progress: &mut Progress,
 ) -> Result<()> {
-    let mut snap = open_snapshot(path).await?;
+    let snap = open_snapshot(path).await?;
     let m = fs::metadata(path).at("stat", path)?;
     let info = Info {
         dev: m.dev(),
@@ -490,8 +490,35 @@ async fn write_database(
         ctime: m.ctime(),
         ctime_nsec: m.ctime_nsec().clamp(0, 999_999_999) as u32,
     };
+    let total = snap.total_bytes();
+    progress.start("backup database", Some(total));
+    w.begin_entry(&entry_header(EntryKind::Database, path, &info, total))
+        .map_err(write_err(path))?;
+    // One statement steps over all pages; each page goes straight from
+    // SQLite's buffer into the archive's frame. Progress and a yield to the
+    // other tasks come once per CHUNK.
+    let mut stmt = snap.page_statement().map_err(|e| msg(e.to_string()))?;
+    let mut pages = Pages::new(&snap, &mut stmt).map_err(|e| msg(e.to_string()))?;
+    let mut since_yield = 0usize;
+    while let Some(page) = pages.next_page().map_err(|e| msg(e.to_string()))? {
+        w.write_content(page).map_err(write_err(path))?;
+        since_yield += page.len();
+        if since_yield >= CHUNK {
+            progress.add(since_yield as u64);
+            since_yield = 0;
+            smol::future::yield_now().await;
+        }
+    }
+    progress.add(since_yield as u64);
+    drop(pages);
+    drop(stmt);
+    w.end_entry(STATUS_CLEAN).map_err(write_err(path))?;
     // The check runs in the snapshot's read transaction, so it judges
-    // exactly the pages stored below. A damaged source is still backed up
+    // exactly the pages stored above. It runs after them because the
+    // sequential page scan has just brought the file into the page cache:
+    // from a cold cache, quick_check's reads in b-tree order cost about ten
+    // times the whole scan (1.2 s against 0.1 s for a 42 MB database; more
+    // on an SD card). A damaged source is still backed up
     // (it may be the best copy there is); the sidecar records the verdict.
     let check_started = Instant::now();
     let check = match snap.quick_check() {
@@ -512,24 +539,6 @@ async fn write_database(
     counts.db_check = Some(check);
     smol::future::yield_now().await;
     record_drill_facts(&snap, path, counts).await;
-    let total = snap.total_bytes();
-    progress.start("backup database", Some(total));
-    w.begin_entry(&entry_header(EntryKind::Database, path, &info, total))
-        .map_err(write_err(path))?;
-    let mut batch = Vec::with_capacity(CHUNK + snap.page_size as usize);
-    loop {
-        let more = snap.read_page(&mut batch).map_err(|e| msg(e.to_string()))?;
-        if batch.len() >= CHUNK || (!more && !batch.is_empty()) {
-            w.write_content(&batch).map_err(write_err(path))?;
-            progress.add(batch.len() as u64);
-            batch.clear();
-            smol::future::yield_now().await;
-        }
-        if !more {
-            break;
-        }
-    }
-    w.end_entry(STATUS_CLEAN).map_err(write_err(path))?;
     counts.files += 1;
     counts.content_bytes += total;
     counts.database = Some(DatabaseInfo {

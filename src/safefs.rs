@@ -135,6 +135,24 @@ impl Dir {
         Ok(File::from(fd))
     }
 
+    /// Open an existing regular file for reading, never through a symlink
+    /// and never a FIFO or device (refused with `InvalidInput`).
+    pub fn open_regular(&self, name: &[u8]) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name_arg(name)?,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if !FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode).is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(File::from(fd))
+    }
+
     /// An unnamed temporary file on this directory's file system
     /// (`O_TMPFILE`), or, where that is not supported, a file created
     /// under `fallback_name` and unlinked at once.

@@ -13,7 +13,8 @@
 //! removes every temporary name and every directory phase 1 created: the
 //! target is left as it was.
 //!
-//! Phase 2 ([`publish`]) flushes the file systems once, reopens every
+//! Phase 2 ([`publish`]) flushes the file systems once ([`durable`]: one
+//! `syncfs` each, no `fsync` per file), reopens every
 //! directory from the root descriptors and checks it is the one phase 1
 //! used, renames each staged name over its destination, sets directory
 //! owners, modes and times, and flushes again. A live database is first
@@ -25,6 +26,7 @@
 //! root is a symlink.
 
 mod database;
+mod durable;
 mod journal;
 mod order;
 mod publish;
@@ -117,6 +119,20 @@ pub async fn run(
     accept_damaged: bool,
     progress: &mut Progress,
 ) -> Result<Restored> {
+    let flush = Box::new(durable::Kernel);
+    run_with(archive, key, target, only, accept_damaged, progress, flush).await
+}
+
+/// [`run`] with every sync going through `flush` (tests count and fail them).
+async fn run_with(
+    archive: &Listed,
+    key: Option<&KeyRing>,
+    target: Option<&Path>,
+    only: Option<&Path>,
+    accept_damaged: bool,
+    progress: &mut Progress,
+    flush: Box<dyn durable::Flush>,
+) -> Result<Restored> {
     database::refuse_damaged_source(&archive.meta, accept_damaged)?;
     for s in &archive.meta.sources {
         crate::format::record::check_path(s.as_bytes()).map_err(arch(archive))?;
@@ -127,6 +143,7 @@ pub async fn run(
         target,
         accept_damaged,
     )?;
+    stage.flush = flush;
     let mut done = Restored {
         id: archive.meta.id.clone(),
         ..Restored::default()

@@ -1,13 +1,14 @@
 //! Phase 2 (publish) and undo: replays of the journal.
 //!
-//! Publish first flushes every touched file system once (`syncfs`), so no
+//! Publish first flushes every touched file system once (`syncfs`, or an
+//! `fsync` of each staged file where that fails: [`super::durable`]), so no
 //! staged byte can be lost after its name is in place; then it replays the
 //! journal from the roots it holds open: each directory is reopened with
 //! `O_NOFOLLOW` and must have the device and inode phase 1 recorded, each
 //! staged name must still be the inode phase 1 made, and only then is it
 //! renamed over its destination inside that one directory descriptor.
 //! Directory owner, mode and time are set when the replay leaves a
-//! directory (after everything inside it). A last `syncfs` makes the
+//! directory (after everything inside it). A last flush makes the
 //! renames and directory changes durable.
 //!
 //! Undo replays the same journal and removes only names this restore made
@@ -22,6 +23,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use super::durable::When;
 use super::journal::{Kind, Rec};
 use super::stage::{tmp_name, Stage};
 use crate::error::{msg, IoContext, Result};
@@ -72,18 +74,10 @@ impl Stage {
         p
     }
 
-    fn sync_all(&self, when: &str) -> Result<()> {
-        for d in &self.devs {
-            d.syncfs()
-                .ctx(|| format!("cannot flush the restored files to disk {when}"))?;
-        }
-        Ok(())
-    }
-
     /// Phase 2. Returns where a replaced live database was kept.
     pub async fn publish(&mut self) -> Result<Option<PathBuf>> {
         self.stack.clear();
-        self.sync_all("before putting them in place")?;
+        self.flush_all(When::BeforePublish)?;
         let mut previous = None;
         let mut root: Option<u32> = None;
         let mut stack: Vec<PLevel> = Vec::new();
@@ -179,7 +173,7 @@ impl Stage {
             }
         }
         self.leave(&mut stack, &mut names, root, 0)?;
-        self.sync_all("after putting them in place")?;
+        self.flush_all(When::AfterPublish)?;
         self.finished = true;
         Ok(previous)
     }

@@ -73,6 +73,8 @@ pub struct Stage {
     pub(super) order: Order,
     /// Set once publishing succeeded: nothing is left to undo.
     pub(super) finished: bool,
+    /// Every sync of the restore goes through this ([`super::durable`]).
+    pub(super) flush: Box<dyn super::durable::Flush>,
 }
 
 /// The staged name number `n` of the restore with `token`. Keeps the
@@ -154,6 +156,7 @@ impl Stage {
             devs: Vec::new(),
             order: Order::default(),
             finished: false,
+            flush: Box::new(super::durable::Kernel),
         })
     }
 

@@ -6,8 +6,9 @@
 //! the bundled SQLite, see `.cargo/config.toml`). Inside that transaction
 //! SQLite shows us the database exactly as of one commit, merging the main
 //! file and the WAL, while the writer goes on appending to the WAL unblocked
-//! (readers never block a WAL writer). Pages are streamed one at a time into
-//! the archive: no temporary copy on the SD card, memory of one page.
+//! (readers never block a WAL writer). Pages are streamed into the archive
+//! from one statement scanning `sqlite_dbpage` ([`Pages`]): no temporary
+//! copy on the SD card, no copy in memory beyond the archive's frame.
 //!
 //! The page image is a valid database file: page 1 carries the header, and
 //! the restore runs `PRAGMA integrity_check` before using it.
@@ -16,8 +17,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Rows, Statement};
 use sha2::{Digest, Sha256};
+
+/// Every page of the database in page-number order (the virtual table's
+/// own scan order, checked page by page in [`Pages`]).
+const PAGES_SQL: &str = "SELECT pgno, data FROM sqlite_dbpage";
 
 /// At most this many tables' row counts are recorded per archive (the
 /// first ones by name); the schema hash still covers every table.
@@ -94,7 +99,6 @@ pub struct DbSnapshot {
     pub page_size: u32,
     pub page_count: u64,
     pub journal_mode: String,
-    next_page: u64,
 }
 
 /// Why a snapshot could not be taken or read. SQLite's own errors keep
@@ -195,7 +199,7 @@ impl DbSnapshot {
         let page_count: u64 = conn
             .query_row("PRAGMA page_count", [], |r| r.get(0))
             .map_err(sql_err)?;
-        conn.prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
+        conn.prepare(PAGES_SQL)
             .map_err(|e| DbError::Sqlite {
                 what: "this rvm-backup was built without the sqlite_dbpage table; build it with the repository's .cargo/config.toml".into(),
                 source: e,
@@ -205,7 +209,6 @@ impl DbSnapshot {
             page_size,
             page_count,
             journal_mode,
-            next_page: 1,
         })
     }
 
@@ -251,37 +254,81 @@ impl DbSnapshot {
         self.page_count * u64::from(self.page_size)
     }
 
-    /// Append the next page to `out`; false when all pages were read.
-    pub fn read_page(&mut self, out: &mut Vec<u8>) -> Result<bool, DbError> {
-        if self.next_page > self.page_count {
-            return Ok(false);
-        }
-        let pgno = self.next_page;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
-            .map_err(|e| DbError::Sqlite {
-                what: "cannot prepare the page query".into(),
-                source: e,
-            })?;
-        let before = out.len();
-        stmt.query_row([pgno as i64], |r| {
-            out.extend_from_slice(r.get_ref(0)?.as_blob()?);
-            Ok(())
+    /// The one statement that steps over every page of the snapshot in
+    /// page-number order; read it with [`Pages`].
+    pub fn page_statement(&self) -> Result<Statement<'_>, DbError> {
+        self.conn.prepare(PAGES_SQL).map_err(|e| DbError::Sqlite {
+            what: "cannot prepare the page query".into(),
+            source: e,
         })
-        .map_err(|e| DbError::Sqlite {
-            what: format!("cannot read database page {pgno}"),
+    }
+}
+
+/// Every page of the image, in order, from one running statement
+/// (`sqlite_dbpage` scanned once) instead of one query per page. Each page
+/// is handed out as a borrowed slice of SQLite's own buffer: no copy here.
+///
+/// Invariants: pages come numbered 1, 2, ... up to the snapshot's page
+/// count, each exactly `page_size` bytes, or reading fails; nothing past
+/// the page count is read.
+pub struct Pages<'s> {
+    rows: Rows<'s>,
+    next: u64,
+    count: u64,
+    size: u32,
+}
+
+impl<'s> Pages<'s> {
+    pub fn new(snap: &DbSnapshot, stmt: &'s mut Statement<'_>) -> Result<Pages<'s>, DbError> {
+        let rows = stmt.query([]).map_err(|e| DbError::Sqlite {
+            what: "cannot start reading the database pages".into(),
             source: e,
         })?;
-        if out.len() - before != self.page_size as usize {
+        Ok(Pages {
+            rows,
+            next: 1,
+            count: snap.page_count,
+            size: snap.page_size,
+        })
+    }
+
+    /// The next page, or `None` when all pages were read.
+    pub fn next_page(&mut self) -> Result<Option<&[u8]>, DbError> {
+        if self.next > self.count {
+            return Ok(None);
+        }
+        let pgno = self.next;
+        let sql = |e: rusqlite::Error| DbError::Sqlite {
+            what: format!("cannot read database page {pgno}"),
+            source: e,
+        };
+        let row = self.rows.next().map_err(sql)?.ok_or_else(|| {
+            DbError::Other(format!(
+                "the database ended at page {} of {}",
+                pgno - 1,
+                self.count
+            ))
+        })?;
+        let got: i64 = row.get(0).map_err(sql)?;
+        if u64::try_from(got).ok() != Some(pgno) {
             return Err(DbError::Other(format!(
-                "database page {pgno} has {} bytes, not {}",
-                out.len() - before,
-                self.page_size
+                "the database gave page {got} where page {pgno} was expected"
             )));
         }
-        self.next_page += 1;
-        Ok(true)
+        let data = row
+            .get_ref(1)
+            .map_err(sql)?
+            .as_blob()
+            .map_err(|e| sql(e.into()))?;
+        if data.len() != self.size as usize {
+            return Err(DbError::Other(format!(
+                "database page {pgno} has {} bytes, not {}",
+                data.len(),
+                self.size
+            )));
+        }
+        self.next += 1;
+        Ok(Some(data))
     }
 }
 
@@ -343,6 +390,52 @@ mod tests {
         assert_ne!(now, before);
         assert_eq!(schema_sha256(&c).unwrap(), now);
         assert_eq!(count_rows(&c, "b").unwrap(), 3);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn pages_stream_in_order_as_of_the_snapshot() {
+        let d = scratch("pages");
+        let db = d.join("x.sqlite");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t(x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+             INSERT INTO t SELECT randomblob(300) FROM n;",
+        )
+        .unwrap();
+        let snap = DbSnapshot::open(&db).unwrap();
+        let count = snap.page_count;
+        assert!(count > 100, "{count} pages");
+        // Commits after the snapshot began grow the file; the image must
+        // not see them.
+        c.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+             INSERT INTO t SELECT randomblob(300) FROM n;",
+        )
+        .unwrap();
+        let mut stmt = snap.page_statement().unwrap();
+        let mut pages = Pages::new(&snap, &mut stmt).unwrap();
+        let mut image = Vec::new();
+        let mut n = 0u64;
+        while let Some(p) = pages.next_page().unwrap() {
+            assert_eq!(p.len(), snap.page_size as usize);
+            image.extend_from_slice(p);
+            n += 1;
+        }
+        assert_eq!(n, count);
+        assert!(pages.next_page().unwrap().is_none(), "a page past the end");
+        drop(pages);
+        drop(stmt);
+        drop(snap);
+        let copy = d.join("copy.sqlite");
+        std::fs::write(&copy, &image).unwrap();
+        let r = Connection::open(&copy).unwrap();
+        let check: String = r
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        assert_eq!(count_rows(&r, "t").unwrap(), 2000);
         let _ = std::fs::remove_dir_all(&d);
     }
 
