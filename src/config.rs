@@ -320,6 +320,63 @@ pub struct DatabaseSection {
     pub path: AbsPath,
     pub interval: Option<IntervalDuration>,
     pub at: Option<DailyAt>,
+    /// Point-in-time recovery (WAL shipping) while the daemon runs
+    /// (default on).
+    pub pitr: Option<bool>,
+    /// How often the daemon ships new WAL frames (default 1s).
+    pub pitr_sync_interval: Option<SyncInterval>,
+    /// How often a new generation starts from a fresh snapshot (default 24h).
+    pub pitr_snapshot_interval: Option<IntervalDuration>,
+    /// How long restore points are kept (default 7d).
+    pub pitr_retention: Option<IntervalDuration>,
+}
+
+/// `pitr_snapshot_interval` when absent.
+pub const DEFAULT_PITR_SNAPSHOT_S: u64 = 86_400;
+/// `pitr_retention` when absent.
+pub const DEFAULT_PITR_RETENTION_S: u64 = 7 * 86_400;
+
+impl DatabaseSection {
+    pub fn pitr_enabled(&self) -> bool {
+        self.pitr.unwrap_or(true)
+    }
+    pub fn pitr_sync(&self) -> Duration {
+        self.pitr_sync_interval
+            .map_or(Duration::from_secs(1), |d| d.0)
+    }
+    pub fn pitr_snapshot(&self) -> Duration {
+        self.pitr_snapshot_interval
+            .map_or(Duration::from_secs(DEFAULT_PITR_SNAPSHOT_S), |d| d.0)
+    }
+    pub fn pitr_retention(&self) -> Duration {
+        self.pitr_retention
+            .map_or(Duration::from_secs(DEFAULT_PITR_RETENTION_S), |d| d.0)
+    }
+}
+
+/// `pitr_sync_interval`: `"250ms"` or a duration as elsewhere (`"2s"`),
+/// from 100ms to 1h.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncInterval(pub Duration);
+
+impl<'de> Deserialize<'de> for SyncInterval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = match s.strip_suffix("ms") {
+            Some(ms) if !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) => {
+                Duration::from_millis(ms.parse().map_err(|_| {
+                    serde::de::Error::custom(format!("invalid duration {s:?}"))
+                })?)
+            }
+            _ => parse_duration(&s).map_err(serde::de::Error::custom)?,
+        };
+        if v < Duration::from_millis(100) || v > Duration::from_secs(3600) {
+            return Err(serde::de::Error::custom(format!(
+                "duration {s:?} is out of range: it must be from 100ms to 1h"
+            )));
+        }
+        Ok(SyncInterval(v))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
