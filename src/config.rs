@@ -364,9 +364,10 @@ impl<'de> Deserialize<'de> for SyncInterval {
         let s = String::deserialize(d)?;
         let v = match s.strip_suffix("ms") {
             Some(ms) if !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) => {
-                Duration::from_millis(ms.parse().map_err(|_| {
-                    serde::de::Error::custom(format!("invalid duration {s:?}"))
-                })?)
+                Duration::from_millis(
+                    ms.parse()
+                        .map_err(|_| serde::de::Error::custom(format!("invalid duration {s:?}")))?,
+                )
             }
             _ => parse_duration(&s).map_err(serde::de::Error::custom)?,
         };
@@ -1310,5 +1311,36 @@ exclude = ["*.pyc", "__pycache__"]
             assert!(e.contains(says), "{bad}: {e}");
         }
         assert!(with("relative/dir").is_err());
+    }
+
+    #[test]
+    fn pitr_keys_are_checked_with_key_and_line() {
+        let with = |extra: &str| {
+            Config::parse(
+                &format!("[database]\npath = \"/var/lib/db/rvm.sqlite\"\n{extra}\n"),
+                Path::new("/etc/rvm-backup/rvm-backup.toml"),
+            )
+        };
+        let c = with("").unwrap();
+        let db = c.database.unwrap();
+        assert!(db.pitr_enabled());
+        assert_eq!(db.pitr_sync(), Duration::from_secs(1));
+        assert_eq!(db.pitr_snapshot(), Duration::from_secs(86_400));
+        assert_eq!(db.pitr_retention(), Duration::from_secs(7 * 86_400));
+        let c = with("pitr = false\npitr_sync_interval = \"250ms\"").unwrap();
+        let db = c.database.unwrap();
+        assert!(!db.pitr_enabled());
+        assert_eq!(db.pitr_sync(), Duration::from_millis(250));
+        for (bad, says) in [
+            ("pitr_sync_interval = \"50ms\"", "from 100ms to 1h"),
+            ("pitr_sync_interval = \"2h\"", "from 100ms to 1h"),
+            ("pitr_sync_interval = \"ms\"", "invalid duration"),
+            ("pitr_retention = \"400d\"", "from 1s to 366d"),
+            ("pitr_snapshot_interval = \"0s\"", "invalid duration"),
+            ("pitr = \"yes\"", ""),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("line 3"), "{bad}: {e}");
+        }
     }
 }

@@ -148,9 +148,11 @@ fn rows(db: &Path) -> (i64, i64, i64) {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok", "{}", db.display());
-    c.query_row("SELECT count(*), coalesce(min(n),0), coalesce(max(n),0) FROM t", [], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })
+    c.query_row(
+        "SELECT count(*), coalesce(min(n),0), coalesce(max(n),0) FROM t",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
     .unwrap()
 }
 
@@ -243,7 +245,12 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
         let (db, out) = restore_at(&b, *t, &format!("at{k}"));
         assert!(out.contains("restored to the commit at"), "{out}");
         eprintln!("point {k} at {}: {out}", rfc3339(*t));
-        assert_eq!(rows(&db), (*n, 1, *n), "restore at point {k} ({})", rfc3339(*t));
+        assert_eq!(
+            rows(&db),
+            (*n, 1, *n),
+            "restore at point {k} ({})",
+            rfc3339(*t)
+        );
     }
 
     // A tampered segment: the restore refuses and says so.
@@ -263,10 +270,12 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
         b.tmp.path().join("tampered").to_str().unwrap(),
     ]);
     assert!(err.contains("damaged or was tampered"), "{err}");
-    assert!(!b.tmp.path().join("tampered").join("var").exists() || {
-        let db = b.in_target(&b.tmp.path().join("tampered"), &b.db_path());
-        !db.exists()
-    });
+    assert!(
+        !b.tmp.path().join("tampered").join("var").exists() || {
+            let db = b.in_target(&b.tmp.path().join("tampered"), &b.db_path());
+            !db.exists()
+        }
+    );
     // A missing segment: refused too.
     bytes[mid] ^= 0x40;
     fs::write(&seg, &bytes).unwrap();

@@ -73,7 +73,7 @@ impl Session {
                     snapshot,
                     problem: None,
                 };
-                match g.range(self.key()) {
+                match g.range(self.key(), self.cfg.encryption_enabled) {
                     Ok((f, l)) => {
                         r.first = f.when();
                         r.last = l.when();
@@ -99,7 +99,7 @@ impl Session {
             .map(|a| a.meta.created)
             .max();
         for g in store::generations(&self.cfg.backup_dir).into_iter().rev() {
-            let Ok((first, last)) = g.range(self.key()) else {
+            let Ok((first, last)) = g.range(self.key(), self.cfg.encryption_enabled) else {
                 log::warn!("point-in-time generation {} is unreadable; skipped", g.id);
                 continue;
             };
@@ -143,7 +143,9 @@ impl Session {
             std::fs::remove_dir_all(&scratch).at("remove the stale", &scratch)?;
         }
         std::fs::create_dir_all(&scratch).at("create", &scratch)?;
-        let out = self.pitr_restore_in(&plan, t, req, &scratch, progress).await;
+        let out = self
+            .pitr_restore_in(&plan, t, req, &scratch, progress)
+            .await;
         if let Err(e) = std::fs::remove_dir_all(&scratch) {
             log::warn!("could not remove {}: {e}", scratch.display());
         }
@@ -189,7 +191,15 @@ impl Session {
             .write(true)
             .open(&staged)
             .at("open the staged database", &staged)?;
-        let reached = apply::replay(&plan.generation, self.key.as_ref(), t, &file, page_size).await?;
+        let reached = apply::replay(
+            &plan.generation,
+            self.key.as_ref(),
+            self.cfg.encryption_enabled,
+            t,
+            &file,
+            page_size,
+        )
+        .await?;
         file.sync_all().at("sync", &staged)?;
         drop(file);
         // 3. Checked before anything live is touched.
@@ -214,13 +224,18 @@ impl Session {
             .cfg
             .database
             .as_ref()
-            .map_or(crate::config::DEFAULT_PITR_RETENTION_S, |d| d.pitr_retention().as_secs());
-        let cutoff = crate::timefmt::now_unix()
-            .saturating_sub(i64::try_from(retention).unwrap_or(i64::MAX));
+            .map_or(crate::config::DEFAULT_PITR_RETENTION_S, |d| {
+                d.pitr_retention().as_secs()
+            });
+        let cutoff =
+            crate::timefmt::now_unix().saturating_sub(i64::try_from(retention).unwrap_or(i64::MAX));
         let mut newest: Option<(i64, u32, usize)> = None;
         let mut lasts = Vec::new();
         for (i, g) in gens.iter().enumerate() {
-            let last = g.range(self.key()).ok().map(|(_, l)| l.when());
+            let last = g
+                .range(self.key(), self.cfg.encryption_enabled)
+                .ok()
+                .map(|(_, l)| l.when());
             if let Some(l) = last {
                 if newest.is_none_or(|n| (n.0, n.1) <= l) {
                     newest = Some((l.0, l.1, i));
@@ -285,7 +300,9 @@ fn check(db: &Path, accept_damaged: bool, id: &str) -> Result<()> {
 /// Move (or copy, across file systems) the checked image `staged` into
 /// `dest`'s directory under a temporary name, then swap it in as a
 /// database restore does (the previous file kept as `.pre-restore-…`).
+/// Both directories are used through open descriptors.
 fn publish(staged: &Path, dest: &Path) -> Result<Option<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
     let parent = crate::fsutil::parent(dest);
     std::fs::create_dir_all(parent).at("create", parent)?;
     let name = dest
@@ -293,17 +310,30 @@ fn publish(staged: &Path, dest: &Path) -> Result<Option<PathBuf>> {
         .ok_or_else(|| msg(format!("{} names no file", dest.display())))?
         .as_bytes()
         .to_vec();
+    let src_name = staged
+        .file_name()
+        .ok_or_else(|| msg(format!("{} names no file", staged.display())))?
+        .to_os_string();
+    let sdir = crate::safefs::Dir::open_path(crate::fsutil::parent(staged))
+        .at("open", crate::fsutil::parent(staged))?;
     let dir = crate::safefs::Dir::open_path(parent).at("open", parent)?;
     let tmp = format!(".rvm-pitr-{}.tmp", std::process::id());
-    let tmp_path = parent.join(&tmp);
-    let _ = dir.unlink(tmp.as_bytes());
-    if std::fs::rename(staged, &tmp_path).is_err() {
+    let tmp_os = std::ffi::OsStr::new(&tmp);
+    let moved = rustix::fs::renameat(&sdir, src_name.as_os_str(), &dir, tmp_os);
+    if moved.is_err() {
+        // Another file system: a copy, created O_EXCL|O_NOFOLLOW there.
         let meta = std::fs::metadata(staged).at("inspect", staged)?;
-        std::fs::copy(staged, &tmp_path).at("copy the restored database to", &tmp_path)?;
-        let f = std::fs::File::open(&tmp_path).at("open", &tmp_path)?;
-        use std::os::unix::fs::MetadataExt;
-        let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
-        f.sync_all().at("sync", &tmp_path)?;
+        let mut from = std::fs::File::open(staged).at("open", staged)?;
+        let mut to = dir
+            .create_file(tmp.as_bytes(), meta.mode() & 0o7777)
+            .at("create", &parent.join(&tmp))?;
+        let copied = std::io::copy(&mut from, &mut to)
+            .and_then(|_| std::os::unix::fs::fchown(&to, Some(meta.uid()), Some(meta.gid())))
+            .and_then(|()| to.sync_all());
+        if let Err(e) = copied {
+            let _ = dir.unlink(tmp.as_bytes());
+            return Err(e).at("copy the restored database to", &parent.join(&tmp));
+        }
     }
     let out = crate::restore::swap_database(&dir, tmp.as_bytes(), &name, dest);
     if out.is_err() {

@@ -37,6 +37,7 @@ pub(crate) struct Reached {
 pub(crate) async fn replay(
     g: &Generation,
     key: Option<&KeyRing>,
+    need_encrypted: bool,
     until: i64,
     db: &File,
     page_size: u32,
@@ -56,7 +57,7 @@ pub(crate) async fn replay(
             )));
         }
         let sha = segment::file_sha256(&path)?;
-        let mut seg = segment::open(&path, key)?;
+        let mut seg = segment::open(&path, key, need_encrypted)?;
         let m = seg.meta.clone();
         if m.seq != seq || m.generation != g.id || m.prev_sha256 != expected_prev {
             return Err(msg(format!(

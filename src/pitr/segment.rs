@@ -218,7 +218,10 @@ fn write_tmp(
             .header
             .frame_offset(i)
             .ok_or_else(|| msg("WAL offset out of range"))?;
-        let full = src.wal.read_full_at(buf, off).ctx(|| "cannot read the WAL".into())?;
+        let full = src
+            .wal
+            .read_full_at(buf, off)
+            .ctx(|| "cannot read the WAL".into())?;
         let checked = if full {
             wal::check_frame(src.header, s, buf)
         } else {
@@ -279,12 +282,20 @@ fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
     ))
 }
 
-/// Open a segment and read (authenticate) its metadata.
-pub(crate) fn open(path: &Path, key: Option<&KeyRing>) -> Result<Opened> {
+/// Open a segment and read (authenticate) its metadata. `need_encrypted`
+/// (`encryption_enabled`): an unencrypted segment, whose plain SHA-256
+/// tags anyone could forge, is refused.
+pub(crate) fn open(path: &Path, key: Option<&KeyRing>, need_encrypted: bool) -> Result<Opened> {
     let (mut f, _) =
         crate::fsutil::open_regular(path, crate::fsutil::Follow::No).at("open", path)?;
     f.seek(SeekFrom::Start(0)).at("read", path)?;
     let mut reader = ArchiveReader::open(f, key).map_err(|e| bad(path, e))?;
+    if need_encrypted && !reader.header().encrypted() {
+        return Err(bad(
+            path,
+            "it is not encrypted while encryption_enabled is on (its tags could be forged)",
+        ));
+    }
     let entry = reader
         .next_entry()
         .map_err(|e| bad(path, e))?
@@ -325,11 +336,7 @@ pub(crate) fn open(path: &Path, key: Option<&KeyRing>) -> Result<Opened> {
     if o.meta.version != 1
         || !(512..=65536).contains(&o.meta.page_size)
         || !o.meta.page_size.is_power_of_two()
-        || o
-            .meta
-            .frames
-            .checked_mul(RECORD_HEADER_LEN as u64 + page)
-            != Some(o.left)
+        || o.meta.frames.checked_mul(RECORD_HEADER_LEN as u64 + page) != Some(o.left)
     {
         return Err(bad(path, "its metadata does not match its content"));
     }

@@ -38,16 +38,21 @@ impl Generation {
     }
 
     /// The first and last segments' metadata (authenticated first frames).
-    pub fn range(&self, key: Option<&KeyRing>) -> Result<(SegmentMeta, SegmentMeta)> {
-        let first_seq = *self.seqs.first().ok_or_else(|| {
-            crate::error::msg(format!("generation {} holds no segment", self.id))
-        })?;
+    pub fn range(
+        &self,
+        key: Option<&KeyRing>,
+        need_encrypted: bool,
+    ) -> Result<(SegmentMeta, SegmentMeta)> {
+        let first_seq = *self
+            .seqs
+            .first()
+            .ok_or_else(|| crate::error::msg(format!("generation {} holds no segment", self.id)))?;
         let last_seq = *self.seqs.last().unwrap_or(&first_seq);
-        let first = segment::open(&self.segment_path(first_seq), key)?.meta;
+        let first = segment::open(&self.segment_path(first_seq), key, need_encrypted)?.meta;
         let last = if last_seq == first_seq {
             first.clone()
         } else {
-            segment::open(&self.segment_path(last_seq), key)?.meta
+            segment::open(&self.segment_path(last_seq), key, need_encrypted)?.meta
         };
         if first.seq != 0 || first.generation != self.id || last.generation != self.id {
             return Err(crate::error::msg(format!(
@@ -63,9 +68,7 @@ impl Generation {
 fn generation_name(name: &str) -> bool {
     name.starts_with("database-")
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Every generation, oldest first (ids sort by their creation time).

@@ -258,7 +258,12 @@ mod tests {
     use proptest::prelude::*;
 
     /// Build a WAL image: header plus frames `(pgno, db_size, page byte)`.
-    pub(crate) fn build(big: bool, ps: u32, salts: (u32, u32), frames: &[(u32, u32, u8)]) -> Vec<u8> {
+    pub(crate) fn build(
+        big: bool,
+        ps: u32,
+        salts: (u32, u32),
+        frames: &[(u32, u32, u8)],
+    ) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(&(if big { MAGIC_BE } else { MAGIC_LE }).to_be_bytes());
         v.extend_from_slice(&VERSION.to_be_bytes());
@@ -298,7 +303,10 @@ mod tests {
             let frames = [(1, 0, 1), (2, 3, 2), (3, 0, 3), (1, 4, 4), (2, 0, 5)];
             let v = build(big, 512, (11, 22), &frames);
             let s = scan_all(&v).unwrap();
-            assert_eq!((s.commit_end, s.commits, s.db_size, s.valid_end), (4, 2, 4, 5));
+            assert_eq!(
+                (s.commit_end, s.commits, s.db_size, s.valid_end),
+                (4, 2, 4, 5)
+            );
             // A torn tail: the last commit frame cut short.
             let torn = &v[..v.len() - 536 - 10];
             let s = scan_all(torn).unwrap();
@@ -342,8 +350,15 @@ mod tests {
         assert_eq!(ours, wal.len() as u64);
         // Resuming from the middle gives the same end.
         let mid = scan(&wal[..], &h, 0, h.cksum, 5, &mut Vec::new()).unwrap();
-        let rest = scan(&wal[..], &h, mid.commit_end, mid.commit_cksum, u64::MAX, &mut Vec::new())
-            .unwrap();
+        let rest = scan(
+            &wal[..],
+            &h,
+            mid.commit_end,
+            mid.commit_cksum,
+            u64::MAX,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(rest.commit_end, s.commit_end);
         // A restarted WAL (after a full checkpoint) has new salts and the
         // older frames beyond its end no longer count.
@@ -358,7 +373,12 @@ mod tests {
         assert_eq!((s2.commits, s2.valid_end), (1, 1));
         // The old frames left in the file do not continue the new chain,
         // and with the old header they still validate up to the overwrite.
-        assert!(check_frame(&h, s.commit_cksum, &wal2[h.frame_offset(s.commit_end).unwrap() as usize..]).is_none());
+        assert!(check_frame(
+            &h,
+            s.commit_cksum,
+            &wal2[h.frame_offset(s.commit_end).unwrap() as usize..]
+        )
+        .is_none());
         drop(c);
         let _ = std::fs::remove_dir_all(&dir);
     }

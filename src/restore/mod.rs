@@ -42,9 +42,9 @@ use crate::store::parts::PartReader;
 use crate::store::Listed;
 use crate::strategy::Strategy;
 
-pub use stage::Stage;
 /// Swap a staged database image in (the point-in-time restore's publish).
 pub(crate) use database::swap as swap_database;
+pub use stage::Stage;
 
 /// Which archive of a strategy to restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
