@@ -253,6 +253,9 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
         );
     }
 
+    // verify --all checks every chain too.
+    b.ok(&["verify", "--all"]);
+
     // A tampered segment: the restore refuses and says so.
     let g1_dir = b.backups.join("database-wal").join(&g1);
     let seg = g1_dir.join("000000000001.rvw");
@@ -270,6 +273,10 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
         b.tmp.path().join("tampered").to_str().unwrap(),
     ]);
     assert!(err.contains("damaged or was tampered"), "{err}");
+    let v = b.run(&["verify", "--all"]);
+    let verr = String::from_utf8_lossy(&v.stderr);
+    assert!(!v.status.success(), "verify passed a tampered segment");
+    assert!(verr.contains("FAILED pitr") && verr.contains(&g1), "{verr}");
     assert!(
         !b.tmp.path().join("tampered").join("var").exists() || {
             let db = b.in_target(&b.tmp.path().join("tampered"), &b.db_path());

@@ -299,7 +299,20 @@ impl Ctx<'_> {
         for (path, e) in &report.unreadable {
             error_line(&format!("FAILED {}: {e}", path.display()));
         }
-        Ok(if report.failures() > 0 { 1 } else { 0 })
+        let mut failures = report.failures();
+        if matches!(which, Which::All) {
+            for (id, r) in smol::block_on(self.session.verify_pitr()) {
+                match r {
+                    Ok(n) if !quiet => out.line(&format!("OK pitr {id}  {n} WAL segments")),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failures += 1;
+                        error_line(&format!("FAILED pitr {id}: {e}"));
+                    }
+                }
+            }
+        }
+        Ok(if failures > 0 { 1 } else { 0 })
     }
 
     pub fn prune(mut self, args: &[String]) -> Result<i32> {

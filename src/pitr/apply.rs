@@ -33,14 +33,14 @@ pub(crate) struct Reached {
 
 /// Apply the segments of `g` with a time at or before `until` (seconds;
 /// a batch observed within that second counts) to `db`, the snapshot
-/// image with pages of `page_size` bytes.
+/// image with pages of `page_size` bytes. Without `db`, only check the
+/// whole chain (`verify`).
 pub(crate) async fn replay(
     g: &Generation,
     key: Option<&KeyRing>,
     need_encrypted: bool,
     until: i64,
-    db: &File,
-    page_size: u32,
+    db: Option<(&File, u32)>,
 ) -> Result<Reached> {
     let mut reached = Reached::default();
     let mut expected_prev = [0u8; 32];
@@ -66,7 +66,7 @@ pub(crate) async fn replay(
                 g.id
             )));
         }
-        if m.page_size != page_size {
+        if let Some((_, page_size)) = db.filter(|(_, ps)| m.page_size != *ps) {
             return Err(msg(format!(
                 "WAL segment {} has pages of {} bytes but the snapshot {} has {}",
                 path.display(),
@@ -78,14 +78,16 @@ pub(crate) async fn replay(
         if m.time > until {
             break;
         }
-        let ps = u64::from(page_size);
         while let Some((pgno, db_size)) = seg.next_frame(&mut buf)? {
-            let at = (u64::from(pgno) - 1) * ps;
-            db.write_all_at(&buf[segment::RECORD_HEADER_LEN..], at)
-                .ctx(|| "cannot write the restored database".into())?;
-            if db_size != 0 {
-                db.set_len(u64::from(db_size) * ps)
-                    .ctx(|| "cannot size the restored database".into())?;
+            if let Some((db, page_size)) = db {
+                let ps = u64::from(page_size);
+                let at = (u64::from(pgno) - 1) * ps;
+                db.write_all_at(&buf[segment::RECORD_HEADER_LEN..], at)
+                    .ctx(|| "cannot write the restored database".into())?;
+                if db_size != 0 {
+                    db.set_len(u64::from(db_size) * ps)
+                        .ctx(|| "cannot size the restored database".into())?;
+                }
             }
             reached.frames += 1;
         }
