@@ -273,10 +273,18 @@ impl Shipper {
 
     /// Begin a new generation: a WAL with an unbackfilled frame, our read
     /// mark on it, a full database backup (the snapshot), then segment 0
-    /// with every frame of the WAL as it is now.
+    /// with every frame of the WAL as it is now. The connections and the
+    /// directory are opened afresh: the database may have been replaced
+    /// (a restore), and old connections would still watch the old file.
     async fn start_generation(&mut self, session: &Session) -> Result<()> {
         self.chain = None;
         self.end_read();
+        if self.status.generations_started > 0 {
+            let fresh = Shipper::open(&self.db_path)?;
+            let status = std::mem::take(&mut self.status);
+            *self = fresh;
+            self.status = status;
+        }
         // A frame the checkpoints have not backfilled yet, so that R takes
         // a read mark on the WAL (a reader of a fully backfilled WAL reads
         // the database file and does not hold restarts off).
