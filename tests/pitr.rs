@@ -82,6 +82,14 @@ impl Writer {
     }
 }
 
+/// The salts in the WAL header.
+fn wal_salts(db: &Path) -> [u8; 8] {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let bytes = fs::read(PathBuf::from(wal)).unwrap();
+    bytes[16..24].try_into().unwrap()
+}
+
 fn status(d: &Daemon) -> serde_json::Value {
     d.json("STATUS")["pitr"].clone()
 }
@@ -193,20 +201,33 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
 
     // Points: (T, rows committed before T).
     let mut points = Vec::new();
+    let salts = wal_salts(&b.db_path());
     w.commit(300);
     points.push((pause(&d, now_ms()), w.last()));
     w.commit(400); // past the daemon's checkpoint threshold
     points.push((pause(&d, now_ms()), w.last()));
+    // The daemon checkpointed and restarted the WAL (new salts) and the
+    // chain went on: still the first generation.
+    assert_ne!(
+        wal_salts(&b.db_path()),
+        salts,
+        "the daemon never restarted the WAL"
+    );
+    assert_eq!(status(&d)["generations_started"], 1, "{}", status(&d));
 
     // The application checkpoints by itself: refused (our read mark) or,
     // if it got through, a new generation; never a gap.
     w.conn.busy_timeout(Duration::from_millis(100)).unwrap();
-    let _ = w
+    let busy: i64 = w
         .conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .unwrap();
     w.conn.busy_timeout(Duration::from_secs(30)).unwrap();
     w.commit(100);
     points.push((pause(&d, now_ms()), w.last()));
+    if busy == 1 {
+        assert_eq!(status(&d)["generations_started"], 1, "{}", status(&d));
+    }
 
     // A graceful restart: a new generation.
     show_log(&b);
