@@ -1,6 +1,11 @@
 //! The daemon's WAL shipping task: one [`Shipper`] step every
 //! `pitr_sync_interval`, and the pruning of old generations.
 //!
+//! A new generation's snapshot is an ordinary database backup job in the
+//! daemon's queue (actor `daemon`), so that it never races a scheduled or
+//! requested job for the store lock; the task waits for it and takes the
+//! archive only when it was created after the generation was prepared.
+//!
 //! Invariants: each step is short (a bounded batch of frames, locks held
 //! with a 50 ms busy timeout) and the task yields between steps, so the
 //! socket stays responsive; a failing step backs off (up to a minute) and
@@ -12,8 +17,12 @@ use std::time::{Duration, Instant};
 
 use smol::Timer;
 
+use super::jobs::{JobKind, JobState};
 use super::Daemon;
+use crate::audit::Actor;
+use crate::error::{msg, Result};
 use crate::pitr::Shipper;
+use crate::strategy::Strategy;
 
 /// How often old generations are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -58,7 +67,12 @@ pub(super) async fn task(d: Rc<Daemon>) {
             }
         }
         let Some(s) = shipper.as_mut() else { continue };
-        let result = s.tick(&session, snapshot_every).await;
+        let result = if s.needs_snapshot(snapshot_every) {
+            new_generation(&d, s).await
+        } else {
+            s.step(&session);
+            Ok(())
+        };
         match result {
             Ok(()) => {
                 backoff = Duration::ZERO;
@@ -87,4 +101,44 @@ pub(super) async fn task(d: Rc<Daemon>) {
         }
         Timer::after(interval.max(backoff)).await;
     }
+}
+
+/// Start a generation: prepare, run a database backup through the job
+/// queue, wait for it, and finish with the archive it made.
+async fn new_generation(d: &Rc<Daemon>, s: &mut Shipper) -> Result<()> {
+    let since = s.prepare_generation()?;
+    let job = d
+        .submit(JobKind::Backup(Strategy::Database), Actor::Daemon)
+        .ok_or_else(|| msg("the job queue is full; the snapshot waits"))?;
+    loop {
+        let state = d.jobs.borrow().get(job).map(|j| j.state);
+        match state {
+            Some(JobState::Queued | JobState::Running) => {
+                Timer::after(Duration::from_millis(100)).await;
+            }
+            Some(JobState::Done) => break,
+            _ => {
+                return Err(msg(format!(
+                    "the snapshot backup (job {job}) did not succeed; trying again"
+                )))
+            }
+        }
+        if d.stopping.get() {
+            return Err(msg("stopping"));
+        }
+    }
+    let session = d.session();
+    let listing = session.list(Some(Strategy::Database));
+    let made = listing
+        .archives
+        .iter()
+        .filter(|a| (a.meta.created, a.meta.created_nanos) >= since)
+        .max_by_key(|a| (a.meta.created, a.meta.created_nanos))
+        .map(|a| a.meta.id.clone())
+        .ok_or_else(|| {
+            msg(format!(
+                "the snapshot backup (job {job}) began before the generation was prepared; trying again"
+            ))
+        })?;
+    s.finish_generation(&session, &made)
 }

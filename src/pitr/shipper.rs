@@ -102,6 +102,9 @@ pub struct Shipper {
     c: Connection,
     reading: bool,
     chain: Option<Chain>,
+    /// A prepared generation waiting for its snapshot: the WAL header,
+    /// the database's device and inode, the time the snapshot must follow.
+    pending: Option<(WalHeader, (u64, u64), (i64, u32))>,
     snapshot_at: Instant,
     buf: Vec<u8>,
     pub status: PitrStatus,
@@ -157,6 +160,7 @@ impl Shipper {
             r,
             reading: false,
             chain: None,
+            pending: None,
             snapshot_at: Instant::now(),
             buf: Vec::new(),
             status: PitrStatus {
@@ -236,48 +240,52 @@ impl Shipper {
         Ok(Some(f))
     }
 
-    /// One step, called every sync interval: start a generation when there
-    /// is none (or the snapshot interval passed), else ship what is new and
-    /// checkpoint when the WAL is long.
-    pub async fn tick(&mut self, session: &Session, snapshot_every: Duration) -> Result<()> {
-        if self.chain.is_none() || self.snapshot_at.elapsed() >= snapshot_every {
-            return self.start_generation(session).await;
-        }
-        match self.ship(session, false) {
-            Ok(_) => {}
-            Err(b) => {
-                log::warn!(
-                    "point-in-time recovery: the WAL chain of {} broke ({}); starting a new generation from a fresh snapshot",
-                    self.db_path.display(),
-                    b.0
-                );
-                self.chain = None;
-                return self.start_generation(session).await;
-            }
+    /// Whether a new generation must start (none yet, a break, or the
+    /// snapshot interval passed): then [`Shipper::prepare_generation`], a
+    /// database backup, [`Shipper::finish_generation`].
+    pub fn needs_snapshot(&self, snapshot_every: Duration) -> bool {
+        self.chain.is_none() || self.snapshot_at.elapsed() >= snapshot_every
+    }
+
+    /// One step, called every sync interval while a generation runs: ship
+    /// what is new, and checkpoint when the WAL is long. A chain break ends
+    /// the generation (then `needs_snapshot`).
+    pub fn step(&mut self, session: &Session) {
+        if let Err(b) = self.ship(session, false) {
+            self.broken(b);
+            return;
         }
         let due = self.chain.as_ref().is_some_and(|c| {
             c.next_frame >= CHECKPOINT_FRAMES && Instant::now() >= c.next_checkpoint
         });
         if due {
             if let Err(b) = self.checkpoint(session) {
-                log::warn!(
-                    "point-in-time recovery: {}; starting a new generation from a fresh snapshot",
-                    b.0
-                );
-                self.chain = None;
-                return self.start_generation(session).await;
+                self.broken(b);
             }
         }
-        Ok(())
     }
 
-    /// Begin a new generation: a WAL with an unbackfilled frame, our read
-    /// mark on it, a full database backup (the snapshot), then segment 0
-    /// with every frame of the WAL as it is now. The connections and the
-    /// directory are opened afresh: the database may have been replaced
-    /// (a restore), and old connections would still watch the old file.
-    async fn start_generation(&mut self, session: &Session) -> Result<()> {
+    fn broken(&mut self, b: Break) {
+        log::warn!(
+            "point-in-time recovery: the WAL chain of {} broke ({}); starting a new generation from a fresh snapshot",
+            self.db_path.display(),
+            b.0
+        );
         self.chain = None;
+    }
+
+    /// First half of a new generation: fresh connections (the database
+    /// may have been replaced, e.g. by a restore, and old connections would
+    /// still watch the old file), a WAL frame the checkpoints have not
+    /// backfilled (so that R's read transaction takes a read mark on the
+    /// WAL; a reader of a fully backfilled WAL reads the database file and
+    /// does not hold restarts off), R's read mark, and the WAL header.
+    /// Returns the time after which the snapshot must start: any database
+    /// archive created at or after it holds every commit before frame 0 of
+    /// this WAL, and replaying all of this WAL's frames onto it is exact.
+    pub fn prepare_generation(&mut self) -> Result<(i64, u32)> {
+        self.chain = None;
+        self.pending = None;
         self.end_read();
         if self.status.generations_started > 0 {
             let fresh = Shipper::open(&self.db_path)?;
@@ -285,9 +293,6 @@ impl Shipper {
             *self = fresh;
             self.status = status;
         }
-        // A frame the checkpoints have not backfilled yet, so that R takes
-        // a read mark on the WAL (a reader of a fully backfilled WAL reads
-        // the database file and does not hold restarts off).
         self.no_op_write()
             .map_err(|e| sql(e, "write to", &self.db_path))?;
         self.begin_read()?;
@@ -297,27 +302,27 @@ impl Shipper {
             .ok_or_else(|| msg(format!("{} has no WAL file", self.db_path.display())))?;
         let hdr = wal::read_header(&wal)
             .ctx(|| "cannot read the WAL".into())?
-            .ok_or_else(|| {
-                msg(format!(
-                    "the WAL of {} has no valid header",
-                    self.db_path.display()
-                ))
-            })?;
-        let mut progress = crate::progress::Progress::silent();
-        let report = session
-            .backup(crate::strategy::Strategy::Database, &mut progress)
-            .await?;
-        if let Some(p) = &report.problem {
-            return Err(msg(format!("the snapshot for point-in-time recovery: {p}")));
-        }
-        let generation = report.meta.id.clone();
+            .ok_or_else(|| msg(format!("the WAL of {} has no valid header", self.db_path.display())))?;
+        let since = crate::timefmt::now_precise();
+        self.pending = Some((hdr, db_id, since));
+        Ok(since)
+    }
+
+    /// Second half: `generation` is the id of a database archive created
+    /// at or after the time `prepare_generation` returned. Writes segment 0
+    /// with every frame of the WAL as it is now.
+    pub fn finish_generation(&mut self, session: &Session, generation: &str) -> Result<()> {
+        let (hdr, db_id, _) = self
+            .pending
+            .take()
+            .ok_or_else(|| msg("no generation was prepared"))?;
         let root = super::store::root(&session.config().backup_dir);
-        let dir = root.join(&generation);
+        let dir = root.join(generation);
         std::fs::create_dir_all(&dir).at("create", &dir)?;
         crate::fsutil::sync_dir(&root)?;
         crate::fsutil::sync_dir(crate::fsutil::parent(&root))?;
         self.chain = Some(Chain {
-            generation: generation.clone(),
+            generation: generation.to_string(),
             dir,
             seq: 0,
             prev_sha256: [0; 32],
@@ -329,7 +334,7 @@ impl Shipper {
             next_checkpoint: Instant::now(),
         });
         self.snapshot_at = Instant::now();
-        self.status.generation = Some(generation.clone());
+        self.status.generation = Some(generation.to_string());
         self.status.segments = 0;
         self.status.generations_started += 1;
         if let Err(b) = self.ship(session, true) {
