@@ -54,13 +54,14 @@ pub(super) async fn task(d: Rc<Daemon>) {
             match Shipper::open(&path) {
                 Ok(s) => shipper = Some(s),
                 Err(e) => {
-                    let mut st = d.pitr.borrow_mut();
-                    if st.last_error.as_deref() != Some(&e.to_string()) {
-                        log::warn!("point-in-time recovery is not running: {e}");
+                    {
+                        let mut st = d.pitr.borrow_mut();
+                        if st.last_error.as_deref() != Some(&e.to_string()) {
+                            log::warn!("point-in-time recovery is not running: {e}");
+                        }
+                        st.enabled = true;
+                        st.last_error = Some(e.to_string());
                     }
-                    st.enabled = true;
-                    st.last_error = Some(e.to_string());
-                    drop(st);
                     Timer::after(Duration::from_secs(10)).await;
                     continue;
                 }

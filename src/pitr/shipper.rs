@@ -83,6 +83,13 @@ struct Chain {
     next_checkpoint: Instant,
 }
 
+/// A prepared generation: the WAL header and the database's device and
+/// inode when it was prepared.
+struct Pending {
+    hdr: WalHeader,
+    db_id: (u64, u64),
+}
+
 /// Why the chain cannot continue.
 #[derive(Debug)]
 pub(crate) struct Break(pub String);
@@ -102,9 +109,8 @@ pub struct Shipper {
     c: Connection,
     reading: bool,
     chain: Option<Chain>,
-    /// A prepared generation waiting for its snapshot: the WAL header,
-    /// the database's device and inode, the time the snapshot must follow.
-    pending: Option<(WalHeader, (u64, u64), (i64, u32))>,
+    /// A prepared generation waiting for its snapshot.
+    pending: Option<Pending>,
     snapshot_at: Instant,
     buf: Vec<u8>,
     pub status: PitrStatus,
@@ -302,9 +308,14 @@ impl Shipper {
             .ok_or_else(|| msg(format!("{} has no WAL file", self.db_path.display())))?;
         let hdr = wal::read_header(&wal)
             .ctx(|| "cannot read the WAL".into())?
-            .ok_or_else(|| msg(format!("the WAL of {} has no valid header", self.db_path.display())))?;
+            .ok_or_else(|| {
+                msg(format!(
+                    "the WAL of {} has no valid header",
+                    self.db_path.display()
+                ))
+            })?;
         let since = crate::timefmt::now_precise();
-        self.pending = Some((hdr, db_id, since));
+        self.pending = Some(Pending { hdr, db_id });
         Ok(since)
     }
 
@@ -312,7 +323,7 @@ impl Shipper {
     /// at or after the time `prepare_generation` returned. Writes segment 0
     /// with every frame of the WAL as it is now.
     pub fn finish_generation(&mut self, session: &Session, generation: &str) -> Result<()> {
-        let (hdr, db_id, _) = self
+        let Pending { hdr, db_id } = self
             .pending
             .take()
             .ok_or_else(|| msg("no generation was prepared"))?;
