@@ -278,6 +278,24 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
     // verify --all checks every chain too.
     b.ok(&["verify", "--all"]);
 
+    // In place (the daemon is stopped, the application closed): the live
+    // database is swapped for the replayed one, the old one kept aside.
+    let (t1, n1) = points[1];
+    drop(w);
+    b.ok(&["restore", "database", "--at", &rfc3339(t1)]);
+    assert_eq!(rows(&b.db_path()), (n1, 1, n1), "in-place restore");
+    let kept = fs::read_dir(b.db_path().parent().unwrap())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".pre-restore-")
+        })
+        .count();
+    assert!(kept >= 1, "the previous database was not kept");
+
     // A tampered segment: the restore refuses and says so.
     let g1_dir = b.backups.join("database-wal").join(&g1);
     let seg = g1_dir.join("000000000001.rvw");
@@ -299,11 +317,10 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
     let verr = String::from_utf8_lossy(&v.stderr);
     assert!(!v.status.success(), "verify passed a tampered segment");
     assert!(verr.contains("FAILED pitr") && verr.contains(&g1), "{verr}");
+    let tampered_db = b.in_target(&b.tmp.path().join("tampered"), &b.db_path());
     assert!(
-        !b.tmp.path().join("tampered").join("var").exists() || {
-            let db = b.in_target(&b.tmp.path().join("tampered"), &b.db_path());
-            !db.exists()
-        }
+        !tampered_db.exists(),
+        "a refused restore published a database"
     );
     // A missing segment: refused too.
     bytes[mid] ^= 0x40;
@@ -318,4 +335,50 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
         b.tmp.path().join("missing").to_str().unwrap(),
     ]);
     assert!(err.contains("missing"), "{err}");
+
+    // Retention: with pitr_retention = "1s" a daemon start prunes every
+    // generation but the newest; the newest point stays restorable.
+    let cfg = fs::read_to_string(&b.config).unwrap();
+    fs::write(
+        &b.config,
+        cfg.replacen("pitr = true\n", "pitr = true\npitr_retention = \"1s\"\n", 1),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let d = Daemon::start(&b, &socket);
+    let g5 = wait_generation(&d, Some(&g3));
+    let gens = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(b.backups.join("database-wal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let deadline = Instant::now() + patience();
+    while gens().contains(&g2) {
+        assert!(
+            Instant::now() < deadline,
+            "old generations never pruned: {:?}",
+            gens()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+    let left = gens();
+    assert!(left.contains(&g5) && !left.contains(&g1), "{left:?}");
+    // The kept generation's snapshot archive is kept by prune.
+    let out = bin()
+        .arg("--config")
+        .arg(&b.config)
+        .args(["prune", "--dry-run"])
+        .output()
+        .unwrap();
+    let pruned = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        pruned
+            .lines()
+            .any(|l| l.contains(&g5) && l.contains("point-in-time generation")),
+        "{pruned}"
+    );
 }
