@@ -236,8 +236,15 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
     w.commit(50);
     let d = Daemon::start(&b, &socket);
     let g2 = wait_generation(&d, Some(&g1));
-    w.commit(200);
+    let salts = wal_salts(&b.db_path());
+    w.commit(600); // past the threshold again, with a new daemon's connections
     points.push((pause(&d, now_ms()), w.last()));
+    assert_ne!(
+        wal_salts(&b.db_path()),
+        salts,
+        "the daemon never restarted the WAL"
+    );
+    assert_eq!(status(&d)["generations_started"], 1, "{}", status(&d));
 
     // SIGKILL while the writer keeps committing.
     w.commit(100);
