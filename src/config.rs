@@ -320,6 +320,64 @@ pub struct DatabaseSection {
     pub path: AbsPath,
     pub interval: Option<IntervalDuration>,
     pub at: Option<DailyAt>,
+    /// Point-in-time recovery (WAL shipping) while the daemon runs
+    /// (default on).
+    pub pitr: Option<bool>,
+    /// How often the daemon ships new WAL frames (default 1s).
+    pub pitr_sync_interval: Option<SyncInterval>,
+    /// How often a new generation starts from a fresh snapshot (default 24h).
+    pub pitr_snapshot_interval: Option<IntervalDuration>,
+    /// How long restore points are kept (default 7d).
+    pub pitr_retention: Option<IntervalDuration>,
+}
+
+/// `pitr_snapshot_interval` when absent.
+pub const DEFAULT_PITR_SNAPSHOT_S: u64 = 86_400;
+/// `pitr_retention` when absent.
+pub const DEFAULT_PITR_RETENTION_S: u64 = 7 * 86_400;
+
+impl DatabaseSection {
+    pub fn pitr_enabled(&self) -> bool {
+        self.pitr.unwrap_or(true)
+    }
+    pub fn pitr_sync(&self) -> Duration {
+        self.pitr_sync_interval
+            .map_or(Duration::from_secs(1), |d| d.0)
+    }
+    pub fn pitr_snapshot(&self) -> Duration {
+        self.pitr_snapshot_interval
+            .map_or(Duration::from_secs(DEFAULT_PITR_SNAPSHOT_S), |d| d.0)
+    }
+    pub fn pitr_retention(&self) -> Duration {
+        self.pitr_retention
+            .map_or(Duration::from_secs(DEFAULT_PITR_RETENTION_S), |d| d.0)
+    }
+}
+
+/// `pitr_sync_interval`: `"250ms"` or a duration as elsewhere (`"2s"`),
+/// from 100ms to 1h.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncInterval(pub Duration);
+
+impl<'de> Deserialize<'de> for SyncInterval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = match s.strip_suffix("ms") {
+            Some(ms) if !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) => {
+                Duration::from_millis(
+                    ms.parse()
+                        .map_err(|_| serde::de::Error::custom(format!("invalid duration {s:?}")))?,
+                )
+            }
+            _ => parse_duration(&s).map_err(serde::de::Error::custom)?,
+        };
+        if v < Duration::from_millis(100) || v > Duration::from_secs(3600) {
+            return Err(serde::de::Error::custom(format!(
+                "duration {s:?} is out of range: it must be from 100ms to 1h"
+            )));
+        }
+        Ok(SyncInterval(v))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -1253,5 +1311,36 @@ exclude = ["*.pyc", "__pycache__"]
             assert!(e.contains(says), "{bad}: {e}");
         }
         assert!(with("relative/dir").is_err());
+    }
+
+    #[test]
+    fn pitr_keys_are_checked_with_key_and_line() {
+        let with = |extra: &str| {
+            Config::parse(
+                &format!("[database]\npath = \"/var/lib/db/rvm.sqlite\"\n{extra}\n"),
+                Path::new("/etc/rvm-backup/rvm-backup.toml"),
+            )
+        };
+        let c = with("").unwrap();
+        let db = c.database.unwrap();
+        assert!(db.pitr_enabled());
+        assert_eq!(db.pitr_sync(), Duration::from_secs(1));
+        assert_eq!(db.pitr_snapshot(), Duration::from_secs(86_400));
+        assert_eq!(db.pitr_retention(), Duration::from_secs(7 * 86_400));
+        let c = with("pitr = false\npitr_sync_interval = \"250ms\"").unwrap();
+        let db = c.database.unwrap();
+        assert!(!db.pitr_enabled());
+        assert_eq!(db.pitr_sync(), Duration::from_millis(250));
+        for (bad, says) in [
+            ("pitr_sync_interval = \"50ms\"", "from 100ms to 1h"),
+            ("pitr_sync_interval = \"2h\"", "from 100ms to 1h"),
+            ("pitr_sync_interval = \"ms\"", "invalid duration"),
+            ("pitr_retention = \"400d\"", "from 1s to 366d"),
+            ("pitr_snapshot_interval = \"0s\"", "invalid duration"),
+            ("pitr = \"yes\"", ""),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("line 3"), "{bad}: {e}");
+        }
     }
 }

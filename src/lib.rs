@@ -26,6 +26,7 @@ pub mod logger;
 pub mod monitor;
 pub mod ops;
 pub mod out;
+pub mod pitr;
 pub mod progress;
 pub mod prune;
 pub mod recovery;

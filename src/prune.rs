@@ -48,13 +48,33 @@ pub fn plan(
             })
             .collect();
         if !candidates.is_empty() {
+            let mut decisions = decide(&candidates, &cfg.retention, now);
+            if s == Strategy::Database {
+                keep_pitr_snapshots(&mut decisions, &cfg.backup_dir);
+            }
             plans.push(Plan {
                 strategy: s,
-                decisions: decide(&candidates, &cfg.retention, now),
+                decisions,
             });
         }
     }
     Ok((plans, listing.archives))
+}
+
+/// A database archive that a point-in-time generation starts from is
+/// kept while the generation exists (`pitr_retention` prunes
+/// generations; then the archive falls back to the ordinary rules).
+fn keep_pitr_snapshots(decisions: &mut [crate::retention::Decision], backup_dir: &std::path::Path) {
+    let generations = crate::pitr::store::generations(backup_dir);
+    for d in decisions.iter_mut() {
+        if generations.iter().any(|g| g.id == d.id) {
+            if !d.keep {
+                d.reasons.clear();
+            }
+            d.keep = true;
+            d.reasons.push("point-in-time generation".into());
+        }
+    }
 }
 
 /// Delete one archive: sidecar first, then its parts.

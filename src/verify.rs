@@ -73,6 +73,11 @@ pub async fn verify(
                 hardlinks += 1;
                 stored_files.check_link(&h.path, &target).map_err(arch)?;
             }
+            EntryKind::WalSegment => {
+                return Err(arch(FormatError::Corrupt(
+                    "a WAL segment entry inside a backup archive".into(),
+                )))
+            }
         }
         smol::future::yield_now().await;
         if t.status == STATUS_CHANGED {

@@ -239,6 +239,25 @@ impl Ctx<'_> {
                 ));
             }
         }
+        if matches!(only, None | Some(crate::strategy::Strategy::Database)) {
+            for r in self.session.pitr_ranges() {
+                if json {
+                    self.out.line(&r.to_json().to_string());
+                } else {
+                    self.out.line(&format!(
+                        "pitr {}  restorable {} .. {}  {} segments{}",
+                        r.generation,
+                        crate::pitr::rfc3339_nanos(r.first),
+                        crate::pitr::rfc3339_nanos(r.last),
+                        r.segments,
+                        r.problem
+                            .as_deref()
+                            .map(|p| format!("  UNUSABLE: {p}"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
         for (path, e) in &listing.problems {
             error_line(&format!("{}: {e}", path.display()));
         }
@@ -280,7 +299,20 @@ impl Ctx<'_> {
         for (path, e) in &report.unreadable {
             error_line(&format!("FAILED {}: {e}", path.display()));
         }
-        Ok(if report.failures() > 0 { 1 } else { 0 })
+        let mut failures = report.failures();
+        if matches!(which, Which::All) {
+            for (id, r) in smol::block_on(self.session.verify_pitr()) {
+                match r {
+                    Ok(n) if !quiet => out.line(&format!("OK pitr {id}  {n} WAL segments")),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failures += 1;
+                        error_line(&format!("FAILED pitr {id}: {e}"));
+                    }
+                }
+            }
+        }
+        Ok(if failures > 0 { 1 } else { 0 })
     }
 
     pub fn prune(mut self, args: &[String]) -> Result<i32> {
@@ -358,6 +390,9 @@ impl Ctx<'_> {
         };
         let mut progress = self.progress();
         let r = smol::block_on(self.session.restore(&req, &mut progress))?;
+        if let Some(p) = &r.pitr {
+            self.say(p);
+        }
         self.say(&format!(
             "restored {}: {} files, {} dirs, {} symlinks, {}{}",
             r.id,

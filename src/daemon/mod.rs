@@ -27,6 +27,7 @@ pub mod jobs;
 mod metrics;
 mod monitor;
 pub mod notify;
+mod pitr;
 mod raise;
 mod reports;
 pub mod scheduler;
@@ -73,6 +74,8 @@ pub struct Daemon {
     /// Wakes the monitor task (after each job).
     kick_monitor: smol::channel::Sender<()>,
     kicked: smol::channel::Receiver<()>,
+    /// What the WAL shipper last reported (STATUS).
+    pitr: RefCell<crate::pitr::PitrStatus>,
 }
 
 fn mono_ms(since: Instant) -> u64 {
@@ -143,6 +146,7 @@ impl Daemon {
                 monitor: RefCell::new(monitor::MonitorState::default()),
                 kick_monitor: kick_tx,
                 kicked: kick_rx,
+                pitr: RefCell::new(crate::pitr::PitrStatus::default()),
             },
             wake_rx,
         ))
@@ -209,6 +213,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
             .detach();
         ex.spawn(monitor::task(daemon.clone(), daemon.kicked.clone()))
             .detach();
+        ex.spawn(pitr::task(daemon.clone())).detach();
         notifier.send("READY=1");
         log::info!("daemon ready on {}", socket_path.display());
         tasks::signals(daemon.clone()).await

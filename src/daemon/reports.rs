@@ -63,6 +63,7 @@ impl Daemon {
                 .max_by_key(|r| r.last_export)
                 .map_or(Value::Null, last_export_json),
             "next_export_in_s": sched.export_due_in(now_mono).map(|ms| ms / 1000),
+            "pitr": serde_json::to_value(&*self.pitr.borrow()).unwrap_or(Value::Null),
             "uptime_s": self.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
         })

@@ -34,6 +34,9 @@ pub enum EntryKind {
     Symlink = 3,
     /// A consistent page image of an SQLite database.
     Database = 4,
+    /// A batch of committed SQLite WAL frames (point-in-time recovery):
+    /// the only entry of a WAL segment archive (`pitr::segment`).
+    WalSegment = 6,
     /// A second name for a regular file stored earlier in the same archive:
     /// the content is that earlier entry's archive path (like a symlink's
     /// target), and restore makes a hard link to it.
@@ -48,9 +51,10 @@ impl EntryKind {
             3 => Ok(EntryKind::Symlink),
             4 => Ok(EntryKind::Database),
             7 => Ok(EntryKind::HardLink),
-            // 5 (content in an earlier archive) and 6 (WAL segment) are
-            // reserved for incremental and point-in-time backups.
-            5 | 6 => Err(FormatError::Corrupt(format!(
+            6 => Ok(EntryKind::WalSegment),
+            // 5 (content in an earlier archive) is reserved for
+            // incremental backups.
+            5 => Err(FormatError::Corrupt(format!(
                 "entry kind {b} needs a newer rvm-backup (incremental/WAL entries)"
             ))),
             _ => Err(FormatError::Corrupt(format!("unknown entry kind {b}"))),

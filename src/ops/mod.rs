@@ -27,6 +27,7 @@ mod backup;
 mod disaster;
 mod drill;
 mod export;
+mod pitr;
 mod prune;
 mod restore;
 mod restore_all;
@@ -51,6 +52,7 @@ pub use disaster::{
 };
 pub use drill::{DrillOutcome, DrillReport};
 pub use export::{ExportReport, ExportedArchive};
+pub use pitr::PitrRange;
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;
 pub use restore_all::{RestoreAllReport, RestoredStrategy, RESTORE_ALL_ORDER};

@@ -40,6 +40,27 @@ impl Session {
         for (path, e) in &listing.problems {
             log::warn!("ignoring unreadable sidecar {}: {e}", path.display());
         }
+        if let (Strategy::Database, Selector::At(t), None) =
+            (req.strategy, &req.selector, &req.file)
+        {
+            if let Some(plan) = self.pitr_plan(*t) {
+                let _lock = self.restore_lock()?;
+                if req.target.is_some() {
+                    return self.pitr_restore(plan, *t, req, progress).await;
+                }
+                let stopped = self.stop_platform().await?;
+                let outcome = self.pitr_restore(plan, *t, req, progress).await;
+                let restored = match &outcome {
+                    Ok(r) => Published {
+                        databases: r.previous_database.iter().cloned().collect(),
+                        new_database: true,
+                        trees: Vec::new(),
+                    },
+                    Err(_) => Published::default(),
+                };
+                return self.start_platform(stopped, outcome, &restored).await;
+            }
+        }
         let archive = select::by_selector(&mut listing, req.strategy, &req.selector)?;
         let _lock = self.restore_lock()?;
         let run = |progress| {

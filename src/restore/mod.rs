@@ -44,6 +44,8 @@ use crate::store::parts::PartReader;
 use crate::store::Listed;
 use crate::strategy::Strategy;
 
+/// Swap a staged database image in (the point-in-time restore's publish).
+pub(crate) use database::swap as swap_database;
 pub use stage::Stage;
 
 /// Which archive of a strategy to restore.
@@ -66,6 +68,8 @@ pub struct Restored {
     pub bytes: u64,
     pub changed_while_read: u64,
     pub previous_database: Option<PathBuf>,
+    /// A point-in-time restore: which commit was reached (for the operator).
+    pub pitr: Option<String>,
 }
 
 /// Pick the archive to restore from a listing (oldest first).

@@ -129,6 +129,7 @@ fn kind_name(k: EntryKind) -> &'static str {
         EntryKind::Symlink => "symlink",
         EntryKind::Database => "database",
         EntryKind::HardLink => "hard link",
+        EntryKind::WalSegment => "WAL segment",
     }
 }
 
@@ -395,6 +396,13 @@ impl Stage {
             )));
         }
         let trailer = match h.kind {
+            // WAL segments are archives of their own (`pitr`), replayed
+            // onto a restored database, never an entry of a tree.
+            EntryKind::WalSegment => {
+                return Err(self.arch(FormatError::Corrupt(
+                    "a WAL segment entry inside a backup archive".into(),
+                )))
+            }
             EntryKind::Dir => {
                 self.descend(&comps, 0o700)?;
                 self.push(&Rec::Fix {

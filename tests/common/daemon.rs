@@ -88,6 +88,20 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Stop it the way systemd does (SIGTERM) and wait for it to exit.
+    pub fn terminate(mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + patience();
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();

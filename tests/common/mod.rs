@@ -157,7 +157,7 @@ impl Board {
     pub fn write_config(&self, extra: &str) {
         let r = self.root.display();
         let text = format!(
-            "{extra}\nbackup_dir = \"{}\"\nkey_file = \"{}\"\n\n[database]\npath = \"{r}/var/lib/myrvm/rvm.sqlite\"\n\n\
+            "{extra}\nbackup_dir = \"{}\"\nkey_file = \"{}\"\n\n[database]\npath = \"{r}/var/lib/myrvm/rvm.sqlite\"\npitr = false\n\n\
              [config]\npaths = [\"{r}/etc/myrvm\"]\n\n[logs]\npaths = [\"{r}/var/log/myrvm\"]\n\n\
              [application]\npaths = [\"{r}/opt/myrvm\"]\nexclude = [\"*.pyc\", \"__pycache__\"]\n",
             self.backups.display(),
