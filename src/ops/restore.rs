@@ -40,11 +40,13 @@ impl Session {
         for (path, e) in &listing.problems {
             log::warn!("ignoring unreadable sidecar {}: {e}", path.display());
         }
-        let archive = select::by_selector(&mut listing, req.strategy, &req.selector)?;
+        let archive = &select::by_selector(&mut listing, req.strategy, &req.selector)?.clone();
         let _lock = self.restore_lock()?;
+        let archives = &listing.archives;
         let run = |progress| {
             crate::restore::run(
                 archive,
+                archives,
                 self.key.as_ref(),
                 req.target.as_deref(),
                 req.file.as_deref(),
@@ -102,8 +104,10 @@ impl Session {
         accept_damaged: bool,
         progress: &mut Progress,
     ) -> Result<Restored> {
+        let listing = self.list(Some(archive.meta.strategy));
         crate::restore::run(
             archive,
+            &listing.archives,
             self.key.as_ref(),
             target,
             None,
