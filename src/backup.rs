@@ -15,11 +15,11 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::chain::cursor::IndexCursor;
 use crate::config::{Config, SourceSpec};
 use crate::crypto::{KeyId, MasterKey};
 use crate::error::{msg, Error, IoContext, Result};
 use crate::format::header::{Header, DEFAULT_FRAME_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED};
-use crate::chain::cursor::IndexCursor;
 use crate::format::record::{IndexRecord, IndexStat, Reference, STATUS_CHANGED, STATUS_CLEAN};
 use crate::format::sidecar::{self, DatabaseInfo, Meta};
 use crate::format::{ArchiveWriter, EntryHeader, EntryKind, FormatError};

@@ -633,7 +633,9 @@ impl Config {
             full_every: raw
                 .full_every
                 .map_or(Duration::from_secs(7 * 86_400), |d| d.0),
-            full_every_count: raw.full_every_count.map_or(DEFAULT_FULL_EVERY_COUNT, |k| k.0),
+            full_every_count: raw
+                .full_every_count
+                .map_or(DEFAULT_FULL_EVERY_COUNT, |k| k.0),
             compression_enabled: raw.compression_enabled.unwrap_or(true),
             compression_level: level,
             encryption_enabled: raw.encryption_enabled.unwrap_or(true),

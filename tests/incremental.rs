@@ -70,7 +70,13 @@ fn files_of(kinds: &[(String, EntryKind)], kind: EntryKind) -> Vec<String> {
 
 fn restored(b: &Board, id: &str, src: &Path, name: &str) -> BTreeMap<PathBuf, String> {
     let target = b.tmp.path().join(name);
-    b.ok(&["restore", "config", id, "--target", target.to_str().unwrap()]);
+    b.ok(&[
+        "restore",
+        "config",
+        id,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     snapshot(&b.in_target(&target, src))
 }
 
@@ -156,7 +162,13 @@ fn a_chain_stores_only_changes_and_every_link_restores_exactly() {
     let err = b.fails(&["verify", &i3]);
     assert!(err.contains(&i1), "{err}");
     let target = b.tmp.path().join("r-bad");
-    let err = b.fails(&["restore", "config", &i3, "--target", target.to_str().unwrap()]);
+    let err = b.fails(&[
+        "restore",
+        "config",
+        &i3,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     assert!(err.contains(&i1), "{err}");
     assert!(snapshot(&target).len() <= 1, "a failed restore wrote files");
     // Links that do not use it still restore.

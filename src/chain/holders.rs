@@ -88,7 +88,12 @@ impl<'a> Holders<'a> {
 
     /// Check that the holder the reference names holds `path` as a file
     /// of that size and SHA-256 (by its index). Returns its position.
-    pub fn check(&mut self, path: &[u8], reference: &Reference, sha256: &[u8; 32]) -> Result<usize> {
+    pub fn check(
+        &mut self,
+        path: &[u8],
+        reference: &Reference,
+        sha256: &[u8; 32],
+    ) -> Result<usize> {
         let i = self.holder(&reference.holder, path)?;
         let id = reference.holder.clone();
         let of_id = self.of.meta.id.clone();
@@ -138,7 +143,9 @@ impl<'a> Holders<'a> {
         r.seek_to(at).map_err(|e| archive_err(&id, e))?;
         let h: Option<EntryHeader> = r.next_entry().map_err(|e| archive_err(&id, e))?;
         match h {
-            Some(h) if h.path == path && h.kind == EntryKind::File && h.size == reference.file_size => {
+            Some(h)
+                if h.path == path && h.kind == EntryKind::File && h.size == reference.file_size =>
+            {
                 Ok((r, id))
             }
             _ => Err(archive_err(

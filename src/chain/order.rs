@@ -34,13 +34,7 @@ mod tests {
     fn components_order_like_the_walk() {
         let s = vec!["/z".to_string(), "/a".to_string()];
         let walk: Vec<&[u8]> = vec![
-            b"/z",
-            b"/z/B",
-            b"/z/a",
-            b"/z/a/x",
-            b"/z/a.c",
-            b"/a",
-            b"/a/b",
+            b"/z", b"/z/B", b"/z/a", b"/z/a/x", b"/z/a.c", b"/a", b"/a/b",
         ];
         for w in walk.windows(2) {
             assert_eq!(cmp(&s, w[0], w[1]), Ordering::Less, "{:?}", w);

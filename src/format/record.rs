@@ -543,4 +543,127 @@ mod tests {
         };
         assert_eq!(Footer::decode(&f.encode()).unwrap(), f);
     }
+
+    fn sample_record(holder: &[u8]) -> IndexRecord {
+        IndexRecord {
+            kind: if holder.is_empty() {
+                EntryKind::File
+            } else {
+                EntryKind::Stored
+            },
+            path: b"/etc/myrvm/a.env".to_vec(),
+            size: 21,
+            at: Location {
+                frame_index: 4,
+                frame_offset: 5,
+                offset_in_frame: 6,
+            },
+            status: STATUS_CLEAN,
+            sha256: [7; 32],
+            stat: Some(IndexStat {
+                dev: 0x801,
+                ino: 42,
+                mtime: -3,
+                mtime_nsec: 999_999_999,
+                ctime: 1_795_532_400,
+                ctime_nsec: 1,
+                file_size: 5100,
+                holder: holder.to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn index_record_with_stat_roundtrip_and_tamper() {
+        for holder in [&b""[..], b"config-20261124T140000Z-0a1b2c"] {
+            let rec = sample_record(holder);
+            let mut buf = Vec::new();
+            rec.encode_with_stat(&mut buf);
+            assert_eq!(IndexRecord::decode_with_stat(&mut &buf[..]).unwrap(), rec);
+            // Every cut is an error, never a panic or a shorter record.
+            for cut in 0..buf.len() {
+                assert!(IndexRecord::decode_with_stat(&mut &buf[..cut]).is_err());
+            }
+            // The v1 encoding is the same record without the stat block.
+            let mut v1 = Vec::new();
+            rec.encode(&mut v1);
+            assert_eq!(&buf[..v1.len()], &v1[..]);
+        }
+        // Out-of-range nanoseconds and a bad holder id are refused.
+        let rec = sample_record(b"x");
+        let mut buf = Vec::new();
+        rec.encode_with_stat(&mut buf);
+        let last = buf.len() - 1;
+        buf[last] = b'/';
+        assert!(IndexRecord::decode_with_stat(&mut &buf[..]).is_err());
+        let mut bad = sample_record(b"");
+        if let Some(st) = bad.stat.as_mut() {
+            st.ctime_nsec = 1_000_000_000;
+        }
+        let mut buf = Vec::new();
+        bad.encode_with_stat(&mut buf);
+        assert!(IndexRecord::decode_with_stat(&mut &buf[..]).is_err());
+    }
+
+    #[test]
+    fn reference_roundtrip_and_tamper() {
+        let r = Reference {
+            holder: "logs-20261124T140000Z-0a1b2c".into(),
+            file_size: 1 << 40,
+        };
+        let enc = r.encode();
+        assert!(enc.len() <= MAX_REFERENCE_LEN);
+        assert_eq!(Reference::decode(&enc).unwrap(), r);
+        let mut long = enc.clone();
+        long.push(0);
+        assert!(Reference::decode(&long).is_err(), "trailing bytes");
+        for cut in 0..enc.len() {
+            assert!(Reference::decode(&enc[..cut]).is_err());
+        }
+        for id in [&b""[..], b".hidden", b"a/b", b"a\0b", &[b'a'; 201][..]] {
+            let mut v = vec![id.len().min(255) as u8];
+            v.extend_from_slice(id);
+            v.extend_from_slice(&0u64.to_le_bytes());
+            assert!(Reference::decode(&v).is_err(), "{id:?}");
+        }
+        assert!(EntryKind::from_byte(5).is_ok());
+        assert!(EntryKind::from_byte(6).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stat_records_and_references_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)
+        ) {
+            let _ = IndexRecord::decode_with_stat(&mut &bytes[..]);
+            let _ = Reference::decode(&bytes);
+        }
+
+        #[test]
+        fn stat_records_roundtrip(
+            dev in proptest::prelude::any::<u64>(),
+            ino in proptest::prelude::any::<u64>(),
+            mtime in proptest::prelude::any::<i64>(),
+            nsec in 0u32..1_000_000_000,
+            size in proptest::prelude::any::<u64>(),
+            holder in "[a-z0-9_-][a-zA-Z0-9._-]{0,199}",
+        ) {
+            let mut rec = sample_record(holder.as_bytes());
+            rec.stat = Some(IndexStat {
+                dev,
+                ino,
+                mtime,
+                mtime_nsec: nsec,
+                ctime: mtime,
+                ctime_nsec: nsec,
+                file_size: size,
+                holder: holder.into_bytes(),
+            });
+            let mut buf = Vec::new();
+            rec.encode_with_stat(&mut buf);
+            let mut r = &buf[..];
+            proptest::prop_assert_eq!(IndexRecord::decode_with_stat(&mut r).unwrap(), rec);
+            proptest::prop_assert!(r.is_empty());
+        }
+    }
 }

@@ -177,11 +177,7 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// End the open entry; `stat` goes into its index record (when the
     /// index has stat blocks).
-    pub fn end_entry_stat(
-        &mut self,
-        status: u8,
-        stat: IndexStat,
-    ) -> Result<[u8; 32], FormatError> {
+    pub fn end_entry_stat(&mut self, status: u8, stat: IndexStat) -> Result<[u8; 32], FormatError> {
         self.end_entry_with(status, Some(stat), None)
     }
 

@@ -56,7 +56,8 @@ impl Session {
             let Some(a) = listing.archives.iter().find(|a| a.meta.id == id) else {
                 continue;
             };
-            let r = crate::verify::verify_chain(a, &listing.archives, self.key.as_ref(), progress).await;
+            let r = crate::verify::verify_chain(a, &listing.archives, self.key.as_ref(), progress)
+                .await;
             on_each(&id, &r);
             if r.is_ok() {
                 self.remember_verified(&listing.archives, &id);

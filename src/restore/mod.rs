@@ -34,9 +34,9 @@ mod stage;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::chain::holders::{read_reference, Holders};
 use crate::crypto::KeyRing;
 use crate::error::{msg, Error, Result};
-use crate::chain::holders::{read_reference, Holders};
 use crate::format::record::Reference;
 use crate::format::{ArchiveReader, EntryHeader, EntryKind, FormatError};
 use crate::progress::Progress;
@@ -191,7 +191,10 @@ async fn stage_all(
     while let Some(h) = r.next_entry().map_err(arch(archive))? {
         if h.kind == EntryKind::Stored {
             let (reference, t) = read_reference(&mut r).map_err(arch(archive))?;
-            stage_stored(holders, &h, &reference, &t.sha256, true, stage, done, progress).await?;
+            stage_stored(
+                holders, &h, &reference, &t.sha256, true, stage, done, progress,
+            )
+            .await?;
         } else {
             stage.entry(&mut r, &h, true, done, progress).await?;
         }
@@ -282,8 +285,10 @@ async fn stage_one(
                 path.display().to_string(),
             )));
         }
-        return stage_stored(holders, &h, &reference, &t.sha256, false, stage, done, progress)
-            .await;
+        return stage_stored(
+            holders, &h, &reference, &t.sha256, false, stage, done, progress,
+        )
+        .await;
     }
     let mut link = None;
     if rec.kind == EntryKind::HardLink {
