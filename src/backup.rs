@@ -62,7 +62,7 @@ pub struct Parent {
 
 /// How a run ended.
 pub enum Outcome {
-    Done(Meta),
+    Done(Box<Meta>),
     /// The parent could not be read (damaged, tampered with): nothing was
     /// published; make a full backup instead.
     ParentFailed(String),
@@ -171,7 +171,7 @@ pub async fn run(
         &header.protection_with_key(key).map_err(archive_err)?,
     );
     write_atomic(&dir.join(format!("{id}{SIDECAR_EXT}")), &bytes, 0o644)?;
-    Ok(Outcome::Done(meta))
+    Ok(Outcome::Done(Box::new(meta)))
 }
 
 fn new_header(cfg: &Config, key: Option<&MasterKey>, created: i64) -> Result<Header> {

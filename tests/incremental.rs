@@ -257,3 +257,22 @@ fn a_damaged_parent_index_makes_a_full_backup() {
     assert_ne!(id, full);
     assert_eq!(parent_of(&b, &id), serde_json::Value::Null);
 }
+
+#[test]
+fn chain_settings_are_checked_with_clear_errors() {
+    for (line, key) in [
+        ("full_every_count = 64", "full_every_count"),
+        ("full_every_count = -1", "full_every_count"),
+        ("full_every = \"soon\"", "full_every"),
+        ("full_every = \"0s\"", "full_every"),
+    ] {
+        let b = Board::with_config("incr-config", line);
+        let err = b.fails(&["list"]);
+        assert!(err.contains(key), "{line}: {err}");
+    }
+    // full_every_count = 0: every backup is a full one.
+    let (b, _src) = board("incr-off", "full_every_count = 0");
+    backup(&b, &[]);
+    let second = backup(&b, &[]);
+    assert_eq!(parent_of(&b, &second), serde_json::Value::Null);
+}

@@ -133,7 +133,7 @@ impl Session {
             )
             .await?
             {
-                Outcome::Done(meta) => break meta,
+                Outcome::Done(meta) => break *meta,
                 Outcome::ParentFailed(why) if had_parent => {
                     log::warn!(
                         "{strategy}: the parent archive cannot be read ({why}); making a full backup instead; verify the store"
