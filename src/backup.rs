@@ -55,10 +55,21 @@ struct Counts {
 }
 
 /// The archive an incremental backup is made against: a cursor over its
-/// index (which must have stat blocks).
+/// index (which must have stat blocks), and when its backup started.
 pub struct Parent {
     pub cursor: IndexCursor,
+    /// Unix nanoseconds when the parent's backup started (its sidecar's
+    /// `created`, `created_nanos`).
+    pub started_ns: i128,
 }
+
+/// A file whose ctime is less than this before the parent's backup
+/// started is read again even when its stat matches ("racily clean"):
+/// file times come from a coarse clock (one tick is at most 10 ms), so a
+/// change made in the same tick as the parent read the file could carry
+/// the very ctime the parent recorded. Changes to a file bump its ctime,
+/// and nothing can set it back, so older ctimes are safe to trust.
+pub const RACY_MARGIN_NS: i128 = 200_000_000;
 
 /// How a run ended.
 pub enum Outcome {
@@ -398,6 +409,10 @@ fn unchanged(
     let Some(rec) = rec else {
         return Ok(None);
     };
+    let ctime_ns = i128::from(m.ctime) * 1_000_000_000 + i128::from(m.ctime_nsec);
+    if ctime_ns >= parent.started_ns - RACY_MARGIN_NS {
+        return Ok(None);
+    }
     Ok(same_file(rec, m).map(|holder| {
         (
             Reference {

@@ -47,7 +47,11 @@ impl Session {
         match IndexCursor::open(parent, self.key.as_ref()) {
             Ok(cursor) if cursor.with_stat() => {
                 log::info!("{strategy}: incremental backup against {}", parent.meta.id);
-                Some(Parent { cursor })
+                Some(Parent {
+                    cursor,
+                    started_ns: i128::from(parent.meta.created) * 1_000_000_000
+                        + i128::from(parent.meta.created_nanos),
+                })
             }
             Ok(_) => {
                 log::info!(
