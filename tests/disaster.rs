@@ -92,8 +92,7 @@ impl Fixture {
                 .b
                 .list()
                 .into_iter()
-                .filter(|v| v["strategy"] == s)
-                .last()
+                .rfind(|v| v["strategy"] == s)
                 .unwrap();
             assert!(newest["parent"].is_string(), "{s} is not incremental");
         }

@@ -206,8 +206,7 @@ fn export_writes_a_complete_set_and_reexport_copies_only_what_changed() {
     let config = b
         .list()
         .into_iter()
-        .filter(|v| v["strategy"] == "config")
-        .last()
+        .rfind(|v| v["strategy"] == "config")
         .unwrap();
     let parent = config["parent"]
         .as_str()
