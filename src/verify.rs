@@ -49,9 +49,26 @@ pub async fn verify_chain(
     key: Option<&KeyRing>,
     progress: &mut Progress,
 ) -> Result<Verified> {
+    verify_chain_memo(archive, archives, key, &mut HashSet::new(), progress).await
+}
+
+/// [`verify_chain`], skipping the full verification of holders whose ids
+/// are in `passed` (archives that passed earlier in the same run); every
+/// holder that passes is added, so `verify --all` reads each archive of a
+/// chain once, not once per incremental built on it.
+pub async fn verify_chain_memo(
+    archive: &Listed,
+    archives: &[Listed],
+    key: Option<&KeyRing>,
+    passed: &mut HashSet<String>,
+    progress: &mut Progress,
+) -> Result<Verified> {
     let mut holders = Holders::new(archive, archives, key);
     let v = verify_with(archive, key, Some(&mut holders), progress).await?;
     for holder in holders.used() {
+        if passed.contains(&holder.meta.id) {
+            continue;
+        }
         Box::pin(verify_with(holder, key, None, progress))
             .await
             .map_err(|e| {
@@ -60,6 +77,7 @@ pub async fn verify_chain(
                     archive.meta.id, holder.meta.id
                 ))
             })?;
+        passed.insert(holder.meta.id.clone());
     }
     Ok(v)
 }
