@@ -15,11 +15,12 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::chain::cursor::IndexCursor;
 use crate::config::{Config, SourceSpec};
 use crate::crypto::{KeyId, MasterKey};
 use crate::error::{msg, Error, IoContext, Result};
 use crate::format::header::{Header, DEFAULT_FRAME_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED};
-use crate::format::record::{STATUS_CHANGED, STATUS_CLEAN};
+use crate::format::record::{IndexRecord, IndexStat, Reference, STATUS_CHANGED, STATUS_CLEAN};
 use crate::format::sidecar::{self, DatabaseInfo, Meta};
 use crate::format::{ArchiveWriter, EntryHeader, EntryKind, FormatError};
 use crate::fsutil::write_atomic;
@@ -46,6 +47,36 @@ struct Counts {
     db_check: Option<String>,
     schema_sha256: Option<[u8; 32]>,
     tables: Vec<(String, u64)>,
+    /// Files stored as references into earlier archives (kind 5).
+    unchanged: u64,
+    /// Why the parent could not be read to the end (the run is then
+    /// abandoned and redone as a full backup).
+    parent_failed: Option<String>,
+}
+
+/// The archive an incremental backup is made against: a cursor over its
+/// index (which must have stat blocks), and when its backup started.
+pub struct Parent {
+    pub cursor: IndexCursor,
+    /// Unix nanoseconds when the parent's backup started (its sidecar's
+    /// `created`, `created_nanos`).
+    pub started_ns: i128,
+}
+
+/// A file whose ctime is less than this before the parent's backup
+/// started is read again even when its stat matches ("racily clean"):
+/// file times come from a coarse clock (one tick is at most 10 ms), so a
+/// change made in the same tick as the parent read the file could carry
+/// the very ctime the parent recorded. Changes to a file bump its ctime,
+/// and nothing can set it back, so older ctimes are safe to trust.
+pub const RACY_MARGIN_NS: i128 = 200_000_000;
+
+/// How a run ended.
+pub enum Outcome {
+    Done(Box<Meta>),
+    /// The parent could not be read (damaged, tampered with): nothing was
+    /// published; make a full backup instead.
+    ParentFailed(String),
 }
 
 type Writer = ArchiveWriter<PartWriter>;
@@ -57,8 +88,9 @@ pub async fn run(
     _lock: &StoreLock,
     strategy: Strategy,
     key: Option<&MasterKey>,
+    mut parent: Option<Parent>,
     progress: &mut Progress,
-) -> Result<Meta> {
+) -> Result<Outcome> {
     let spec = cfg.source(strategy).ok_or_else(|| {
         msg(format!(
             "strategy {strategy} is not configured: add a [{strategy}] section to {}",
@@ -83,15 +115,22 @@ pub async fn run(
     progress.start(&format!("backup {strategy}"), None);
     let sources = match &spec {
         SourceSpec::Tree { paths, exclude } => {
-            write_tree(
+            w.index_stats();
+            let written = write_tree(
                 &mut w,
                 paths,
                 exclude,
                 &cfg.backup_dir,
                 &mut counts,
+                parent.as_mut(),
                 progress,
             )
-            .await?;
+            .await;
+            if let Some(why) = counts.parent_failed.take() {
+                progress.finish();
+                return Ok(Outcome::ParentFailed(why));
+            }
+            written?;
             paths.clone()
         }
         SourceSpec::Database { path } => {
@@ -127,15 +166,23 @@ pub async fn run(
         db_check: counts.db_check,
         schema_sha256: counts.schema_sha256,
         tables: counts.tables,
-        parent: None,
+        parent: parent.map(|p| p.cursor.id().to_string()),
     };
+    if meta.parent.is_some() {
+        log::info!(
+            "{id}: {} of {} files unchanged since {}, stored as references",
+            counts.unchanged,
+            meta.files,
+            meta.parent.as_deref().unwrap_or_default()
+        );
+    }
     let bytes = sidecar::encode(
         &meta,
         &header,
         &header.protection_with_key(key).map_err(archive_err)?,
     );
     write_atomic(&dir.join(format!("{id}{SIDECAR_EXT}")), &bytes, 0o644)?;
-    Ok(meta)
+    Ok(Outcome::Done(Box::new(meta)))
 }
 
 fn new_header(cfg: &Config, key: Option<&MasterKey>, created: i64) -> Result<Header> {
@@ -238,6 +285,7 @@ async fn write_tree(
     exclude: &[String],
     backup_dir: &Path,
     counts: &mut Counts,
+    mut parent: Option<&mut Parent>,
     progress: &mut Progress,
 ) -> Result<()> {
     if !roots.iter().any(|r| exists_nofollow(r)) {
@@ -284,8 +332,31 @@ async fn write_tree(
                     counts.hardlinks += 1;
                 }
                 None => {
-                    write_file(w, &p, file, &m, &mut buf, counts, progress).await?;
-                    links.remember(&m, &p);
+                    let same = match parent.as_deref_mut() {
+                        Some(par) if m.nlink < 2 => match unchanged(par, &p, &m) {
+                            Ok(same) => same,
+                            Err(why) => {
+                                counts.parent_failed = Some(why);
+                                return Err(msg("the parent archive cannot be read"));
+                            }
+                        },
+                        _ => None,
+                    };
+                    match same {
+                        Some((reference, sha256)) => {
+                            let header = entry_header(EntryKind::Stored, &p, &m, 0);
+                            let stat = stat_of(&m, reference.holder.as_bytes());
+                            w.stored_entry(&header, &reference, sha256, stat)
+                                .map_err(write_err(&p))?;
+                            counts.files += 1;
+                            counts.unchanged += 1;
+                            counts.content_bytes += m.size;
+                        }
+                        None => {
+                            write_file(w, &p, file, &m, &mut buf, counts, progress).await?;
+                            links.remember(&m, &p);
+                        }
+                    }
                 }
             },
             Found::Skipped(p, why) => {
@@ -305,6 +376,77 @@ async fn write_tree(
         smol::future::yield_now().await;
     }
     Ok(())
+}
+
+/// The index's stat block for a file described by `m`.
+fn stat_of(m: &Info, holder: &[u8]) -> IndexStat {
+    IndexStat {
+        dev: m.dev,
+        ino: m.ino,
+        mtime: m.mtime,
+        mtime_nsec: m.mtime_nsec,
+        ctime: m.ctime,
+        ctime_nsec: m.ctime_nsec,
+        file_size: m.size,
+        holder: holder.to_vec(),
+    }
+}
+
+/// If the file at `p` (described by `m`) is unchanged since the parent
+/// stored it (same device, inode, size, mtime and ctime, stored clean):
+/// where its content is and its SHA-256. `Err`: the parent's index cannot
+/// be read (damaged or tampered with).
+fn unchanged(
+    parent: &mut Parent,
+    p: &Path,
+    m: &Info,
+) -> std::result::Result<Option<(Reference, [u8; 32])>, String> {
+    let id = parent.cursor.id().to_string();
+    let rec = parent
+        .cursor
+        .seek(p.as_os_str().as_bytes())
+        .map_err(|e| format!("archive {id}: {e}"))?;
+    let Some(rec) = rec else {
+        return Ok(None);
+    };
+    let ctime_ns = i128::from(m.ctime) * 1_000_000_000 + i128::from(m.ctime_nsec);
+    if ctime_ns >= parent.started_ns - RACY_MARGIN_NS {
+        return Ok(None);
+    }
+    Ok(same_file(rec, m).map(|holder| {
+        (
+            Reference {
+                holder: holder.unwrap_or(id),
+                file_size: m.size,
+            },
+            rec.sha256,
+        )
+    }))
+}
+
+/// `Some(holder)` when `rec` describes the same version of the file as
+/// `m`: `Some(None)` for content in the parent itself, `Some(Some(id))`
+/// for content the parent references in `id`.
+fn same_file(rec: &IndexRecord, m: &Info) -> Option<Option<String>> {
+    let st = rec.stat.as_ref()?;
+    let same = rec.status == STATUS_CLEAN
+        && st.dev == m.dev
+        && st.ino == m.ino
+        && st.file_size == m.size
+        && st.mtime == m.mtime
+        && st.mtime_nsec == m.mtime_nsec
+        && st.ctime == m.ctime
+        && st.ctime_nsec == m.ctime_nsec;
+    if !same {
+        return None;
+    }
+    match rec.kind {
+        EntryKind::File if rec.size == m.size => Some(None),
+        EntryKind::Stored if !st.holder.is_empty() => {
+            String::from_utf8(st.holder.clone()).ok().map(Some)
+        }
+        _ => None,
+    }
 }
 
 /// An entry whose content is a short byte string (a symlink's target, a
@@ -415,12 +557,13 @@ async fn write_file(
         );
         counts.changed += 1;
     }
-    w.end_entry(if changed {
+    let status = if changed {
         STATUS_CHANGED
     } else {
         STATUS_CLEAN
-    })
-    .map_err(write_err(path))?;
+    };
+    w.end_entry_stat(status, stat_of(before, b""))
+        .map_err(write_err(path))?;
     counts.files += 1;
     counts.content_bytes += size;
     Ok(())
@@ -621,6 +764,7 @@ mod tests {
                 &lock,
                 Strategy::Application,
                 None,
+                None,
                 &mut progress,
             )
             .await;
@@ -628,6 +772,9 @@ mod tests {
             r
         }))
         .unwrap();
+        let Outcome::Done(meta) = meta else {
+            panic!("no parent, yet the parent failed")
+        };
         assert_eq!(meta.files, n);
         assert!(
             ticks.get() >= n,

@@ -271,6 +271,8 @@ struct RawConfig {
     keep_weekly: Option<u32>,
     keep_monthly: Option<u32>,
     backup_jitter: Option<JitterDuration>,
+    full_every: Option<IntervalDuration>,
+    full_every_count: Option<BoundedCount<0, { crate::chain::MAX_CHAIN as u32 - 1 }>>,
     compression_enabled: Option<bool>,
     compression_level: Option<u8>,
     encryption_enabled: Option<bool>,
@@ -475,6 +477,12 @@ pub struct Config {
     pub retention: crate::retention::Policy,
     /// Largest random delay added to scheduled runs.
     pub backup_jitter: Duration,
+    /// Incremental chains of the tree strategies: a full archive when the
+    /// chain's full archive is this old (`full_every`, default 7 days)...
+    pub full_every: Duration,
+    /// ... or when the chain already has this many incrementals
+    /// (`full_every_count`, default 30, 0 to 63; 0 = every backup full).
+    pub full_every_count: u32,
     pub compression_enabled: bool,
     pub compression_level: u8,
     pub encryption_enabled: bool,
@@ -521,6 +529,10 @@ pub struct Config {
     pub application: Option<TreeSection>,
     pub access: AccessSection,
 }
+
+/// `full_every_count` when absent: at most 30 incrementals after a full
+/// archive (a week of 6-hourly backups fits).
+pub const DEFAULT_FULL_EVERY_COUNT: u32 = 30;
 
 /// `export_interval` when absent: a recovery set a day.
 pub const DEFAULT_EXPORT_INTERVAL_S: u64 = 86_400;
@@ -676,6 +688,12 @@ impl Config {
                 within_days: raw.retention_days.unwrap_or_else(|| env.retention_days()),
             },
             backup_jitter: raw.backup_jitter.map_or(Duration::from_secs(300), |d| d.0),
+            full_every: raw
+                .full_every
+                .map_or(Duration::from_secs(7 * 86_400), |d| d.0),
+            full_every_count: raw
+                .full_every_count
+                .map_or(DEFAULT_FULL_EVERY_COUNT, |k| k.0),
             compression_enabled: raw.compression_enabled.unwrap_or(true),
             compression_level: level,
             encryption_enabled: raw.encryption_enabled.unwrap_or(true),

@@ -11,6 +11,7 @@
 pub mod alerting;
 pub mod audit;
 pub mod backup;
+pub mod chain;
 pub mod child;
 pub mod cli;
 pub mod config;

@@ -45,6 +45,7 @@ pub fn plan(
                 created: a.meta.created,
                 created_nanos: a.meta.created_nanos,
                 verified: verified.as_deref() == Some(a.meta.id.as_str()),
+                parent: a.meta.parent.clone(),
             })
             .collect();
         if !candidates.is_empty() {

@@ -10,6 +10,9 @@
 //! - The newest archive and the newest verified archive are never deleted,
 //!   whatever the policy says (even an all-zero policy).
 //! - Archives created after `now` (a wrong board clock) are never deleted.
+//! - A chain is one unit: an archive that a kept archive names as its
+//!   parent, directly or through other parents, is kept ("parent of a
+//!   kept archive"), so no kept incremental loses what it refers to.
 //! - Decisions come back newest first, by (created, created_nanos, id)
 //!   descending, whatever the input order.
 //! - Pure: no I/O, no clock; `now` is passed in. Nothing here panics on any
@@ -27,6 +30,8 @@ pub struct Candidate {
     pub created: i64,
     pub created_nanos: u32,
     pub verified: bool,
+    /// The archive this one is incremental on (`None`: a full archive).
+    pub parent: Option<String>,
 }
 
 /// How many archives to keep. Every field 0 means "keep only what the safety
@@ -74,11 +79,39 @@ pub fn decide(candidates: &[Candidate], policy: &Policy, now: i64) -> Vec<Decisi
         keep_per_period(&sorted, period, count, &mut reasons);
     }
     keep_within(&sorted, policy.within_days, now, &mut reasons);
+    keep_parents(&sorted, &mut reasons);
     sorted
         .iter()
         .zip(reasons)
         .map(|(c, r)| to_decision(c, r))
         .collect()
+}
+
+/// Keep every parent of a kept archive, transitively. Passes until
+/// nothing changes (at most one per archive, whatever the ids say, so a
+/// parent that claims to be newer, or a cycle, cannot loop).
+fn keep_parents(sorted: &[&Candidate], reasons: &mut [Vec<String>]) {
+    const WHY: &str = "parent of a kept archive";
+    for _ in 0..sorted.len() {
+        let mut changed = false;
+        for i in 0..sorted.len() {
+            if reasons[i].is_empty() {
+                continue;
+            }
+            let Some(parent) = &sorted[i].parent else {
+                continue;
+            };
+            if let Some(j) = sorted.iter().position(|c| &c.id == parent) {
+                if !reasons[j].iter().any(|r| r == WHY) {
+                    reasons[j].push(WHY.to_string());
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
 }
 
 /// (kept, deleted).
@@ -235,6 +268,7 @@ mod tests {
             created: ts(time),
             created_nanos: 0,
             verified,
+            parent: None,
         }
     }
 
@@ -654,6 +688,7 @@ mod tests {
             created: 1_000,
             created_nanos: nanos,
             verified: false,
+            parent: None,
         };
         let input = vec![make("a", 5), make("c", 1), make("b", 5), make("d", 9)];
         let decisions = decide(
@@ -686,6 +721,7 @@ mod tests {
                 created: t,
                 created_nanos: 0,
                 verified: true,
+                parent: None,
             })
             .collect();
         let policy = Policy {
@@ -752,5 +788,31 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+    }
+
+    #[test]
+    fn a_kept_archive_keeps_its_whole_chain() {
+        let day = 86_400;
+        let c = |id: &str, t: i64, parent: Option<&str>| Candidate {
+            id: id.to_string(),
+            created: t,
+            created_nanos: 0,
+            verified: false,
+            parent: parent.map(str::to_string),
+        };
+        // full f1 <- i1 <- i2 (newest); an old unrelated full f0.
+        let input = vec![
+            c("f0", 0, None),
+            c("f1", day, None),
+            c("i1", 2 * day, Some("f1")),
+            c("i2", 3 * day, Some("i1")),
+        ];
+        let d = decide(&input, &Policy::default(), 10 * day);
+        let kept: Vec<&str> = d.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect();
+        assert_eq!(kept, vec!["i2", "i1", "f1"], "{d:?}");
+        // A cycle or a parent claiming to be newer cannot loop.
+        let cyc = vec![c("a", day, Some("b")), c("b", 0, Some("a"))];
+        let d = decide(&cyc, &Policy::default(), 10 * day);
+        assert!(d.iter().all(|d| d.keep));
     }
 }

@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 
 use crate::backup::{HARDLINK_MAP_BYTES, HARDLINK_MAP_ENTRIES};
+use crate::chain::holders::{read_reference, Holders};
 use crate::crypto::KeyRing;
 use crate::error::{Error, Result};
 use crate::format::record::STATUS_CHANGED;
@@ -28,9 +29,63 @@ pub struct Verified {
     pub changed_while_read: u64,
 }
 
+/// Verify one archive by itself: its kind 5 entries are checked for form,
+/// not against the archives they name (see [`verify_chain`]).
 pub async fn verify(
     archive: &Listed,
     key: Option<&KeyRing>,
+    progress: &mut Progress,
+) -> Result<Verified> {
+    verify_with(archive, key, None, progress).await
+}
+
+/// Verify an archive and what it refers to: every archive that holds the
+/// content of one of its kind 5 entries must be listed in `archives`,
+/// hold that path as a file of that size and SHA-256 (by its index), and
+/// itself pass a full verification. Errors name the failing archive.
+pub async fn verify_chain(
+    archive: &Listed,
+    archives: &[Listed],
+    key: Option<&KeyRing>,
+    progress: &mut Progress,
+) -> Result<Verified> {
+    verify_chain_memo(archive, archives, key, &mut HashSet::new(), progress).await
+}
+
+/// [`verify_chain`], skipping the full verification of holders whose ids
+/// are in `passed` (archives that passed earlier in the same run); every
+/// holder that passes is added, so `verify --all` reads each archive of a
+/// chain once, not once per incremental built on it.
+pub async fn verify_chain_memo(
+    archive: &Listed,
+    archives: &[Listed],
+    key: Option<&KeyRing>,
+    passed: &mut HashSet<String>,
+    progress: &mut Progress,
+) -> Result<Verified> {
+    let mut holders = Holders::new(archive, archives, key);
+    let v = verify_with(archive, key, Some(&mut holders), progress).await?;
+    for holder in holders.used() {
+        if passed.contains(&holder.meta.id) {
+            continue;
+        }
+        Box::pin(verify_with(holder, key, None, progress))
+            .await
+            .map_err(|e| {
+                crate::error::msg(format!(
+                    "archive {} keeps file contents in archive {}, which fails verification: {e}",
+                    archive.meta.id, holder.meta.id
+                ))
+            })?;
+        passed.insert(holder.meta.id.clone());
+    }
+    Ok(v)
+}
+
+async fn verify_with(
+    archive: &Listed,
+    key: Option<&KeyRing>,
+    mut holders: Option<&mut Holders<'_>>,
     progress: &mut Progress,
 ) -> Result<Verified> {
     let id = &archive.meta.id;
@@ -48,6 +103,18 @@ pub async fn verify(
     let (mut files, mut dirs, mut symlinks, mut hardlinks) = (0u64, 0u64, 0u64, 0u64);
     let mut stored_files = FilePaths::default();
     while let Some(h) = r.next_entry().map_err(arch)? {
+        if h.kind == EntryKind::Stored {
+            let (reference, t) = read_reference(&mut r).map_err(arch)?;
+            if let Some(holders) = holders.as_deref_mut() {
+                holders.check(&h.path, &reference, &t.sha256)?;
+            }
+            v.entries += 1;
+            files += 1;
+            v.content_bytes += reference.file_size;
+            progress.add(reference.file_size);
+            smol::future::yield_now().await;
+            continue;
+        }
         let mut target = Vec::new();
         while let Some(chunk) = r.content_chunk().map_err(arch)? {
             if h.kind == EntryKind::HardLink {
@@ -69,6 +136,7 @@ pub async fn verify(
             }
             EntryKind::Dir => dirs += 1,
             EntryKind::Symlink => symlinks += 1,
+            EntryKind::Stored => {}
             EntryKind::HardLink => {
                 hardlinks += 1;
                 stored_files.check_link(&h.path, &target).map_err(arch)?;

@@ -73,10 +73,29 @@ impl Fixture {
             .to_string()
     }
 
-    /// Populate, back up, export onto the stick.
+    /// Populate, back up, change a file of each tree and back up again
+    /// (so the exported tree archives are incrementals, whose chains the
+    /// set must carry), export onto the stick.
     fn export_to(&self, stick: &Path) {
         self.b.populate();
         self.b.ok(&["backup"]);
+        for t in TREES {
+            fs::write(
+                self.b.root.join(t).join("changed.txt"),
+                "after the full one\n",
+            )
+            .unwrap();
+        }
+        self.b.ok(&["backup"]);
+        for s in ["config", "logs", "application"] {
+            let newest = self
+                .b
+                .list()
+                .into_iter()
+                .rfind(|v| v["strategy"] == s)
+                .unwrap();
+            assert!(newest["parent"].is_string(), "{s} is not incremental");
+        }
         export(&self.b, stick);
     }
 

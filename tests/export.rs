@@ -200,7 +200,29 @@ fn export_writes_a_complete_set_and_reexport_copies_only_what_changed() {
     }
     let sets = complete_sets(&s.dir);
     assert_eq!(sets.len(), 3, "export_keep defaults to 3");
-    check_set(&b, &s.dir, sets.last().unwrap());
+    let m = check_set(&b, &s.dir, sets.last().unwrap());
+    // The new config archive is an incremental: its set names its parent
+    // (already on the stick) too, so the set restores on its own.
+    let config = b
+        .list()
+        .into_iter()
+        .rfind(|v| v["strategy"] == "config")
+        .unwrap();
+    let parent = config["parent"]
+        .as_str()
+        .expect("an incremental")
+        .to_string();
+    let listed = m.archives.iter().find(|a| a.strategy == "config").unwrap();
+    assert_eq!(listed.id, config["id"].as_str().unwrap());
+    assert!(
+        listed
+            .files
+            .iter()
+            .any(|f| f.name == format!("config/{parent}.meta")),
+        "{:?}",
+        listed.files
+    );
+    assert!(!pool_files_of(&s.dir, "config", &parent).is_empty());
 }
 
 #[test]
@@ -213,7 +235,8 @@ fn export_keep_drops_old_sets_and_collects_the_pool() {
     for i in 0..3 {
         if i > 0 {
             fs::write(b.root.join("etc/myrvm/plain.env"), format!("A={i}\n")).unwrap();
-            b.ok(&["backup", "config"]);
+            // Full archives: an incremental's set also names its chain.
+            b.ok(&["backup", "--full", "config"]);
         }
         config_ids.push(b.ids("config").last().unwrap().clone());
         export(&b, &s);

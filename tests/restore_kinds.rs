@@ -322,6 +322,7 @@ fn damaged_databases_need_accept_damaged() {
     let (a, key) = listed(&b, &id);
     let r = smol::block_on(rvm_backup::restore::run(
         &a,
+        &[],
         Some(&key),
         Some(&target),
         None,
@@ -364,6 +365,7 @@ fn damaged_databases_need_accept_damaged() {
     let (a, key) = listed(&b, &bad);
     smol::block_on(rvm_backup::restore::run(
         &a,
+        &[],
         Some(&key),
         Some(&t2),
         None,
@@ -393,6 +395,7 @@ fn a_dropped_restore_leaves_nothing_behind() {
         let mut progress = Progress::silent();
         let mut fut = Box::pin(rvm_backup::restore::run(
             &a,
+            &[],
             Some(&key),
             Some(&target),
             None,
@@ -420,6 +423,7 @@ fn a_dropped_restore_leaves_nothing_behind() {
     let mut progress = Progress::silent();
     let mut fut = Box::pin(rvm_backup::restore::run(
         &a,
+        &[],
         Some(&key),
         None,
         None,
@@ -455,6 +459,7 @@ fn a_directory_replaced_between_staging_and_publishing_is_refused() {
     let mut progress = Progress::silent();
     let mut fut = Box::pin(rvm_backup::restore::run(
         &a,
+        &[],
         Some(&key),
         Some(&target),
         None,

@@ -218,8 +218,9 @@ fn large_archives_are_split_into_parts() {
 fn prune_applies_the_policy_and_keeps_the_newest() {
     let b = Board::with_config("prune", "keep_last = 2\nretention_days = 0");
     b.populate();
+    // Full archives: an incremental chain is kept whole (tests/incremental.rs).
     for _ in 0..4 {
-        b.ok(&["backup", "config"]);
+        b.ok(&["backup", "--full", "config"]);
     }
     b.ok(&["backup", "logs"]);
     let ids = b.ids("config");

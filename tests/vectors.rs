@@ -245,3 +245,127 @@ fn sidecar_tag_depends_on_every_byte() {
         meta
     );
 }
+
+/// The incremental vector (`v1-incremental.hex`, unencrypted): an index
+/// with stat blocks (marker 0xFD), a changed file stored whole, and an
+/// unchanged one as a kind 5 reference into an earlier archive.
+const EARLIER: &str = "config-20261124T140000Z-0a1b2c";
+
+fn incremental_bytes() -> Vec<u8> {
+    use rvm_backup::format::record::{IndexStat, Reference};
+    let key = MasterKey::from_bytes(MASTER);
+    let header = Header {
+        flags: 0,
+        frame_size: 4096,
+        key_id: Default::default(),
+        salt: SALT,
+        created: CREATED,
+    };
+    let mut w = ArchiveWriter::new(
+        Vec::new(),
+        &header,
+        header.protection_with_key(Some(&key)).unwrap(),
+        None,
+    )
+    .unwrap();
+    w.index_stats();
+    let h = |kind, path: &str, mode, size| EntryHeader {
+        kind,
+        path: path.as_bytes().to_vec(),
+        mode,
+        uid: 1000,
+        gid: 1000,
+        mtime: CREATED - 3600,
+        mtime_nsec: 500_000_000,
+        size,
+    };
+    let stat = |ino, file_size, holder: &str| IndexStat {
+        dev: 0x0801,
+        ino,
+        mtime: CREATED - 3600,
+        mtime_nsec: 500_000_000,
+        ctime: CREATED - 1800,
+        ctime_nsec: 250_000_000,
+        file_size,
+        holder: holder.as_bytes().to_vec(),
+    };
+    w.begin_entry(&h(EntryKind::Dir, "/etc/myrvm", 0o755, 0))
+        .unwrap();
+    w.end_entry_stat(0, IndexStat::default()).unwrap();
+    let a = b"RVM_MACHINE=RVM-0002\n";
+    w.begin_entry(&h(
+        EntryKind::File,
+        "/etc/myrvm/a.env",
+        0o644,
+        a.len() as u64,
+    ))
+    .unwrap();
+    w.write_content(a).unwrap();
+    w.end_entry_stat(0, stat(1001, a.len() as u64, "")).unwrap();
+    let big = b"deposit accepted\n".repeat(300);
+    w.stored_entry(
+        &h(EntryKind::Stored, "/etc/myrvm/big.txt", 0o600, 0),
+        &Reference {
+            holder: EARLIER.into(),
+            file_size: big.len() as u64,
+        },
+        rvm_backup::crypto::sha256(&big),
+        stat(1002, big.len() as u64, EARLIER),
+    )
+    .unwrap();
+    w.finish().unwrap().0
+}
+
+#[test]
+fn incremental_vector() {
+    use rvm_backup::format::record::Reference;
+    let bytes = incremental_bytes();
+    if std::env::var_os("RVM_BACKUP_WRITE_VECTORS").is_some() {
+        let lines: Vec<String> = hex(&bytes)
+            .as_bytes()
+            .chunks(64)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        std::fs::write("tests/vectors/v1-incremental.hex", lines.join("\n") + "\n").unwrap();
+        return;
+    }
+    let expected = unhex(include_str!("vectors/v1-incremental.hex"));
+    assert_eq!(
+        hex(&bytes),
+        hex(&expected),
+        "writer output for v1-incremental changed: that is a format change"
+    );
+    let key = KeyRing::from(MasterKey::from_bytes(MASTER));
+    let mut r = ArchiveReader::open(Cursor::new(&expected), Some(&key)).unwrap();
+    let mut kinds = Vec::new();
+    while let Some(h) = r.next_entry().unwrap() {
+        let mut content = Vec::new();
+        while let Some(c) = r.content_chunk().unwrap() {
+            content.extend_from_slice(c);
+        }
+        let t = r.end_entry().unwrap();
+        if h.kind == EntryKind::Stored {
+            let reference = Reference::decode(&content).unwrap();
+            assert_eq!(reference.holder, EARLIER);
+            assert_eq!(reference.file_size, 5100);
+            assert_eq!(
+                t.sha256,
+                rvm_backup::crypto::sha256(&b"deposit accepted\n".repeat(300))
+            );
+        }
+        kinds.push(h.kind);
+    }
+    assert_eq!(
+        kinds,
+        vec![EntryKind::Dir, EntryKind::File, EntryKind::Stored]
+    );
+    let mut r = ArchiveReader::open(Cursor::new(&expected), Some(&key)).unwrap();
+    let index = r.read_index().unwrap();
+    let stats: Vec<_> = index.iter().map(|i| i.stat.clone().unwrap()).collect();
+    assert_eq!(stats[0], Default::default());
+    assert_eq!((stats[1].ino, stats[1].holder.len()), (1001, 0));
+    assert_eq!(
+        (stats[2].ino, stats[2].file_size, &stats[2].holder[..]),
+        (1002, 5100, EARLIER.as_bytes())
+    );
+}

@@ -167,6 +167,7 @@ impl Ctx<'_> {
     pub fn backup(mut self, args: &[String]) -> Result<i32> {
         let mut args = args.to_vec();
         let all = take_flag(&mut args, "--all");
+        let full = take_flag(&mut args, "--full");
         no_unknown_flags(&args)?;
         let strategies = if all || args.is_empty() {
             self.session.all_strategies()?
@@ -176,11 +177,11 @@ impl Ctx<'_> {
         let mut failed = 0;
         for s in strategies {
             let mut progress = self.progress();
-            match smol::block_on(self.session.backup(s, &mut progress)) {
+            match smol::block_on(self.session.backup_with(s, full, &mut progress)) {
                 Ok(r) => {
                     let m = &r.meta;
                     let line = format!(
-                        "{}  {} files, {} read, {} stored in {:.1} s, verified{}",
+                        "{}  {} files, {} read, {} stored in {:.1} s, verified{}{}",
                         m.id,
                         m.files,
                         human_bytes(m.content_bytes),
@@ -190,6 +191,10 @@ impl Ctx<'_> {
                             format!(", {} changed while read", m.changed_while_read)
                         } else {
                             String::new()
+                        },
+                        match &m.parent {
+                            Some(p) => format!(", incremental on {p}"),
+                            None => String::new(),
                         }
                     );
                     self.say(&line);
@@ -222,7 +227,7 @@ impl Ctx<'_> {
                 self.out.line(&a.to_json().to_string());
             } else {
                 self.out.line(&format!(
-                    "{}  {}  {:>6} files  {:>10}  {}{}",
+                    "{}  {}  {:>6} files  {:>10}  {}{}{}",
                     a.meta.id,
                     crate::timefmt::rfc3339(a.meta.created),
                     a.meta.files,
@@ -235,6 +240,10 @@ impl Ctx<'_> {
                     match a.meta.db_check.as_deref() {
                         Some(c) if c != "ok" => format!("  DAMAGED SOURCE: {c}"),
                         _ => String::new(),
+                    },
+                    match &a.meta.parent {
+                        Some(p) => format!("  incremental on {p}"),
+                        None => String::new(),
                     }
                 ));
             }

@@ -28,7 +28,9 @@ commands:
   keygen --list                      key ids of the ring and how many archives use each
   keygen --recovery --out FILE       fleet recovery key pair: private half in FILE (0600),
                                      prints the recovery_public_key line for the config
-  backup [STRATEGY...|--all]         back up now (strategies: database config logs application)
+  backup [STRATEGY...|--all] [--full]
+                                     back up now (strategies: database config logs application);
+                                     tree strategies are incremental unless --full
   list [STRATEGY] [--json]           list archives (from their sidecars)
   verify [ID...|--all]               read every byte of archives and check it
   restore STRATEGY [ID|latest] [--at TIME] [--target DIR] [--file PATH] [--accept-damaged]

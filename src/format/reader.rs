@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use super::frame::FrameOpener;
 use super::header::{Header, HEADER_LEN};
 use super::record::{
-    decode_tail, ByteSource, EntryHeader, EntryKind, Footer, IndexRecord, INDEX_MARKER, TAIL_LEN,
-    TRAILER_LEN,
+    decode_tail, ByteSource, EntryHeader, EntryKind, Footer, IndexRecord, INDEX_MARKER,
+    INDEX_MARKER_STAT, TAIL_LEN, TRAILER_LEN,
 };
 use super::{FormatError, Location};
 use crate::crypto::{ct_eq, KeyRing};
@@ -157,9 +157,9 @@ impl<R: Read + Seek> ArchiveReader<R> {
         }
         let at = self.location();
         let kind = self.u8()?;
-        if kind == INDEX_MARKER {
+        if kind == INDEX_MARKER || kind == INDEX_MARKER_STAT {
             if self.sequential {
-                self.check_index(at)?;
+                self.check_index(at, kind == INDEX_MARKER_STAT)?;
             }
             return Ok(None);
         }
@@ -172,6 +172,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
                 at,
                 status: 0,
                 sha256: [0; 32],
+                stat: None,
             },
             remaining: header.size,
             hasher: Sha256::new(),
@@ -215,7 +216,10 @@ impl<R: Read + Seek> ArchiveReader<R> {
         let mut sha256 = [0u8; 32];
         sha256.copy_from_slice(&t[1..]);
         let actual: [u8; 32] = open.hasher.finalize().into();
-        if !ct_eq(&actual, &sha256) {
+        // A kind 5 entry's content is the reference; its trailer holds the
+        // SHA-256 of the referenced file content, checked where that
+        // content is read (restore, verify).
+        if open.record.kind != EntryKind::Stored && !ct_eq(&actual, &sha256) {
             return Err(FormatError::ContentMismatch(
                 String::from_utf8_lossy(&open.record.path).into_owned(),
             ));
@@ -237,13 +241,27 @@ impl<R: Read + Seek> ArchiveReader<R> {
         })
     }
 
-    fn check_index(&mut self, index_at: Location) -> Result<(), FormatError> {
+    fn check_index(&mut self, index_at: Location, with_stat: bool) -> Result<(), FormatError> {
         let mut listed = 0u64;
         let mut listed_hash = Sha256::new();
         let mut enc = Vec::new();
         while !self.at_payload_end()? {
             enc.clear();
-            IndexRecord::decode(self)?.encode(&mut enc);
+            let rec = if with_stat {
+                IndexRecord::decode_with_stat(self)?
+            } else {
+                IndexRecord::decode(self)?
+            };
+            if with_stat && rec.kind == EntryKind::Stored {
+                let holder = rec.stat.as_ref().map_or(&[][..], |s| &s.holder[..]);
+                if holder.is_empty() {
+                    return Err(FormatError::Corrupt(format!(
+                        "the index names no archive for {}",
+                        String::from_utf8_lossy(&rec.path)
+                    )));
+                }
+            }
+            rec.encode(&mut enc);
             listed_hash.update(&enc);
             listed += 1;
         }
@@ -286,6 +304,18 @@ impl<R: Read + Seek> ArchiveReader<R> {
 
     /// Random access: read the footer through the tail and return the index.
     pub fn read_index(&mut self) -> Result<Vec<IndexRecord>, FormatError> {
+        let (count, with_stat) = self.open_index()?;
+        let mut records = Vec::new();
+        for _ in 0..count {
+            records.push(self.index_record(with_stat)?);
+        }
+        Ok(records)
+    }
+
+    /// Random access: position at the first index record; returns the
+    /// number of records and whether they carry stat blocks. Read them
+    /// one by one with [`Self::index_record`] (fixed memory).
+    pub fn open_index(&mut self) -> Result<(u64, bool), FormatError> {
         self.sequential = false;
         self.src
             .seek(SeekFrom::End(-(TAIL_LEN as i64)))
@@ -298,23 +328,38 @@ impl<R: Read + Seek> ArchiveReader<R> {
             "tail does not point at the final frame".into(),
         ))?;
         self.seek_to(footer.index_at)?;
-        if self.u8()? != INDEX_MARKER {
-            return Err(FormatError::Corrupt(
-                "footer does not point at the index".into(),
-            ));
+        let with_stat = match self.u8()? {
+            INDEX_MARKER => false,
+            INDEX_MARKER_STAT => true,
+            _ => {
+                return Err(FormatError::Corrupt(
+                    "footer does not point at the index".into(),
+                ))
+            }
+        };
+        Ok((footer.entry_count, with_stat))
+    }
+
+    /// The next index record after [`Self::open_index`]; the caller counts.
+    pub fn index_record(&mut self, with_stat: bool) -> Result<IndexRecord, FormatError> {
+        if with_stat {
+            IndexRecord::decode_with_stat(self)
+        } else {
+            IndexRecord::decode(self)
         }
-        let mut records = Vec::new();
-        for _ in 0..footer.entry_count {
-            records.push(IndexRecord::decode(self)?);
-        }
-        Ok(records)
     }
 
     /// Random access: position at a record location from the index.
     pub fn seek_to(&mut self, at: Location) -> Result<(), FormatError> {
         self.sequential = false;
         self.open = None;
-        self.jump(at.frame_offset, at.frame_index)?;
+        let same_frame = self.started
+            && !self.frame_is_last
+            && self.frame_index == at.frame_index
+            && self.frame_offset == at.frame_offset;
+        if !same_frame {
+            self.jump(at.frame_offset, at.frame_index)?;
+        }
         if at.offset_in_frame as usize > self.len {
             return Err(FormatError::Corrupt(
                 "index points outside its frame".into(),

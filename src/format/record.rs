@@ -8,6 +8,10 @@ use super::{FormatError, Location};
 
 /// Kind byte that starts the index section of the payload.
 pub const INDEX_MARKER: u8 = 0xFE;
+/// Kind byte that starts an index whose records carry an [`IndexStat`]
+/// (archives of the tree strategies since incremental backups; an older
+/// reader refuses it as "unknown entry kind 253").
+pub const INDEX_MARKER_STAT: u8 = 0xFD;
 pub const FOOTER_MAGIC: [u8; 8] = *b"RVBFOOT1";
 pub const FOOTER_LEN: usize = 48;
 pub const TAIL_MAGIC: [u8; 8] = *b"RVBTAIL1";
@@ -37,6 +41,10 @@ pub enum EntryKind {
     /// A batch of committed SQLite WAL frames (point-in-time recovery):
     /// the only entry of a WAL segment archive (`pitr::segment`).
     WalSegment = 6,
+    /// A regular file whose content is stored in an earlier archive of the
+    /// same strategy: the content is a [`Reference`] to it, the trailer
+    /// hash the SHA-256 of the file's content (see `docs/format.md` §5).
+    Stored = 5,
     /// A second name for a regular file stored earlier in the same archive:
     /// the content is that earlier entry's archive path (like a symlink's
     /// target), and restore makes a hard link to it.
@@ -50,13 +58,9 @@ impl EntryKind {
             2 => Ok(EntryKind::Dir),
             3 => Ok(EntryKind::Symlink),
             4 => Ok(EntryKind::Database),
-            7 => Ok(EntryKind::HardLink),
+            5 => Ok(EntryKind::Stored),
             6 => Ok(EntryKind::WalSegment),
-            // 5 (content in an earlier archive) is reserved for
-            // incremental backups.
-            5 => Err(FormatError::Corrupt(format!(
-                "entry kind {b} needs a newer rvm-backup (incremental/WAL entries)"
-            ))),
+            7 => Ok(EntryKind::HardLink),
             _ => Err(FormatError::Corrupt(format!("unknown entry kind {b}"))),
         }
     }
@@ -123,6 +127,7 @@ impl EntryHeader {
         if h.kind == EntryKind::Dir && h.size != 0
             || matches!(h.kind, EntryKind::Symlink | EntryKind::HardLink)
                 && h.size > MAX_PATH_LEN as u64
+            || h.kind == EntryKind::Stored && h.size > MAX_REFERENCE_LEN as u64
         {
             return Err(FormatError::Corrupt(format!(
                 "entry {} has an impossible size",
@@ -150,9 +155,14 @@ pub struct IndexRecord {
     pub at: Location,
     pub status: u8,
     pub sha256: [u8; 32],
+    /// Present in an index marked [`INDEX_MARKER_STAT`] (every record),
+    /// absent in a version-1 index.
+    pub stat: Option<IndexStat>,
 }
 
 impl IndexRecord {
+    /// The version-1 record (without the stat block), which is also what
+    /// an entry seen in the payload is checked against.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.kind as u8);
         out.extend_from_slice(&path_len_field(&self.path));
@@ -161,6 +171,13 @@ impl IndexRecord {
         encode_location(&self.at, out);
         out.push(self.status);
         out.extend_from_slice(&self.sha256);
+    }
+
+    /// The record of an index marked [`INDEX_MARKER_STAT`]: the version-1
+    /// record, then the stat block (zeros when `stat` is `None`).
+    pub fn encode_with_stat(&self, out: &mut Vec<u8>) {
+        self.encode(out);
+        self.stat.clone().unwrap_or_default().encode(out);
     }
 
     pub fn decode(r: &mut impl ByteSource) -> Result<Self, FormatError> {
@@ -178,7 +195,146 @@ impl IndexRecord {
             at,
             status,
             sha256,
+            stat: None,
         })
+    }
+
+    /// A record of an index marked [`INDEX_MARKER_STAT`].
+    pub fn decode_with_stat(r: &mut impl ByteSource) -> Result<Self, FormatError> {
+        let mut rec = Self::decode(r)?;
+        rec.stat = Some(IndexStat::decode(r)?);
+        Ok(rec)
+    }
+}
+
+/// What an incremental backup compares a file with (the index's stat
+/// block): the file's identity and version when it was stored, and where
+/// its content is. Zero for entries other than kinds 1 and 5.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub ctime: i64,
+    pub ctime_nsec: u32,
+    /// Bytes of the file's content (for kind 5: the referenced content).
+    pub file_size: u64,
+    /// Kind 5: the id of the archive holding the content (its kind 1
+    /// entry); empty otherwise.
+    pub holder: Vec<u8>,
+}
+
+/// Fixed part of the stat block: dev, ino, mtime, mtime_nsec, ctime,
+/// ctime_nsec, file_size, holder_len.
+pub const STAT_FIXED_LEN: usize = 8 + 8 + 8 + 4 + 8 + 4 + 8 + 1;
+/// Longest archive id a reference or a stat block may name.
+pub const MAX_ID_LEN: usize = 200;
+/// Longest kind 5 content: id_len, id, file_size.
+pub const MAX_REFERENCE_LEN: usize = 1 + MAX_ID_LEN + 8;
+
+impl IndexStat {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.dev.to_le_bytes());
+        out.extend_from_slice(&self.ino.to_le_bytes());
+        out.extend_from_slice(&self.mtime.to_le_bytes());
+        out.extend_from_slice(&self.mtime_nsec.to_le_bytes());
+        out.extend_from_slice(&self.ctime.to_le_bytes());
+        out.extend_from_slice(&self.ctime_nsec.to_le_bytes());
+        out.extend_from_slice(&self.file_size.to_le_bytes());
+        // Writers only name valid ids; anything else is written as none.
+        let holder: &[u8] = if self.holder.len() <= MAX_ID_LEN {
+            &self.holder
+        } else {
+            &[]
+        };
+        out.push(holder.len() as u8);
+        out.extend_from_slice(holder);
+    }
+
+    pub fn decode(r: &mut impl ByteSource) -> Result<Self, FormatError> {
+        let dev = r.u64()?;
+        let ino = r.u64()?;
+        let mtime = r.u64()? as i64;
+        let mtime_nsec = r.u32()?;
+        let ctime = r.u64()? as i64;
+        let ctime_nsec = r.u32()?;
+        if mtime_nsec >= 1_000_000_000 || ctime_nsec >= 1_000_000_000 {
+            return Err(FormatError::Corrupt(
+                "index stat nanoseconds out of range".into(),
+            ));
+        }
+        let file_size = r.u64()?;
+        let len = r.u8()? as usize;
+        let mut holder = vec![0u8; len];
+        r.bytes(&mut holder)?;
+        if !holder.is_empty() {
+            check_id(&holder)?;
+        }
+        Ok(IndexStat {
+            dev,
+            ino,
+            mtime,
+            mtime_nsec,
+            ctime,
+            ctime_nsec,
+            file_size,
+            holder,
+        })
+    }
+}
+
+/// The content of a kind 5 entry: which archive holds the file's content
+/// (as a kind 1 entry under the same path) and how long that content is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub holder: String,
+    pub file_size: u64,
+}
+
+impl Reference {
+    pub fn encode(&self) -> Vec<u8> {
+        let id = self.holder.as_bytes();
+        let mut out = Vec::with_capacity(1 + id.len() + 8);
+        out.push(u8::try_from(id.len()).unwrap_or(0));
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.file_size.to_le_bytes());
+        out
+    }
+
+    pub fn decode(mut b: &[u8]) -> Result<Self, FormatError> {
+        let len = b.u8()? as usize;
+        let mut id = vec![0u8; len];
+        b.bytes(&mut id)?;
+        check_id(&id)?;
+        let file_size = b.u64()?;
+        if !b.is_empty() {
+            return Err(FormatError::Corrupt(
+                "a reference to an earlier archive has trailing bytes".into(),
+            ));
+        }
+        let holder = String::from_utf8(id)
+            .map_err(|_| FormatError::Corrupt("archive id is not text".into()))?;
+        Ok(Reference { holder, file_size })
+    }
+}
+
+/// An archive id named inside an archive: 1 to [`MAX_ID_LEN`] bytes of
+/// `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn check_id(id: &[u8]) -> Result<(), FormatError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id[0] != b'.'
+        && id
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(FormatError::Corrupt(format!(
+            "{:?} is not an archive id",
+            String::from_utf8_lossy(id)
+        )))
     }
 }
 
@@ -386,5 +542,128 @@ mod tests {
             },
         };
         assert_eq!(Footer::decode(&f.encode()).unwrap(), f);
+    }
+
+    fn sample_record(holder: &[u8]) -> IndexRecord {
+        IndexRecord {
+            kind: if holder.is_empty() {
+                EntryKind::File
+            } else {
+                EntryKind::Stored
+            },
+            path: b"/etc/myrvm/a.env".to_vec(),
+            size: 21,
+            at: Location {
+                frame_index: 4,
+                frame_offset: 5,
+                offset_in_frame: 6,
+            },
+            status: STATUS_CLEAN,
+            sha256: [7; 32],
+            stat: Some(IndexStat {
+                dev: 0x801,
+                ino: 42,
+                mtime: -3,
+                mtime_nsec: 999_999_999,
+                ctime: 1_795_532_400,
+                ctime_nsec: 1,
+                file_size: 5100,
+                holder: holder.to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn index_record_with_stat_roundtrip_and_tamper() {
+        for holder in [&b""[..], b"config-20261124T140000Z-0a1b2c"] {
+            let rec = sample_record(holder);
+            let mut buf = Vec::new();
+            rec.encode_with_stat(&mut buf);
+            assert_eq!(IndexRecord::decode_with_stat(&mut &buf[..]).unwrap(), rec);
+            // Every cut is an error, never a panic or a shorter record.
+            for cut in 0..buf.len() {
+                assert!(IndexRecord::decode_with_stat(&mut &buf[..cut]).is_err());
+            }
+            // The v1 encoding is the same record without the stat block.
+            let mut v1 = Vec::new();
+            rec.encode(&mut v1);
+            assert_eq!(&buf[..v1.len()], &v1[..]);
+        }
+        // Out-of-range nanoseconds and a bad holder id are refused.
+        let rec = sample_record(b"x");
+        let mut buf = Vec::new();
+        rec.encode_with_stat(&mut buf);
+        let last = buf.len() - 1;
+        buf[last] = b'/';
+        assert!(IndexRecord::decode_with_stat(&mut &buf[..]).is_err());
+        let mut bad = sample_record(b"");
+        if let Some(st) = bad.stat.as_mut() {
+            st.ctime_nsec = 1_000_000_000;
+        }
+        let mut buf = Vec::new();
+        bad.encode_with_stat(&mut buf);
+        assert!(IndexRecord::decode_with_stat(&mut &buf[..]).is_err());
+    }
+
+    #[test]
+    fn reference_roundtrip_and_tamper() {
+        let r = Reference {
+            holder: "logs-20261124T140000Z-0a1b2c".into(),
+            file_size: 1 << 40,
+        };
+        let enc = r.encode();
+        assert!(enc.len() <= MAX_REFERENCE_LEN);
+        assert_eq!(Reference::decode(&enc).unwrap(), r);
+        let mut long = enc.clone();
+        long.push(0);
+        assert!(Reference::decode(&long).is_err(), "trailing bytes");
+        for cut in 0..enc.len() {
+            assert!(Reference::decode(&enc[..cut]).is_err());
+        }
+        for id in [&b""[..], b".hidden", b"a/b", b"a\0b", &[b'a'; 201][..]] {
+            let mut v = vec![id.len().min(255) as u8];
+            v.extend_from_slice(id);
+            v.extend_from_slice(&0u64.to_le_bytes());
+            assert!(Reference::decode(&v).is_err(), "{id:?}");
+        }
+        assert!(EntryKind::from_byte(5).is_ok());
+        assert!(EntryKind::from_byte(6).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stat_records_and_references_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)
+        ) {
+            let _ = IndexRecord::decode_with_stat(&mut &bytes[..]);
+            let _ = Reference::decode(&bytes);
+        }
+
+        #[test]
+        fn stat_records_roundtrip(
+            dev in proptest::prelude::any::<u64>(),
+            ino in proptest::prelude::any::<u64>(),
+            mtime in proptest::prelude::any::<i64>(),
+            nsec in 0u32..1_000_000_000,
+            size in proptest::prelude::any::<u64>(),
+            holder in "[a-z0-9_-][a-zA-Z0-9._-]{0,199}",
+        ) {
+            let mut rec = sample_record(holder.as_bytes());
+            rec.stat = Some(IndexStat {
+                dev,
+                ino,
+                mtime,
+                mtime_nsec: nsec,
+                ctime: mtime,
+                ctime_nsec: nsec,
+                file_size: size,
+                holder: holder.into_bytes(),
+            });
+            let mut buf = Vec::new();
+            rec.encode_with_stat(&mut buf);
+            let mut r = &buf[..];
+            proptest::prop_assert_eq!(IndexRecord::decode_with_stat(&mut r).unwrap(), rec);
+            proptest::prop_assert!(r.is_empty());
+        }
     }
 }

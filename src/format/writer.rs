@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use super::frame::FrameSealer;
 use super::header::{Header, HEADER_LEN};
 use super::record::{
-    encode_tail, EntryHeader, Footer, IndexRecord, INDEX_MARKER, MAX_PATH_LEN, STATUS_CLEAN,
+    encode_tail, EntryHeader, EntryKind, Footer, IndexRecord, IndexStat, Reference, INDEX_MARKER,
+    INDEX_MARKER_STAT, MAX_PATH_LEN, STATUS_CLEAN,
 };
 use super::spill::{IndexSpill, SpillOpener};
 use super::{FormatError, Location};
@@ -44,6 +45,9 @@ pub struct ArchiveWriter<W: Write> {
     index: IndexSpill,
     open: Option<OpenEntry>,
     scratch: Vec<u8>,
+    /// Write the index marked `INDEX_MARKER_STAT`, each record with its
+    /// stat block.
+    with_stat: bool,
 }
 
 impl<W: Write> ArchiveWriter<W> {
@@ -67,6 +71,7 @@ impl<W: Write> ArchiveWriter<W> {
             index: IndexSpill::new(None),
             open: None,
             scratch: Vec::new(),
+            with_stat: false,
         })
     }
 
@@ -106,6 +111,13 @@ impl<W: Write> ArchiveWriter<W> {
         self.index = IndexSpill::new(Some(opener));
     }
 
+    /// Write the index with stat blocks (marker `0xFD`), as the tree
+    /// strategies do so that an incremental backup can compare against
+    /// it. Call before the first entry.
+    pub fn index_stats(&mut self) {
+        self.with_stat = true;
+    }
+
     /// Start an entry; exactly `header.size` content bytes must follow.
     pub fn begin_entry(&mut self, header: &EntryHeader) -> Result<(), FormatError> {
         if self.open.is_some() {
@@ -131,6 +143,7 @@ impl<W: Write> ArchiveWriter<W> {
             at,
             status: STATUS_CLEAN,
             sha256: [0; 32],
+            stat: None,
         };
         self.open = Some(OpenEntry {
             record,
@@ -159,6 +172,50 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// End the open entry with its status; returns the content's SHA-256.
     pub fn end_entry(&mut self, status: u8) -> Result<[u8; 32], FormatError> {
+        self.end_entry_with(status, None, None)
+    }
+
+    /// End the open entry; `stat` goes into its index record (when the
+    /// index has stat blocks).
+    pub fn end_entry_stat(&mut self, status: u8, stat: IndexStat) -> Result<[u8; 32], FormatError> {
+        self.end_entry_with(status, Some(stat), None)
+    }
+
+    /// A whole kind 5 entry: `header.kind` must be `Stored`, its size is
+    /// set from the reference; the trailer holds `sha256`, the SHA-256 of
+    /// the referenced content. Needs an index with stat blocks.
+    pub fn stored_entry(
+        &mut self,
+        header: &EntryHeader,
+        reference: &Reference,
+        sha256: [u8; 32],
+        stat: IndexStat,
+    ) -> Result<(), FormatError> {
+        let content = reference.encode();
+        if header.kind != EntryKind::Stored
+            || !self.with_stat
+            || stat.holder != reference.holder.as_bytes()
+        {
+            return Err(FormatError::Corrupt(
+                "a kind 5 entry needs its kind, a stat index and the same holder".into(),
+            ));
+        }
+        let header = EntryHeader {
+            size: content.len() as u64,
+            ..header.clone()
+        };
+        self.begin_entry(&header)?;
+        self.write_content(&content)?;
+        self.end_entry_with(STATUS_CLEAN, Some(stat), Some(sha256))?;
+        Ok(())
+    }
+
+    fn end_entry_with(
+        &mut self,
+        status: u8,
+        stat: Option<IndexStat>,
+        trailer_sha: Option<[u8; 32]>,
+    ) -> Result<[u8; 32], FormatError> {
         let open = self
             .open
             .take()
@@ -171,19 +228,25 @@ impl<W: Write> ArchiveWriter<W> {
                 open.record.size
             )));
         }
-        let sha256: [u8; 32] = open.hasher.finalize().into();
+        let content_sha: [u8; 32] = open.hasher.finalize().into();
+        let sha256 = trailer_sha.unwrap_or(content_sha);
         let mut trailer = [0u8; 33];
         trailer[0] = status;
         trailer[1..].copy_from_slice(&sha256);
         self.push(&trailer)?;
         let mut enc = std::mem::take(&mut self.scratch);
         enc.clear();
-        IndexRecord {
+        let record = IndexRecord {
             status,
             sha256,
+            stat,
             ..open.record
+        };
+        if self.with_stat {
+            record.encode_with_stat(&mut enc);
+        } else {
+            record.encode(&mut enc);
         }
-        .encode(&mut enc);
         let spilled = self.index.push(&enc);
         self.scratch = enc;
         spilled?;
@@ -198,7 +261,11 @@ impl<W: Write> ArchiveWriter<W> {
             ));
         }
         let index_at = self.location();
-        self.push(&[INDEX_MARKER])?;
+        self.push(&[if self.with_stat {
+            INDEX_MARKER_STAT
+        } else {
+            INDEX_MARKER
+        }])?;
         let index = std::mem::replace(&mut self.index, IndexSpill::new(None));
         let entries = index.records();
         index.drain(|bytes| self.push(bytes))?;

@@ -1,5 +1,8 @@
 //! `backup`: write one strategy's archive, read it back, record the run.
 
+use crate::backup::{Outcome, Parent};
+use crate::chain::cursor::IndexCursor;
+use crate::chain::plan::{choose, Choice};
 use crate::crypto::KeyRing;
 use crate::error::{msg, Result};
 use crate::format::sidecar::Meta;
@@ -21,6 +24,52 @@ pub struct BackupReport {
 }
 
 impl Session {
+    /// The parent of a new backup of `strategy`, opened; `None` (with the
+    /// reason logged) for a full backup. A parent whose index cannot be
+    /// opened (damaged, tampered with, or written before incrementals)
+    /// means a full backup, never a corrupt child.
+    fn parent_for(&self, strategy: Strategy, full: bool) -> Option<Parent> {
+        let sources: Vec<String> = match self.cfg.source(strategy)? {
+            crate::config::SourceSpec::Tree { paths, .. } => {
+                paths.iter().map(|p| p.display().to_string()).collect()
+            }
+            crate::config::SourceSpec::Database { .. } => return None,
+        };
+        let listing = self.list(Some(strategy));
+        let now = crate::timefmt::now_unix();
+        let parent = match choose(&self.cfg, &listing.archives, strategy, &sources, full, now) {
+            Choice::Parent(p) => p,
+            Choice::Full(why) => {
+                log::info!("{strategy}: full backup: {why}");
+                return None;
+            }
+        };
+        match IndexCursor::open(parent, self.key.as_ref()) {
+            Ok(cursor) if cursor.with_stat() => {
+                log::info!("{strategy}: incremental backup against {}", parent.meta.id);
+                Some(Parent {
+                    cursor,
+                    started_ns: i128::from(parent.meta.created) * 1_000_000_000
+                        + i128::from(parent.meta.created_nanos),
+                })
+            }
+            Ok(_) => {
+                log::info!(
+                    "{strategy}: full backup: {} was written before incremental backups",
+                    parent.meta.id
+                );
+                None
+            }
+            Err(e) => {
+                log::warn!(
+                    "{strategy}: the last archive {} cannot be read ({e}); making a full backup instead; verify the store",
+                    parent.meta.id
+                );
+                None
+            }
+        }
+    }
+
     /// Back up `strategy` now: take the store lock, write the archive,
     /// verify it, and record the outcome (success, failure, newest verified
     /// archive) in `state.json`. Dropping the future (a cancel) records
@@ -30,7 +79,19 @@ impl Session {
         strategy: Strategy,
         progress: &mut Progress,
     ) -> Result<BackupReport> {
-        let outcome = self.backup_and_verify(strategy, progress).await;
+        self.backup_with(strategy, false, progress).await
+    }
+
+    /// [`Self::backup`]; `full` forces a full archive (no parent) for a
+    /// tree strategy, which otherwise is incremental when its chain
+    /// allows (see `chain::plan`).
+    pub async fn backup_with(
+        &self,
+        strategy: Strategy,
+        full: bool,
+        progress: &mut Progress,
+    ) -> Result<BackupReport> {
+        let outcome = self.backup_and_verify(strategy, full, progress).await;
         let now = crate::timefmt::now_unix();
         let recorded = match &outcome {
             Ok(r) => match &r.problem {
@@ -58,18 +119,33 @@ impl Session {
     async fn backup_and_verify(
         &self,
         strategy: Strategy,
+        full: bool,
         progress: &mut Progress,
     ) -> Result<BackupReport> {
         let lock = self.store.lock()?;
-        let meta = crate::backup::run(
-            &self.cfg,
-            &self.store,
-            &lock,
-            strategy,
-            self.key.as_ref().map(KeyRing::writing),
-            progress,
-        )
-        .await?;
+        let mut parent = self.parent_for(strategy, full);
+        let meta = loop {
+            let had_parent = parent.is_some();
+            match crate::backup::run(
+                &self.cfg,
+                &self.store,
+                &lock,
+                strategy,
+                self.key.as_ref().map(KeyRing::writing),
+                parent.take(),
+                progress,
+            )
+            .await?
+            {
+                Outcome::Done(meta) => break *meta,
+                Outcome::ParentFailed(why) if had_parent => {
+                    log::warn!(
+                        "{strategy}: the parent archive cannot be read ({why}); making a full backup instead; verify the store"
+                    );
+                }
+                Outcome::ParentFailed(why) => return Err(msg(why)),
+            }
+        };
         let listing = self.list(Some(strategy));
         let written = listing
             .archives

@@ -194,9 +194,11 @@ impl Session {
         check_room(root, &archive.meta.id, archive.meta.content_bytes)?;
         let scratch = Scratch::create(root)?;
         let started = Instant::now();
+        let listing = self.list(Some(archive.meta.strategy));
         let checked = async {
             let restored = crate::restore::run(
                 archive,
+                &listing.archives,
                 self.key.as_ref(),
                 Some(scratch.path()),
                 None,

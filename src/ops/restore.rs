@@ -61,11 +61,13 @@ impl Session {
                 return self.start_platform(stopped, outcome, &restored).await;
             }
         }
-        let archive = select::by_selector(&mut listing, req.strategy, &req.selector)?;
+        let archive = &select::by_selector(&mut listing, req.strategy, &req.selector)?.clone();
         let _lock = self.restore_lock()?;
+        let archives = &listing.archives;
         let run = |progress| {
             crate::restore::run(
                 archive,
+                archives,
                 self.key.as_ref(),
                 req.target.as_deref(),
                 req.file.as_deref(),
@@ -123,8 +125,10 @@ impl Session {
         accept_damaged: bool,
         progress: &mut Progress,
     ) -> Result<Restored> {
+        let listing = self.list(Some(archive.meta.strategy));
         crate::restore::run(
             archive,
+            &listing.archives,
             self.key.as_ref(),
             target,
             None,

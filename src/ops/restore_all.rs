@@ -157,7 +157,8 @@ impl Session {
             }
         }
         for a in archives {
-            crate::verify::verify(a, self.key.as_ref(), progress)
+            let listing = self.list(Some(a.meta.strategy));
+            crate::verify::verify_chain(a, &listing.archives, self.key.as_ref(), progress)
                 .await
                 .map_err(|e| {
                     msg(format!(

@@ -52,13 +52,22 @@ impl Session {
             Which::Ids(_) => Vec::new(),
         };
         let mut checked = Vec::with_capacity(chosen.len());
+        let mut passed = std::collections::HashSet::new();
         for id in chosen {
             let Some(a) = listing.archives.iter().find(|a| a.meta.id == id) else {
                 continue;
             };
-            let r = crate::verify::verify(a, self.key.as_ref(), progress).await;
+            let r = crate::verify::verify_chain_memo(
+                a,
+                &listing.archives,
+                self.key.as_ref(),
+                &mut passed,
+                progress,
+            )
+            .await;
             on_each(&id, &r);
             if r.is_ok() {
+                passed.insert(id.clone());
                 self.remember_verified(&listing.archives, &id);
             }
             checked.push((id, r));

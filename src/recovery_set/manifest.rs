@@ -309,7 +309,9 @@ impl Manifest {
             for f in &a.files {
                 check_file(f)?;
                 let ok = f.name.split_once('/').is_some_and(|(dir, file)| {
-                    dir == s.name() && file.starts_with(&a.id) && super::is_fat_safe(file)
+                    dir == s.name()
+                        && (file.starts_with(&a.id) || is_chain_file(s, file))
+                        && super::is_fat_safe(file)
                 });
                 if !ok {
                     return Err(malformed(format!(
@@ -333,6 +335,23 @@ impl Manifest {
         });
         v
     }
+}
+
+/// A file of another archive of the same strategy (`<id>.meta` or
+/// `<id>.NNN.rvb`): an incremental archive's set also names the archives
+/// of its chain.
+fn is_chain_file(s: Strategy, file: &str) -> bool {
+    let id = match file.strip_suffix(crate::store::SIDECAR_EXT) {
+        Some(id) => id,
+        None => match file.strip_suffix(crate::store::PART_EXT) {
+            Some(rest) => match rest.rsplit_once('.') {
+                Some((id, n)) if n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()) => id,
+                _ => return false,
+            },
+            None => return false,
+        },
+    };
+    crate::store::is_archive_id(s, id)
 }
 
 impl ManifestArchive {
@@ -485,6 +504,39 @@ mod tests {
                 ),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn an_archive_may_name_the_files_of_its_chain() {
+        let r = ring();
+        for good in [
+            "database/database-20261125T140000Z-0a0b0c.meta",
+            "database/database-20261125T140000Z-0a0b0c.000.rvb",
+        ] {
+            let mut m = with_key_id(sample(), &r);
+            m.archives[0].files.push(ManifestFile {
+                name: good.into(),
+                bytes: 1,
+                sha256: "cd".repeat(32),
+            });
+            let bytes = m.seal(Some(r.writing()));
+            assert!(Manifest::open(&bytes, Some(&r), true).is_ok(), "{good}");
+        }
+        for bad in [
+            "database/config-20261125T140000Z-0a0b0c.meta",
+            "database/database-20261125T140000Z-0a0b0c.rvb",
+            "database/database-20261125T140000Z-0a0b0c.00x.rvb",
+            "database/database-20261125T140000Z-0a0b0c.meta.tmp",
+        ] {
+            let mut m = with_key_id(sample(), &r);
+            m.archives[0].files.push(ManifestFile {
+                name: bad.into(),
+                bytes: 1,
+                sha256: "cd".repeat(32),
+            });
+            let bytes = m.seal(Some(r.writing()));
+            assert!(Manifest::open(&bytes, Some(&r), true).is_err(), "{bad}");
         }
     }
 

@@ -36,9 +36,11 @@ mod stage;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::chain::holders::{read_reference, Holders};
 use crate::crypto::KeyRing;
 use crate::error::{msg, Error, Result};
-use crate::format::{ArchiveReader, EntryKind, FormatError};
+use crate::format::record::Reference;
+use crate::format::{ArchiveReader, EntryHeader, EntryKind, FormatError};
 use crate::progress::Progress;
 use crate::store::parts::PartReader;
 use crate::store::Listed;
@@ -115,8 +117,12 @@ pub fn select<'a>(
 /// failed its integrity check at backup time is refused unless
 /// `accept_damaged`, which also turns a failed check of the restored image
 /// into a warning.
+/// `archives`: the store's listing, where the archives that hold the
+/// content of an incremental archive's kind 5 entries are found.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     archive: &Listed,
+    archives: &[Listed],
     key: Option<&KeyRing>,
     target: Option<&Path>,
     only: Option<&Path>,
@@ -156,9 +162,21 @@ async fn run_with(
         &format!("restore {}", archive.meta.id),
         Some(archive.meta.content_bytes),
     );
+    let mut holders = Holders::new(archive, archives, key);
     let staged = match only {
-        None => stage_all(archive, key, &mut stage, &mut done, progress).await,
-        Some(path) => stage_one(archive, key, path, &mut stage, &mut done, progress).await,
+        None => stage_all(archive, key, &mut holders, &mut stage, &mut done, progress).await,
+        Some(path) => {
+            stage_one(
+                archive,
+                key,
+                &mut holders,
+                path,
+                &mut stage,
+                &mut done,
+                progress,
+            )
+            .await
+        }
     };
     progress.finish();
     staged?;
@@ -185,13 +203,22 @@ fn open_reader(archive: &Listed, key: Option<&KeyRing>) -> Result<ArchiveReader<
 async fn stage_all(
     archive: &Listed,
     key: Option<&KeyRing>,
+    holders: &mut Holders<'_>,
     stage: &mut Stage,
     done: &mut Restored,
     progress: &mut Progress,
 ) -> Result<()> {
     let mut r = open_reader(archive, key)?;
     while let Some(h) = r.next_entry().map_err(arch(archive))? {
-        stage.entry(&mut r, &h, true, done, progress).await?;
+        if h.kind == EntryKind::Stored {
+            let (reference, t) = read_reference(&mut r).map_err(arch(archive))?;
+            stage_stored(
+                holders, &h, &reference, &t.sha256, true, stage, done, progress,
+            )
+            .await?;
+        } else {
+            stage.entry(&mut r, &h, true, done, progress).await?;
+        }
         smol::future::yield_now().await;
     }
     // Reaching here means index, footer and tail were checked too.
@@ -204,11 +231,45 @@ async fn stage_all(
     Ok(())
 }
 
+/// Stage a kind 5 entry: its content from the archive that holds it
+/// (found through that archive's index), under this entry's path and
+/// metadata; the content must hash to the entry's SHA-256. Errors in the
+/// holder's bytes name the holder.
+#[allow(clippy::too_many_arguments)]
+async fn stage_stored(
+    holders: &mut Holders<'_>,
+    h: &EntryHeader,
+    reference: &Reference,
+    sha256: &[u8; 32],
+    ordered: bool,
+    stage: &mut Stage,
+    done: &mut Restored,
+    progress: &mut Progress,
+) -> Result<()> {
+    let (r, holder) = holders.locate(&h.path, reference, sha256)?;
+    let file = EntryHeader {
+        kind: EntryKind::File,
+        size: reference.file_size,
+        ..h.clone()
+    };
+    let own = std::mem::replace(&mut stage.id, holder.clone());
+    let staged = stage.entry(r, &file, ordered, done, progress).await;
+    stage.id = own;
+    if !crate::crypto::ct_eq(&staged?, sha256) {
+        return Err(Error::Archive {
+            id: holder,
+            source: FormatError::ContentMismatch(h.display_path()),
+        });
+    }
+    Ok(())
+}
+
 /// Restore one entry through the index. A hard link restores as a copy of
 /// the file it names (its other names are not part of a one-file restore).
 async fn stage_one(
     archive: &Listed,
     key: Option<&KeyRing>,
+    holders: &mut Holders<'_>,
     path: &Path,
     stage: &mut Stage,
     done: &mut Restored,
@@ -228,6 +289,28 @@ async fn stage_one(
             ))
         })?;
     let mut rec = &index[pos];
+    if rec.kind == EntryKind::Stored {
+        r.seek_to(rec.at).map_err(arch(archive))?;
+        let h = r
+            .next_entry()
+            .map_err(arch(archive))?
+            .ok_or_else(|| arch(archive)(FormatError::Corrupt("index points at the end".into())))?;
+        if h.path != rec.path || h.kind != rec.kind || h.size != rec.size {
+            return Err(arch(archive)(FormatError::Corrupt(
+                "index points at another entry".into(),
+            )));
+        }
+        let (reference, t) = read_reference(&mut r).map_err(arch(archive))?;
+        if !crate::crypto::ct_eq(&t.sha256, &rec.sha256) {
+            return Err(arch(archive)(FormatError::ContentMismatch(
+                path.display().to_string(),
+            )));
+        }
+        return stage_stored(
+            holders, &h, &reference, &t.sha256, false, stage, done, progress,
+        )
+        .await;
+    }
     let mut link = None;
     if rec.kind == EntryKind::HardLink {
         // Its content names the file; read it, then restore that file's

@@ -130,6 +130,7 @@ fn kind_name(k: EntryKind) -> &'static str {
         EntryKind::Database => "database",
         EntryKind::HardLink => "hard link",
         EntryKind::WalSegment => "WAL segment",
+        EntryKind::Stored => "file (stored earlier)",
     }
 }
 
@@ -440,6 +441,13 @@ impl Stage {
                 })?;
                 done.symlinks += 1;
                 t
+            }
+            EntryKind::Stored => {
+                // Resolved by the caller (restore::stage_stored), which
+                // hands in the holder's kind 1 entry instead.
+                return Err(msg(
+                    "internal error: a kind 5 entry reached the stage unresolved",
+                ));
             }
             EntryKind::HardLink => {
                 let target = read_small(r).map_err(|e| self.arch(e))?;

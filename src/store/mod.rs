@@ -86,6 +86,7 @@ impl Listed {
             "host": m.host,
             "hardlinks": m.hardlinks,
             "db_check": m.db_check,
+            "parent": m.parent,
         })
     }
 }

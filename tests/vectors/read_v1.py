@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An independent reader for rvm-backup archive format v1, written from
 docs/format.md alone (Python standard library + the openssl command for
-AES-CTR). It reads the test vectors and prints their entries; CI runs it to
+AES-CTR). It reads the test vectors (entry kinds 1, 2, 3, 4, 5 and 7, both
+index layouts) and prints their entries; CI runs it to
 show the format page is complete enough for a second implementation.
 
 usage: read_v1.py FILE.hex [MASTER_KEY_HEX]
@@ -61,21 +62,42 @@ def read(stream, master):
     assert payload_len == len(payload)
     tail = stream[pos:]
     assert len(tail) == 24 and tail[16:] == b"RVBTAIL1" and struct.unpack_from("<QQ", tail) == (final_at, final_i)
-    entries, p, files = [], 0, set()
-    while payload[p] != 0xFE:
+    entries, p, files, digests = [], 0, set(), []
+    while payload[p] not in (0xFE, 0xFD):
         kind, plen = struct.unpack_from("<BH", payload, p); p += 3
-        assert kind in (1, 2, 3, 4, 7), f"entry kind {kind} not supported"
+        assert kind in (1, 2, 3, 4, 5, 7), f"entry kind {kind} not supported"
         path = payload[p:p + plen]; p += plen
         mode, uid, gid, mtime, nsec, size = struct.unpack_from("<IIIqIQ", payload, p); p += 32
         content = payload[p:p + size]; p += size
         status, digest = payload[p], payload[p + 1:p + 33]; p += 33
-        assert hashlib.sha256(content).digest() == digest, "content hash"
+        if kind == 5:  # content in an earlier archive: id_len, id, file size; digest is the file's
+            (id_len,) = struct.unpack_from("<B", content, 0)
+            holder = content[1:1 + id_len]
+            assert 1 <= id_len <= 200 and len(content) == 1 + id_len + 8, "bad reference"
+            assert all(c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-" for c in holder)
+            (file_size,) = struct.unpack_from("<Q", content, 1 + id_len)
+        else:
+            assert hashlib.sha256(content).digest() == digest, "content hash"
         if kind == 1:
             files.add(path)
         elif kind == 7:  # hard link: content is the path of an earlier file entry
             assert content in files, f"hard link {path!r} names {content!r}, not an earlier file"
+        digests.append((kind, path, size, status, digest))
         entries.append((kind, path.decode(), oct(mode), uid, gid, mtime, nsec, content))
     assert len(entries) == count
+    # The index: one record per entry, in entry order; 0xFD adds a stat block.
+    with_stat, p = payload[p] == 0xFD, p + 1
+    for kind, path, size, status, digest in digests:
+        k, plen = struct.unpack_from("<BH", payload, p); p += 3
+        assert (k, payload[p:p + plen]) == (kind, path), "index record"; p += plen
+        (isize,) = struct.unpack_from("<Q", payload, p); p += 8 + 20
+        assert isize == size and payload[p] == status and payload[p + 1:p + 33] == digest, "index record"
+        p += 33
+        if with_stat:
+            p += 48
+            holder_len = payload[p]; p += 1 + holder_len
+            assert (kind == 5) == (holder_len > 0), "stat block holder"
+    assert p == len(payload), "bytes after the index"
     return entries
 
 def key_id(key):

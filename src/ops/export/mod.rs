@@ -364,7 +364,7 @@ impl Session {
                             "there is no {s} archive to export yet: run `rvm-backup backup {s}` first"
                         ))
                     })?;
-                    crate::verify::verify(a, self.key.as_ref(), progress)
+                    crate::verify::verify_chain(a, &listing.archives, self.key.as_ref(), progress)
                         .await
                         .map_err(|e| {
                             msg(format!(
@@ -376,7 +376,7 @@ impl Session {
                     a.clone()
                 }
             };
-            out.push(chosen(listed)?);
+            out.push(chosen(listed, &listing.archives)?);
         }
         Ok(out)
     }
@@ -414,7 +414,7 @@ impl Session {
                     io.stick.dir.display()
                 )));
             };
-            crate::verify::verify(a, self.key.as_ref(), progress)
+            crate::verify::verify_chain(a, &listing.archives, self.key.as_ref(), progress)
                 .await
                 .map_err(|e| {
                     if io.stick.still_there() {
@@ -522,7 +522,43 @@ impl Session {
 
 /// What each file of an archive must be: the sidecar as it is on disk,
 /// the parts as the sidecar records them.
-fn chosen(listed: Listed) -> Result<Chosen> {
+/// The files of `listed` (sidecar first, then its parts) and, for an
+/// incremental archive, those of every archive of its chain (parent,
+/// grandparent, ... the full one): the holders of its kind 5 entries are
+/// among them, so the set restores on its own.
+fn chosen(listed: Listed, archives: &[Listed]) -> Result<Chosen> {
+    let mut files = archive_files(&listed)?;
+    if listed.meta.parent.is_some() {
+        let chain = crate::chain::plan::chain_of(archives, &listed).ok_or_else(|| {
+            msg(format!(
+                "archive {} is incremental but its chain is incomplete (an archive it builds on is missing), so it cannot be exported; run `rvm-backup backup --full {}` and export again",
+                listed.meta.id, listed.meta.strategy
+            ))
+        })?;
+        let mut cur = listed.meta.parent.clone();
+        let mut left = chain.0;
+        while let (Some(id), true) = (cur, left > 0) {
+            left -= 1;
+            let Some(a) = archives.iter().find(|a| a.meta.id == id) else {
+                break;
+            };
+            files.extend(archive_files(a)?);
+            cur = a.meta.parent.clone();
+        }
+    }
+    if files.len() > recovery_set::manifest::MAX_FILES_PER_ARCHIVE {
+        return Err(msg(format!(
+            "archive {} and its chain have {} files, more than a recovery set can name; raise max_part_size or lower full_every_count",
+            listed.meta.id,
+            files.len()
+        )));
+    }
+    Ok(Chosen { listed, files })
+}
+
+type ArchiveFiles = Vec<(String, PathBuf, Want)>;
+
+fn archive_files(listed: &Listed) -> Result<ArchiveFiles> {
     let sidecar = listed.sidecar_path();
     let (_, bytes) = read_regular(
         &sidecar,
@@ -548,14 +584,7 @@ fn chosen(listed: Listed) -> Result<Chosen> {
             },
         ));
     }
-    if files.len() > recovery_set::manifest::MAX_FILES_PER_ARCHIVE {
-        return Err(msg(format!(
-            "archive {} has {} parts, more than a recovery set can name; raise max_part_size",
-            listed.meta.id,
-            files.len() - 1
-        )));
-    }
-    Ok(Chosen { listed, files })
+    Ok(files)
 }
 
 fn manifest_file(name: String, bytes: &[u8]) -> ManifestFile {
