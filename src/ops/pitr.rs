@@ -174,8 +174,10 @@ impl Session {
             .ok_or_else(|| msg(format!("archive {} is not a database image", snap.meta.id)))?;
         // 1. The snapshot, staged, checked and published into the scratch
         //    directory by the ordinary restore.
+        // A database archive is never incremental: no holders to look up.
         let mut done = crate::restore::run(
             snap,
+            &[],
             self.key.as_ref(),
             Some(scratch),
             None,

@@ -345,6 +345,7 @@ mod tests {
             let mut progress = Progress::silent();
             let r = smol::block_on(super::super::run_with(
                 &self.archive,
+                &[],
                 None,
                 Some(&self.target),
                 None,

@@ -130,12 +130,24 @@ pub async fn run(
     progress: &mut Progress,
 ) -> Result<Restored> {
     let flush = Box::new(durable::Kernel);
-    run_with(archive, key, target, only, accept_damaged, progress, flush).await
+    run_with(
+        archive,
+        archives,
+        key,
+        target,
+        only,
+        accept_damaged,
+        progress,
+        flush,
+    )
+    .await
 }
 
 /// [`run`] with every sync going through `flush` (tests count and fail them).
+#[allow(clippy::too_many_arguments)]
 async fn run_with(
     archive: &Listed,
+    archives: &[Listed],
     key: Option<&KeyRing>,
     target: Option<&Path>,
     only: Option<&Path>,
