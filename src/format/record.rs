@@ -627,7 +627,8 @@ mod tests {
             assert!(Reference::decode(&v).is_err(), "{id:?}");
         }
         assert!(EntryKind::from_byte(5).is_ok());
-        assert!(EntryKind::from_byte(6).is_err());
+        assert!(EntryKind::from_byte(6).is_ok());
+        assert!(EntryKind::from_byte(8).is_err());
     }
 
     proptest::proptest! {

@@ -310,6 +310,7 @@ mod tests {
             &lock,
             Strategy::Application,
             None,
+            None,
             &mut progress,
         ))
         .unwrap();
