@@ -19,7 +19,7 @@ die() {
     exit 1
 }
 
-# The board profile (Cargo.toml): opt-level s, fat LTO, one codegen unit, panic=abort.
+# The board profile (Cargo.toml): opt-level z, fat LTO, one codegen unit, panic=abort.
 echo "+ cargo build --profile board --target $TARGET"
 cargo build --profile board --target "$TARGET"
 
