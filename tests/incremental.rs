@@ -11,6 +11,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use common::daemon::Daemon;
 use common::{pseudo_random, snapshot, Board};
 use rvm_backup::format::EntryKind;
 use rvm_backup::strategy::Strategy;
@@ -209,6 +210,41 @@ fn backup_full_makes_a_parentless_archive_and_prune_keeps_chains_whole() {
     let human = b.ok(&["list", "config"]);
     let line = human.lines().find(|l| l.starts_with(&i3)).unwrap();
     assert!(line.contains(&format!("incremental on {f2}")), "{human}");
+}
+
+#[test]
+fn the_backup_verb_makes_incrementals_and_full_on_request() {
+    let tmp = common::TempDir::new("incr-verb-sock");
+    let socket = tmp.path().join("control.sock");
+    let (b, src) = board(
+        "incr-verb",
+        &format!("socket = \"{}\"\nbackup_enabled = false", socket.display()),
+    );
+    let full = backup(&b, &[]);
+    let d = Daemon::start(&b, &socket);
+    let settle = || {
+        std::thread::sleep(std::time::Duration::from_millis(
+            (rvm_backup::backup::RACY_MARGIN_NS / 1_000_000) as u64 * 2,
+        ))
+    };
+    let run = |line: &str| {
+        settle();
+        let v = d.json(line);
+        let id = v["jobs"][0].as_u64().unwrap_or_else(|| panic!("{v}"));
+        let job = d.wait_job(id);
+        assert_eq!(job["state"], "done", "{job}");
+        b.ids("config").pop().unwrap()
+    };
+    fs::write(src.join("a.env"), b"A=2\n").unwrap();
+    let inc = run("BACKUP config");
+    assert_eq!(parent_of(&b, &inc), full.as_str());
+    let f2 = run("BACKUP config full");
+    assert_eq!(parent_of(&b, &f2), serde_json::Value::Null);
+    let (k, _) = kinds(&b, &f2);
+    assert!(files_of(&k, EntryKind::Stored).is_empty());
+    let bad = d.try_request("BACKUP full nosuch").unwrap_or_default();
+    assert!(bad.starts_with("ERR 400"), "{bad}");
+    d.terminate();
 }
 
 #[test]

@@ -18,19 +18,19 @@
 #      RVM_ACCEPT_WORK    scratch directory (default /var/tmp/rvm-board-accept)
 #      RVM_ACCEPT_CACHE   cache of the base system (see rootfs.sh)
 #      RVM_ACCEPT_CUT_DELAYS  seconds into the restore when power-cut kills qemu,
-#                         tried in turn until one lands inside it ("3 2 4.5 1")
+#                         tried in turn until one lands inside it ("2 1 4 0.5")
 # Needs root. Prints one line per boot with its time; exits non-zero on any failure.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 ALL_BOOTS=(healthy dead-card left-in power-cut no-stick)
-# The line disaster-restore logs when every check passed and it starts to restore.
-# Seconds between that line and the power cut, tried in turn until one lands inside
-# the restore (it first verifies the set, then restores config, the 32 MiB application
-# tree, database, logs: about 6 s here).
-CUT_DELAYS=${RVM_ACCEPT_CUT_DELAYS:-3 2 4.5 1}
-RESTORE_BEGINS='rvm-backup\[[0-9]*\]: info: disaster-restore: '
+# The line disaster-restore logs when every archive is verified and its journal is
+# about to be written: the restore proper begins. Seconds between that line and the
+# power cut, tried in turn until one lands inside the restore (config, the 32 MiB
+# application tree, database, logs: about 9 s here).
+CUT_DELAYS=${RVM_ACCEPT_CUT_DELAYS:-2 1 4 0.5}
+RESTORE_BEGINS='rvm-backup\[[0-9]*\]: info: disaster-restore: every archive to restore verified'
 
 
 die() {

@@ -111,10 +111,14 @@ impl Daemon {
                     .ok_or_else(|| ProtoError::new(404, format!("no job {id}")))
             }
             Verb::Backup => {
-                let strategies = self.parse_strategies(&req.args)?;
+                // `full` anywhere: full archives instead of incrementals.
+                let full = req.args.iter().any(|a| a == "full");
+                let names: Vec<String> =
+                    req.args.iter().filter(|a| *a != "full").cloned().collect();
+                let strategies = self.parse_strategies(&names)?;
                 let ids: Vec<u64> = strategies
                     .into_iter()
-                    .map(|s| self.queue(JobKind::Backup(s), actor))
+                    .map(|s| self.queue(JobKind::Backup(s, full), actor))
                     .collect::<Result<_, _>>()?;
                 Ok(json!({"jobs": ids}))
             }
@@ -235,7 +239,7 @@ impl Daemon {
             .ok_or_else(|| ProtoError::new(404, format!("no job {id}")))?;
         match state {
             JobState::Queued => {
-                if let JobKind::Backup(s) = kind {
+                if let JobKind::Backup(s, _) = kind {
                     self.sched.borrow_mut().skipped(s, self.mono_ms());
                 }
                 self.jobs.borrow_mut().finish(

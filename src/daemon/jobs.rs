@@ -21,7 +21,9 @@ pub const MAX_QUEUED: usize = 100;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobKind {
-    Backup(Strategy),
+    /// A backup of one strategy; `true`: a full archive even where an
+    /// incremental would be made (`BACKUP … full`).
+    Backup(Strategy, bool),
     /// Archive ids; empty means all.
     Verify(Vec<String>),
     Restore(RestoreRequest),
@@ -44,7 +46,8 @@ pub enum JobKind {
 impl JobKind {
     pub fn describe(&self) -> String {
         match self {
-            JobKind::Backup(s) => format!("backup {s}"),
+            JobKind::Backup(s, false) => format!("backup {s}"),
+            JobKind::Backup(s, true) => format!("backup {s} full"),
             JobKind::Verify(ids) if ids.is_empty() => "verify all".into(),
             JobKind::Verify(ids) => format!("verify {}", ids.join(" ")),
             JobKind::Restore(RestoreRequest {
@@ -242,18 +245,18 @@ mod tests {
     fn duplicates_are_folded_and_order_kept() {
         let mut j = Jobs::default();
         let (a, new_a) = j
-            .submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+            .submit(JobKind::Backup(Strategy::Config, false), Actor::Scheduler)
             .unwrap();
         let (b, new_b) = j
-            .submit(JobKind::Backup(Strategy::Config), Actor::Daemon)
+            .submit(JobKind::Backup(Strategy::Config, false), Actor::Daemon)
             .unwrap();
         let (c, _) = j
-            .submit(JobKind::Backup(Strategy::Logs), Actor::Scheduler)
+            .submit(JobKind::Backup(Strategy::Logs, false), Actor::Scheduler)
             .unwrap();
         assert!(new_a && !new_b && a == b && c != a);
         assert_eq!(j.start_next().unwrap().0, a);
         assert_eq!(
-            j.submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+            j.submit(JobKind::Backup(Strategy::Config, false), Actor::Scheduler)
                 .unwrap()
                 .0,
             a,
@@ -261,7 +264,7 @@ mod tests {
         );
         j.finish(a, JobState::Done, "ok".into());
         assert_ne!(
-            j.submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+            j.submit(JobKind::Backup(Strategy::Config, false), Actor::Scheduler)
                 .unwrap()
                 .0,
             a
@@ -284,7 +287,7 @@ mod tests {
         // The same work folds into its queued job, and the scheduler still gets in.
         assert!(j.submit(JobKind::Verify(vec!["7".into()]), peer).is_some());
         assert!(j
-            .submit(JobKind::Backup(Strategy::Config), Actor::Scheduler)
+            .submit(JobKind::Backup(Strategy::Config, false), Actor::Scheduler)
             .is_some());
     }
 

@@ -69,7 +69,7 @@ impl Daemon {
         Some(Running {
             what: j.kind.describe(),
             backup: match j.kind {
-                JobKind::Backup(s) => Some(s),
+                JobKind::Backup(s, _) => Some(s),
                 _ => None,
             },
             restore: matches!(j.kind, JobKind::Restore(_) | JobKind::RestoreAll { .. }),

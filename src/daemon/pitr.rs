@@ -109,7 +109,7 @@ pub(super) async fn task(d: Rc<Daemon>) {
 async fn new_generation(d: &Rc<Daemon>, s: &mut Shipper) -> Result<()> {
     let since = s.prepare_generation()?;
     let job = d
-        .submit(JobKind::Backup(Strategy::Database), Actor::Daemon)
+        .submit(JobKind::Backup(Strategy::Database, false), Actor::Daemon)
         .ok_or_else(|| msg("the job queue is full; the snapshot waits"))?;
     loop {
         let state = d.jobs.borrow().get(job).map(|j| j.state);

@@ -53,7 +53,7 @@ pub(super) async fn ticker(d: Rc<Daemon>, notifier: Rc<Notifier>) {
         let enabled = d.session().config().backup_enabled;
         for s in due {
             if enabled {
-                let _ = d.submit(JobKind::Backup(s), Actor::Scheduler);
+                let _ = d.submit(JobKind::Backup(s, false), Actor::Scheduler);
             } else {
                 d.sched.borrow_mut().finished(s, true, d.mono_ms());
             }
@@ -89,7 +89,7 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
         };
         let (cancel_tx, cancel_rx) = smol::channel::bounded(1);
         *d.cancel.borrow_mut() = Some((id, cancel_tx));
-        let backup = matches!(kind, JobKind::Backup(_));
+        let backup = matches!(kind, JobKind::Backup(..));
         if backup {
             d.alerting.heartbeat(Ping::Start);
         }
@@ -108,7 +108,7 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
                 "cancelled; what was not yet published was discarded".into(),
             ),
         };
-        if let JobKind::Backup(s) = kind {
+        if let JobKind::Backup(s, _) = kind {
             let mut sched = d.sched.borrow_mut();
             match state {
                 JobState::Cancelled => sched.skipped(s, d.mono_ms()),

@@ -13,8 +13,8 @@ impl Daemon {
         let session = self.session();
         let mut progress = Progress::observed(counter);
         match kind {
-            JobKind::Backup(s) => {
-                let r = session.backup(*s, &mut progress).await?;
+            JobKind::Backup(s, full) => {
+                let r = session.backup_with(*s, *full, &mut progress).await?;
                 // Scheduled or requested, a backup is followed by retention
                 // (the new archive is recorded as verified, so it is kept).
                 let pruned = session.prune(false)?;

@@ -94,7 +94,7 @@ pub const VERBS: [VerbSpec; 18] = [
         verb: Verb::Backup,
         name: "BACKUP",
         needs: Some(Role::Operator),
-        help: "BACKUP STRATEGY…|all — queue backups",
+        help: "BACKUP STRATEGY…|all [full] — queue backups (full: a full archive, not an incremental)",
     },
     VerbSpec {
         verb: Verb::Verify,

@@ -505,6 +505,11 @@ async fn run(
             progress,
             &mut |step| {
                 if let Step::Verified = step {
+                    // The journal is written below, before anything is
+                    // replaced: from here on a power cut resumes.
+                    log::info!(
+                        "{LABEL}: every archive to restore verified; restoring now (a power cut from here on resumes)"
+                    );
                     for (root, deep) in &sweep_roots {
                         leftovers::sweep(root, *deep, &swept_pids);
                     }
