@@ -53,7 +53,8 @@ die() {
 section() { printf '\n== %s\n' "$*"; }
 
 [[ $scale =~ ^[0-9]+([.][0-9]+)?$ ]] || die "SCALE must be a number like 1.0, not '$scale'"
-[[ $runs =~ ^[1-9][0-9]?$ ]] || die "RUNS must be 1..99, not '$runs'"
+# Each run adds 4 incrementals to each tree chain; full_every_count = 63 is the most a chain holds.
+[[ $runs =~ ^([1-9]|1[0-5])$ ]] || die "RUNS must be 1..15, not '$runs'"
 [ -f "$mkdata" ] || die "data set generator not found: $mkdata"
 for tool in python3 restic du df; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
@@ -109,6 +110,7 @@ mkdir -p -m 0700 "$WORK/rvb"
 cat >"$cfg" <<EOF
 backup_dir = "$WORK/rvb"
 key_file = "$WORK/master.key"
+full_every_count = 63
 
 [database]
 path = "$WORK/data/db/rvm.sqlite"
