@@ -259,10 +259,15 @@ fn a_dead_card_comes_back_to_the_last_shipped_commit() {
     segs.sort();
     assert!(segs.len() >= 2, "{segs:?}");
     let last = segs.last().unwrap();
-    let mut bytes = fs::read(last).unwrap();
+    let bytes = fs::read(last).unwrap();
     let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    fs::write(last, &bytes).unwrap();
+    {
+        // One byte, in place (fusefat refuses O_TRUNC on a file).
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(last).unwrap();
+        f.write_all_at(&[bytes[mid] ^ 0x55], mid as u64).unwrap();
+        f.sync_all().unwrap();
+    }
     fs::write(stick.dir.join("RESTORE-REQUEST"), "").unwrap();
     let before = results(&stick.dir);
     disaster(&b, &stick.dir, &recovery);

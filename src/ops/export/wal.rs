@@ -167,8 +167,8 @@ fn ours(name: &str) -> bool {
 /// directory holding anything else stays).
 fn remove_unwanted(wal: &Path, wanted: &BTreeSet<String>, io: &StickIo<'_>) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    let names = sets::names(wal).map_err(|e| io.error("read", wal, e))?;
-    for name in names {
+    let gens = sets::names(wal).map_err(|e| io.error("read", wal, e))?;
+    for name in gens {
         if wanted.contains(&name) || !store::generation_name(&name) {
             continue;
         }
