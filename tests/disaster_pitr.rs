@@ -3,7 +3,8 @@
 //! the WAL to its store and, continuously, to the stick; the card dies;
 //! `disaster-restore --from STICK` brings back every row the daemon
 //! shipped (more than the exported archive holds), not just the archive.
-//! Then a tampered last segment on the stick: the restore stops at the
+//! Pulling the stick does not stop shipping to the store. Then a tampered
+//! last segment on the stick: the restore stops at the
 //! segment before it and says so.
 
 mod common;
@@ -169,7 +170,7 @@ fn disaster(b: &Board, stick: &Path, recovery: &Path) -> String {
 
 #[test]
 fn a_dead_card_comes_back_to_the_last_shipped_commit() {
-    let Some(stick) = Stick::new("disaster-pitr", 64) else {
+    let Some(mut stick) = Stick::new("disaster-pitr", 64) else {
         return;
     };
     let keys = TempDir::new("disaster-pitr-keys");
@@ -229,7 +230,32 @@ fn a_dead_card_comes_back_to_the_last_shipped_commit() {
     let shipped = w.last();
     eprintln!("generation {g}, status {s}");
     assert!(s["stick_error"].is_null(), "{s}");
+
+    // The stick is pulled: shipping to the store goes on, nothing breaks.
+    stick.pull();
+    w.commit(50);
+    let committed = now_ms();
+    let deadline = Instant::now() + patience();
+    loop {
+        let s = pitr(&d);
+        if s["last_commit_unix_ms"]
+            .as_i64()
+            .is_some_and(|t| t >= committed - 50)
+        {
+            assert!(s["stick_segments"].is_null(), "no stick, no count: {s}");
+            assert!(s["last_error"].is_null(), "{s}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shipping stopped with the stick pulled: {s}\n{}",
+            show_log(&b)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     d.terminate();
+    stick.mount();
+    let w_after = w.last();
     drop(w);
 
     // The card dies; only the stick and the fleet's recovery key are left.
@@ -242,7 +268,8 @@ fn a_dead_card_comes_back_to_the_last_shipped_commit() {
     assert_eq!(
         (count, max),
         (shipped, shipped),
-        "every shipped row comes back (the archive had at most {at_snapshot})"
+        "every row shipped to the stick comes back (the archive had at most {at_snapshot}; the {} committed after the stick was pulled never reached it)",
+        w_after - shipped
     );
     assert!(shipped > at_snapshot);
     assert!(account.contains("restored to the commit at"), "{account}");
