@@ -427,7 +427,8 @@ impl Session {
     }
 
     /// For the database: the newest point-in-time generation's snapshot,
-    /// when it is in the store and not older than the verified archive.
+    /// when it is in the store and the generation reaches at least as far
+    /// as the verified archive.
     fn pitr_snapshot_for_export(
         &self,
         archives: &[Listed],
@@ -439,12 +440,16 @@ impl Session {
         if snap.meta.strategy != Strategy::Database {
             return None;
         }
+        // The generation reaches its newest shipped commit: it is worth
+        // more than any archive made before that (a scheduled database
+        // backup after the snapshot included).
+        let reach = g
+            .range(self.key(), self.cfg.encryption_enabled)
+            .map_or(snap.meta.created, |(_, last)| last.time)
+            .max(snap.meta.created);
         let newer = verified
             .and_then(|v| archives.iter().find(|a| a.meta.id == v))
-            .is_none_or(|v| {
-                (v.meta.created, v.meta.created_nanos)
-                    <= (snap.meta.created, snap.meta.created_nanos)
-            });
+            .is_none_or(|v| v.meta.created <= reach);
         newer.then_some(g.id)
     }
 
