@@ -24,6 +24,12 @@ use crate::error::{msg, Result};
 use crate::pitr::Shipper;
 use crate::strategy::Strategy;
 
+/// Segments copied to the recovery stick per tick at most.
+const STICK_BUDGET: u64 = 8;
+/// How often the stick is looked at when nothing new was shipped (a
+/// stick plugged in later, a pass that failed).
+const STICK_RETRY: Duration = Duration::from_secs(30);
+
 /// How often old generations are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -31,6 +37,7 @@ pub(super) async fn task(d: Rc<Daemon>) {
     let mut shipper: Option<Shipper> = None;
     let mut backoff = Duration::ZERO;
     let mut last_prune: Option<Instant> = None;
+    let mut stick = StickCopy::default();
     loop {
         if d.stopping.get() {
             return;
@@ -69,7 +76,11 @@ pub(super) async fn task(d: Rc<Daemon>) {
         }
         let Some(s) = shipper.as_mut() else { continue };
         let result = if s.needs_snapshot(snapshot_every) {
-            new_generation(&d, s).await
+            let started = new_generation(&d, s).await;
+            if started.is_ok() {
+                export_for_generation(&d, &session);
+            }
+            started
         } else {
             s.step(&session);
             Ok(())
@@ -85,6 +96,7 @@ pub(super) async fn task(d: Rc<Daemon>) {
                 backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
             }
         }
+        stick.tick(&d, &session, &mut s.status).await;
         *d.pitr.borrow_mut() = s.status.clone();
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(Instant::now());
@@ -142,4 +154,82 @@ async fn new_generation(d: &Rc<Daemon>, s: &mut Shipper) -> Result<()> {
             ))
         })?;
     s.finish_generation(&session, &made)
+}
+
+/// A new generation's snapshot is worth exporting when a stick is
+/// mounted: the set's database archive becomes that snapshot (export
+/// prefers it), so the segments copied from now on are usable.
+fn export_for_generation(d: &Rc<Daemon>, session: &crate::ops::Session) {
+    let cfg = session.config();
+    let mounted = crate::recovery_set::stick::check(&cfg.export_dir, &cfg.backup_dir).is_ok();
+    if mounted && d.submit(JobKind::Export(None), Actor::Daemon).is_some() {
+        log::info!(
+            "point-in-time recovery: a new generation started with a stick at {}: exporting a set with its snapshot",
+            cfg.export_dir.display()
+        );
+    }
+}
+
+/// The continuous copy of new segments to the recovery stick.
+#[derive(Default)]
+struct StickCopy {
+    /// (generation, segments) at the last pass that left nothing pending.
+    done: Option<(Option<String>, u64)>,
+    last: Option<Instant>,
+    /// The last pass failed: wait `STICK_RETRY` before the next.
+    failed: bool,
+}
+
+impl StickCopy {
+    /// One bounded pass when something new was shipped (or now and then):
+    /// a failure is logged once and shown in STATUS, never more.
+    async fn tick(
+        &mut self,
+        d: &Rc<Daemon>,
+        session: &crate::ops::Session,
+        status: &mut crate::pitr::PitrStatus,
+    ) {
+        let key = (status.generation.clone(), status.segments);
+        let recent = self.last.is_some_and(|t| t.elapsed() < STICK_RETRY);
+        let fresh = (self.failed || self.done.as_ref() == Some(&key)) && recent;
+        // An export job writes the same directory: it copies them itself.
+        let exporting = d
+            .jobs
+            .borrow()
+            .running()
+            .is_some_and(|j| matches!(j.kind, JobKind::Export(_)));
+        if fresh || exporting {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.failed = false;
+        match session.ship_wal_to_stick(STICK_BUDGET).await {
+            Ok(Some(r)) => {
+                if status.stick_error.take().is_some() {
+                    log::info!("point-in-time recovery: copying segments to the stick again");
+                }
+                status.stick_segments = Some(r.present + r.copied);
+                self.done = (r.pending == 0).then_some(key);
+                for g in &r.removed {
+                    log::info!(
+                        "point-in-time recovery: removed generation {g} from the stick (its snapshot is in no set there)"
+                    );
+                }
+            }
+            Ok(None) => {
+                status.stick_segments = None;
+                status.stick_error = None;
+                self.done = Some(key);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if status.stick_error.as_deref() != Some(e.as_str()) {
+                    log::warn!("point-in-time recovery: cannot copy segments to the stick: {e}");
+                }
+                status.stick_error = Some(e);
+                self.done = None;
+                self.failed = true;
+            }
+        }
+    }
 }

@@ -215,6 +215,95 @@ impl Session {
         Ok(done)
     }
 
+    /// `disaster-restore`'s database: the archive `snapshot` with the
+    /// segments of `g` (the stick's copy of the generation it starts)
+    /// replayed to the newest commit that chains. Only whole segments that
+    /// authenticate and chain are applied: a bad tail is cut off, a chain
+    /// with no good segment or a replay that fails falls back to the plain
+    /// archive; either way `Restored::pitr` says what happened. The caller
+    /// holds the lock and runs the hooks, as for any restore.
+    pub(crate) async fn restore_database_replayed(
+        &self,
+        snapshot: &Listed,
+        g: Generation,
+        target: Option<&Path>,
+        accept_damaged: bool,
+        progress: &mut Progress,
+    ) -> Result<Restored> {
+        let (good, bad) =
+            apply::good_prefix(&g, self.key.as_ref(), self.cfg.encryption_enabled).await;
+        let total = g.seqs.len();
+        let mut g = g;
+        g.seqs
+            .truncate(usize::try_from(good.segments).unwrap_or(usize::MAX));
+        let tail = bad.map(|e| {
+            format!(
+                "WARNING: of the {total} WAL segment(s) on the stick only the first {} chain and authenticate ({e}); the database was brought to the last good one, later commits are lost",
+                good.segments
+            )
+        });
+        if let Some(t) = &tail {
+            log::warn!("{t}");
+        }
+        if g.seqs.is_empty() {
+            let why = format!(
+                "the database is as of its archive {} ({})",
+                snapshot.meta.id,
+                tail.unwrap_or_else(|| "no WAL segment on the stick".into())
+            );
+            return self
+                .plain_restore(snapshot, target, accept_damaged, why, progress)
+                .await;
+        }
+        let plan = Plan {
+            generation: g,
+            snapshot: snapshot.clone(),
+            last: good.time,
+        };
+        let req = RestoreRequest {
+            strategy: Strategy::Database,
+            selector: crate::restore::Selector::Latest,
+            target: target.map(Path::to_path_buf),
+            file: None,
+            accept_damaged,
+        };
+        match self.pitr_restore(plan, i64::MAX, &req, progress).await {
+            Ok(mut r) => {
+                if let Some(t) = tail {
+                    let reached = r.pitr.unwrap_or_default();
+                    let reached = reached.replace(" (the newest point shipped)", "");
+                    r.pitr = Some(format!("{reached}; {t}"));
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                log::warn!("replaying the WAL segments from the stick failed: {e}");
+                let why = format!(
+                    "WARNING: replaying the WAL segments from the stick failed ({e}); the database is as of its archive {}",
+                    snapshot.meta.id
+                );
+                self.plain_restore(snapshot, target, accept_damaged, why, progress)
+                    .await
+            }
+        }
+    }
+
+    /// The archive itself, with `why` as the account of the replay.
+    async fn plain_restore(
+        &self,
+        snapshot: &Listed,
+        target: Option<&Path>,
+        accept_damaged: bool,
+        why: String,
+        progress: &mut Progress,
+    ) -> Result<Restored> {
+        let mut r = self
+            .restore_archive(snapshot, target, accept_damaged, progress)
+            .await?;
+        r.pitr = Some(why);
+        Ok(r)
+    }
+
     /// Check every generation's whole chain (each segment authenticated,
     /// in sequence, chained by hash). One result per generation: its
     /// segment count, or why it fails.

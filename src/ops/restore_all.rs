@@ -50,6 +50,8 @@ pub struct RestoredStrategy {
     pub seconds: f64,
     /// Where a replaced live database was kept (in place only).
     pub previous_database: Option<PathBuf>,
+    /// The point-in-time replay, when there was one: how far it got.
+    pub pitr: Option<String>,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,9 @@ pub(crate) struct ChosenRestore<'a> {
     pub accept_damaged: bool,
     /// Names the operation in errors (`restore --all`, `disaster-restore`).
     pub label: &'a str,
+    /// WAL segments to replay onto the database archive (`disaster-restore`:
+    /// the stick's copy of the generation that archive starts).
+    pub database_wal: Option<crate::pitr::store::Generation>,
 }
 
 /// What [`Session::restore_chosen`] reports while it works.
@@ -126,6 +131,7 @@ impl Session {
                     target,
                     accept_damaged,
                     label: "restore --all",
+                    database_wal: None,
                 },
                 progress,
                 &mut |_| Ok(()),
@@ -188,6 +194,7 @@ impl Session {
             target,
             accept_damaged,
             label,
+            database_wal,
         } = chosen;
         let _lock = self.restore_lock()?;
         self.check_chosen(&chosen, accept_damaged, label, progress)
@@ -204,29 +211,43 @@ impl Session {
         let mut outcome = Ok(());
         for a in &chosen {
             let t = Instant::now();
-            let done = self
-                .restore_archive(a, target.as_deref(), accept_damaged, progress)
-                .await
-                .and_then(|r| {
-                    if a.meta.strategy == Strategy::Database {
-                        published.new_database = true;
-                        published.databases.extend(r.previous_database.clone());
-                    } else {
-                        published.trees.push(a.meta.strategy);
-                    }
-                    let one = RestoredStrategy {
-                        strategy: a.meta.strategy,
-                        id: r.id,
-                        created: a.meta.created,
-                        files: r.files,
-                        bytes: r.bytes,
-                        seconds: t.elapsed().as_secs_f64(),
-                        previous_database: r.previous_database,
-                    };
-                    let heard = observe(Step::Restored(&one));
-                    restored.push(one);
-                    heard
-                });
+            let done = match (&database_wal, a.meta.strategy) {
+                (Some(g), Strategy::Database) => {
+                    self.restore_database_replayed(
+                        a,
+                        g.clone(),
+                        target.as_deref(),
+                        accept_damaged,
+                        progress,
+                    )
+                    .await
+                }
+                _ => {
+                    self.restore_archive(a, target.as_deref(), accept_damaged, progress)
+                        .await
+                }
+            };
+            let done = done.and_then(|r| {
+                if a.meta.strategy == Strategy::Database {
+                    published.new_database = true;
+                    published.databases.extend(r.previous_database.clone());
+                } else {
+                    published.trees.push(a.meta.strategy);
+                }
+                let one = RestoredStrategy {
+                    strategy: a.meta.strategy,
+                    id: r.id,
+                    created: a.meta.created,
+                    files: r.files,
+                    bytes: r.bytes,
+                    seconds: t.elapsed().as_secs_f64(),
+                    previous_database: r.previous_database,
+                    pitr: r.pitr,
+                };
+                let heard = observe(Step::Restored(&one));
+                restored.push(one);
+                heard
+            });
             if let Err(e) = done {
                 let done: Vec<&str> = restored.iter().map(|r| r.id.as_str()).collect();
                 let left: Vec<&str> = chosen

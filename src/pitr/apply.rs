@@ -43,6 +43,34 @@ pub(crate) async fn replay(
     db: Option<(&File, u32)>,
 ) -> Result<Reached> {
     let mut reached = Reached::default();
+    walk(g, key, need_encrypted, until, db, &mut reached).await?;
+    Ok(reached)
+}
+
+/// Check `g`'s chain (nothing is written) and say how many leading
+/// segments are whole, authenticated and chained, and why the next one
+/// is not (`None`: all are). `g.seqs` cut to that count replays cleanly.
+pub(crate) async fn good_prefix(
+    g: &Generation,
+    key: Option<&KeyRing>,
+    need_encrypted: bool,
+) -> (Reached, Option<crate::error::Error>) {
+    let mut reached = Reached::default();
+    let bad = walk(g, key, need_encrypted, i64::MAX, None, &mut reached)
+        .await
+        .err();
+    (reached, bad)
+}
+
+/// The replay itself; `reached` counts only whole segments.
+async fn walk(
+    g: &Generation,
+    key: Option<&KeyRing>,
+    need_encrypted: bool,
+    until: i64,
+    db: Option<(&File, u32)>,
+    reached: &mut Reached,
+) -> Result<()> {
     let mut expected_prev = [0u8; 32];
     let mut buf = Vec::new();
     for (i, &seq) in g.seqs.iter().enumerate() {
@@ -78,6 +106,7 @@ pub(crate) async fn replay(
         if m.time > until {
             break;
         }
+        let mut frames = 0;
         while let Some((pgno, db_size)) = seg.next_frame(&mut buf)? {
             if let Some((db, page_size)) = db {
                 let ps = u64::from(page_size);
@@ -89,13 +118,14 @@ pub(crate) async fn replay(
                         .ctx(|| "cannot size the restored database".into())?;
                 }
             }
-            reached.frames += 1;
+            frames += 1;
         }
+        reached.frames += frames;
         reached.segments += 1;
         reached.commits += m.commits;
         reached.time = m.when();
         expected_prev = sha;
         smol::future::yield_now().await;
     }
-    Ok(reached)
+    Ok(())
 }

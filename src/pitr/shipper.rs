@@ -68,6 +68,12 @@ pub struct PitrStatus {
     pub lag_seconds: Option<u64>,
     pub generations_started: u64,
     pub last_error: Option<String>,
+    /// Segments on the recovery stick, of the generations whose snapshot
+    /// is a set's database archive there (`None`: no stick with a set of
+    /// this board is mounted at `export_dir`).
+    pub stick_segments: Option<u64>,
+    /// Why the last copy to the stick failed (a pulled or full stick).
+    pub stick_error: Option<String>,
 }
 
 struct Chain {

@@ -65,7 +65,7 @@ impl Generation {
 }
 
 /// Whether `name` may be a generation directory (a database archive id).
-fn generation_name(name: &str) -> bool {
+pub(crate) fn generation_name(name: &str) -> bool {
     name.starts_with("database-")
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

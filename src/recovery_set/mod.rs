@@ -7,6 +7,7 @@
 //! DIR/rvm-backup/<board>/pool/<strategy>/<archive files>   shared by the sets
 //! DIR/rvm-backup/<board>/set-<UTC time>/key.sealed         key ring, sealed
 //! DIR/rvm-backup/<board>/set-<UTC time>/MANIFEST           written last
+//! DIR/rvm-backup/<board>/wal/<generation>/<seq:012>.rvw    WAL segments
 //! DIR/RESULT-<UTC time>.txt                                disaster-restore's account
 //! DIR/RESTORE-REQUEST[.txt]                                a technician's explicit request
 //! ```
@@ -34,6 +35,9 @@ use std::path::{Path, PathBuf};
 pub const ROOT_DIR: &str = "rvm-backup";
 /// The pool of archive files inside a board's directory.
 pub const POOL_DIR: &str = "pool";
+/// WAL segments of the point-in-time generations whose snapshot is a
+/// set's database archive: `wal/<generation>/<seq:012>.rvw`.
+pub const WAL_DIR: &str = "wal";
 /// The manifest of a set; its presence makes the set complete.
 pub const MANIFEST_FILE: &str = "MANIFEST";
 /// The key ring sealed to the fleet's recovery public key.

@@ -492,8 +492,15 @@ async fn run(
         .into_iter()
         .filter(|a| !journal.done.iter().any(|d| d.id == a.meta.id))
         .collect();
+    // The point-in-time segments of the set's database archive, if the
+    // stick holds them: the database comes back to the last shipped commit.
+    let database_wal = left
+        .iter()
+        .find(|a| a.meta.strategy == crate::strategy::Strategy::Database)
+        .and_then(|a| super::export::stick_generation(&board.dir, &a.meta.id));
     let backup_dir = cfg.backup_dir.clone();
     let restored = &mut report.restored;
+    let notes = &mut report.notes;
     let outcome = session
         .restore_chosen(
             ChosenRestore {
@@ -501,6 +508,7 @@ async fn run(
                 target: opts.target.clone(),
                 accept_damaged: false,
                 label: LABEL,
+                database_wal,
             },
             progress,
             &mut |step| {
@@ -515,6 +523,10 @@ async fn run(
                     }
                 }
                 if let Step::Restored(r) = step {
+                    if let Some(p) = &r.pitr {
+                        log::info!("{LABEL}: database: {p}");
+                        notes.push(format!("database: {p}"));
+                    }
                     let d = DoneStrategy {
                         strategy: r.strategy.name().into(),
                         id: r.id.clone(),

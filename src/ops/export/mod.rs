@@ -36,6 +36,10 @@
 
 mod copy;
 mod sets;
+mod wal;
+
+pub(super) use wal::stick_generation;
+pub use wal::StickWalReport;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -86,6 +90,9 @@ pub struct ExportReport {
     /// Older sets removed (beyond `export_keep`).
     pub removed_sets: Vec<String>,
     pub removed_pool_files: usize,
+    /// The point-in-time segments copied after the set (`None`: failed,
+    /// see the notes).
+    pub wal: Option<StickWalReport>,
     /// Things that went wrong after the set was complete (cleaning).
     pub notes: Vec<String>,
 }
@@ -102,7 +109,7 @@ impl ExportReport {
     /// One line for a job's outcome.
     pub fn describe(&self) -> String {
         format!(
-            "set {} written to {} and verified: {} archives, {} copied, {} already on the stick{}",
+            "set {} written to {} and verified: {} archives, {} copied, {} already on the stick{}{}",
             self.set,
             self.board_dir.display(),
             self.archives.len(),
@@ -112,6 +119,14 @@ impl ExportReport {
                 String::new()
             } else {
                 format!("; removed older sets {}", self.removed_sets.join(" "))
+            },
+            match &self.wal {
+                Some(w) if w.copied + w.present > 0 => format!(
+                    "; point-in-time segments on the stick: {} ({} copied now)",
+                    w.copied + w.present,
+                    w.copied
+                ),
+                _ => String::new(),
             }
         )
     }
@@ -333,9 +348,21 @@ impl Session {
             archives,
             removed_sets: Vec::new(),
             removed_pool_files: 0,
+            wal: None,
             notes: Vec::new(),
         };
         self.keep_newest(&board, &pool, &set, &mut report);
+        // The point-in-time segments of the set's database archive (if it
+        // is a generation's snapshot): the set is complete already, so a
+        // failure here is a note and the daemon copies them later.
+        match wal::ship(self.backup_dir(), &board, &stick, u64::MAX, progress).await {
+            Ok(w) => report.wal = Some(w),
+            Err(e) => {
+                let n = format!("the point-in-time segments were not all copied to the stick: {e}");
+                log::warn!("{n}");
+                report.notes.push(n);
+            }
+        }
         log::info!("{}", report.describe());
         Ok(report)
     }
@@ -354,6 +381,24 @@ impl Session {
         for s in self.cfg.configured() {
             let listing = self.list(Some(s));
             let verified = state.get(&s).and_then(|r| r.last_verified.as_deref());
+            if let Some(snap) = self.pitr_snapshot_for_export(&listing.archives, verified) {
+                // The newest point-in-time generation's snapshot: its
+                // segments go onto the stick with the set.
+                if Some(snap.as_str()) != verified {
+                    if let Some(a) = listing.archives.iter().find(|a| a.meta.id == snap) {
+                        match crate::verify::verify_chain(a, &listing.archives, self.key.as_ref(), progress).await {
+                            Ok(_) => {
+                                self.remember_verified(&listing.archives, &a.meta.id);
+                                out.push(chosen(a.clone(), &listing.archives)?);
+                                continue;
+                            }
+                            Err(e) => log::warn!(
+                                "the point-in-time snapshot {snap} does not verify ({e}); exporting the newest verified database archive instead"
+                            ),
+                        }
+                    }
+                }
+            }
             let listed = match verified
                 .and_then(|v| listing.archives.iter().find(|a| a.meta.id == v))
             {
@@ -379,6 +424,55 @@ impl Session {
             out.push(chosen(listed, &listing.archives)?);
         }
         Ok(out)
+    }
+
+    /// For the database: the newest point-in-time generation's snapshot,
+    /// when it is in the store and the generation reaches at least as far
+    /// as the verified archive.
+    fn pitr_snapshot_for_export(
+        &self,
+        archives: &[Listed],
+        verified: Option<&str>,
+    ) -> Option<String> {
+        self.cfg.database.as_ref().filter(|d| d.pitr_enabled())?;
+        let g = crate::pitr::store::generations(self.backup_dir()).pop()?;
+        let snap = archives.iter().find(|a| a.meta.id == g.id)?;
+        if snap.meta.strategy != Strategy::Database {
+            return None;
+        }
+        // The generation reaches its newest shipped commit: it is worth
+        // more than any archive made before that (a scheduled database
+        // backup after the snapshot included).
+        let reach = g
+            .range(self.key(), self.cfg.encryption_enabled)
+            .map_or(snap.meta.created, |(_, last)| last.time)
+            .max(snap.meta.created);
+        let newer = verified
+            .and_then(|v| archives.iter().find(|a| a.meta.id == v))
+            .is_none_or(|v| v.meta.created <= reach);
+        newer.then_some(g.id)
+    }
+
+    /// The daemon's stick step: copy at most `budget` new point-in-time
+    /// segments to the stick at `export_dir` (see `wal`). `Ok(None)` when
+    /// there is nothing to do: no writable stick there, no set of this
+    /// board on it, or a disaster restore is unfinished.
+    pub async fn ship_wal_to_stick(&self, budget: u64) -> Result<Option<StickWalReport>> {
+        let Ok(stick) = stick::check(&self.cfg.export_dir, self.backup_dir()) else {
+            return Ok(None);
+        };
+        if super::restore_interrupted(&self.cfg) {
+            return Ok(None);
+        }
+        let identity = BoardIdentity::current(&self.cfg.machine_id_file)?;
+        let board = stick.dir.join(ROOT_DIR).join(identity.dir_name());
+        if !std::fs::symlink_metadata(&board).is_ok_and(|m| m.file_type().is_dir()) {
+            return Ok(None);
+        }
+        let mut progress = Progress::silent();
+        wal::ship(self.backup_dir(), &board, &stick, budget, &mut progress)
+            .await
+            .map(Some)
     }
 
     /// Read every archive through from the pool copy.
