@@ -100,7 +100,7 @@ pub async fn run(
     let started = Instant::now();
     let (created, created_nanos) = crate::timefmt::now_precise();
     let id = new_id(strategy, created)?;
-    let header = new_header(cfg, key, created)?;
+    let header = new_header(cfg, key, created, DEFAULT_FRAME_SIZE)?;
     let archive_err = |source: FormatError| Error::Archive {
         id: id.clone(),
         source,
@@ -185,7 +185,15 @@ pub async fn run(
     Ok(Outcome::Done(Box::new(meta)))
 }
 
-fn new_header(cfg: &Config, key: Option<&MasterKey>, created: i64) -> Result<Header> {
+/// A fresh archive header for `cfg`'s compression and encryption: a new
+/// random salt, the key's id, frames of at most `frame_size` bytes.
+/// Backups and WAL segments (`pitr::segment`) both start from it.
+pub(crate) fn new_header(
+    cfg: &Config,
+    key: Option<&MasterKey>,
+    created: i64,
+    frame_size: u32,
+) -> Result<Header> {
     let mut salt = [0u8; 32];
     crate::crypto::fill_random(&mut salt).ctx(|| "cannot get random bytes".into())?;
     let mut flags = 0;
@@ -201,7 +209,7 @@ fn new_header(cfg: &Config, key: Option<&MasterKey>, created: i64) -> Result<Hea
     };
     Ok(Header {
         flags,
-        frame_size: DEFAULT_FRAME_SIZE,
+        frame_size,
         key_id,
         salt,
         created,

@@ -33,9 +33,9 @@ use sha2::{Digest, Sha256};
 
 use super::wal::{self, Cksum, ReadAt, WalHeader, FRAME_HEADER_LEN};
 use crate::config::Config;
-use crate::crypto::{KeyId, KeyRing, MasterKey};
+use crate::crypto::{KeyRing, MasterKey};
 use crate::error::{msg, Error, IoContext, Result};
-use crate::format::header::{Header, DEFAULT_FRAME_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED};
+use crate::format::header::DEFAULT_FRAME_SIZE;
 use crate::format::record::STATUS_CLEAN;
 use crate::format::{ArchiveReader, ArchiveWriter, EntryHeader, EntryKind, FormatError};
 
@@ -90,30 +90,6 @@ pub(crate) fn parse_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-fn new_header(cfg: &Config, key: Option<&MasterKey>, created: i64) -> Result<Header> {
-    let mut salt = [0u8; 32];
-    crate::crypto::fill_random(&mut salt).ctx(|| "cannot get random bytes".into())?;
-    let mut flags = 0;
-    if cfg.compression_enabled {
-        flags |= FLAG_COMPRESSED;
-    }
-    let key_id = if cfg.encryption_enabled {
-        flags |= FLAG_ENCRYPTED;
-        key.ok_or_else(|| msg("encryption_enabled is on but no key was loaded"))?
-            .id()
-    } else {
-        KeyId::default()
-    };
-    Ok(Header {
-        flags,
-        // Segments are small: a small frame keeps the writer's buffer small.
-        frame_size: DEFAULT_FRAME_SIZE.min(64 * 1024),
-        key_id,
-        salt,
-        created,
-    })
 }
 
 /// A writer that hashes everything it passes on.
@@ -186,7 +162,8 @@ fn write_tmp(
         id: id.clone(),
         source,
     };
-    let header = new_header(cfg, key, meta.time)?;
+    // Segments are small: a small frame keeps the writer's buffer small.
+    let header = crate::backup::new_header(cfg, key, meta.time, DEFAULT_FRAME_SIZE.min(64 * 1024))?;
     let protection = header.protection_with_key(key).map_err(arch)?;
     let level = cfg.compression_enabled.then_some(cfg.compression_level);
     let out = Hashing {
