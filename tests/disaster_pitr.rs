@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon::{patience, Daemon};
 use common::stick::Stick;
+use common::writer::Writer;
 use common::{bin, recovery_keygen, Board, TempDir};
 use rusqlite::Connection;
 
@@ -23,43 +24,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-struct Writer {
-    conn: Connection,
-    next: i64,
-}
-
-impl Writer {
-    fn open(db: &Path) -> Writer {
-        let conn = Connection::open(db).unwrap();
-        conn.busy_timeout(Duration::from_secs(30)).unwrap();
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(n INTEGER PRIMARY KEY, pad BLOB);",
-        )
-        .unwrap();
-        let next: i64 = conn
-            .query_row("SELECT coalesce(max(n), 0) + 1 FROM t", [], |r| r.get(0))
-            .unwrap();
-        Writer { conn, next }
-    }
-
-    fn commit(&mut self, count: i64) {
-        for _ in 0..count {
-            self.conn
-                .execute(
-                    "INSERT INTO t(n, pad) VALUES (?1, randomblob(1500))",
-                    [self.next],
-                )
-                .unwrap();
-            self.next += 1;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn last(&self) -> i64 {
-        self.next - 1
-    }
 }
 
 /// Rows of `t`: (count, max); the database must pass integrity_check.

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon::{patience, Daemon};
+use common::writer::Writer;
 use common::*;
 use rusqlite::Connection;
 
@@ -42,44 +43,6 @@ fn rfc3339(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-struct Writer {
-    conn: Connection,
-    next: i64,
-}
-
-impl Writer {
-    fn open(db: &Path) -> Writer {
-        let conn = Connection::open(db).unwrap();
-        conn.busy_timeout(Duration::from_secs(30)).unwrap();
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(n INTEGER PRIMARY KEY, pad BLOB);",
-        )
-        .unwrap();
-        let next: i64 = conn
-            .query_row("SELECT coalesce(max(n), 0) + 1 FROM t", [], |r| r.get(0))
-            .unwrap();
-        Writer { conn, next }
-    }
-
-    /// Commit `count` numbered rows, one transaction each.
-    fn commit(&mut self, count: i64) {
-        for _ in 0..count {
-            self.conn
-                .execute(
-                    "INSERT INTO t(n, pad) VALUES (?1, randomblob(1500))",
-                    [self.next],
-                )
-                .unwrap();
-            self.next += 1;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn last(&self) -> i64 {
-        self.next - 1
-    }
 }
 
 /// The salts in the WAL header.

@@ -6,6 +6,7 @@ pub mod craft;
 pub mod daemon;
 pub mod prom;
 pub mod stick;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes};
