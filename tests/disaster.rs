@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::stick::Stick;
+use common::stick::{new_result, results, Stick};
 use common::{bin, db_dump, recovery_keygen, Board, TempDir};
 
 const MIB: u64 = 64;
@@ -167,26 +167,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn results(stick: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(stick)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("RESULT-"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// The RESULT file a run wrote (the one not in `before`).
-fn new_result(stick: &Path, before: &[String]) -> String {
-    let new: Vec<String> = results(stick)
-        .into_iter()
-        .filter(|r| !before.contains(r))
-        .collect();
-    assert_eq!(new.len(), 1, "one new RESULT file: {new:?}");
-    fs::read_to_string(stick.join(&new[0])).unwrap()
 }
 
 fn stick_listing(stick: &Path) -> Vec<(PathBuf, u64)> {

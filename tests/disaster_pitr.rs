@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon::{patience, Daemon};
-use common::stick::Stick;
+use common::stick::{new_result, results, Stick};
 use common::writer::Writer;
 use common::{bin, recovery_keygen, Board, TempDir};
 use rusqlite::Connection;
@@ -100,25 +100,6 @@ fn stick_generation(stick: &Path, g: &str) -> PathBuf {
         .unwrap()
         .path();
     board.join("wal").join(g)
-}
-
-fn results(stick: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(stick)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("RESULT-"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn new_result(stick: &Path, before: &[String]) -> String {
-    let new: Vec<String> = results(stick)
-        .into_iter()
-        .filter(|r| !before.contains(r))
-        .collect();
-    assert_eq!(new.len(), 1, "one new RESULT file: {new:?}");
-    fs::read_to_string(stick.join(&new[0])).unwrap()
 }
 
 /// The card died: trees, database, backup_dir and master key are gone.

@@ -189,3 +189,24 @@ impl Drop for Stick {
         }
     }
 }
+
+/// The names of the `RESULT-*` files disaster-restore wrote on a stick, sorted.
+pub fn results(stick: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(stick)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("RESULT-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The RESULT file a run wrote (the one not in `before`).
+pub fn new_result(stick: &Path, before: &[String]) -> String {
+    let new: Vec<String> = results(stick)
+        .into_iter()
+        .filter(|r| !before.contains(r))
+        .collect();
+    assert_eq!(new.len(), 1, "one new RESULT file: {new:?}");
+    std::fs::read_to_string(stick.join(&new[0])).unwrap()
+}
