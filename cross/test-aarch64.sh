@@ -37,5 +37,14 @@ else
     echo "binfmt_misc: no qemu-aarch64 entry; spawned binaries go through RVM_BACKUP_TEST_RUNNER=\"$RVM_BACKUP_TEST_RUNNER\""
 fi
 
+# With cargo-nextest (on the CI machines, or `cargo install --locked cargo-nextest`),
+# each test runs in its own emulated process under the `qemu` profile of
+# .config/nextest.toml: a hung test is killed after 10 minutes and tried again
+# (reported as FLAKY when a retry passes). Without it, plain cargo test.
+if cargo nextest --version >/dev/null 2>&1; then
+    echo "+ cargo nextest run --profile qemu --release --target $TARGET $*"
+    exec cargo nextest run --profile qemu --release --target "$TARGET" "$@"
+fi
+echo "cargo-nextest not found: running plain cargo test (no per-test timeout or retry)" >&2
 echo "+ cargo test --release --target $TARGET $*"
 exec cargo test --release --target "$TARGET" "$@"

@@ -156,3 +156,29 @@ fn full_disk_fails_cleanly() {
     assert!(err.contains("disk is full"), "{err}");
     assert_eq!(after, before, "a failed backup left files behind");
 }
+
+/// The hang report that `output_within` prints names each thread of the
+/// hung program with its state and system call, and its command line.
+#[test]
+fn a_hang_report_shows_every_thread_and_the_command_line() {
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    // Wait until the child has reached `sleep` (its command line says so).
+    let deadline = std::time::Instant::now() + run_limit();
+    let report = loop {
+        let r = thread_states(child.id());
+        if r.contains("command line: sleep 30") && r.contains("state S") {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(report.contains("\"sleep\""), "{report}");
+    assert!(report.contains("syscall "), "{report}");
+    // A process that is gone is reported as such, not a panic.
+    assert!(thread_states(child.id()).contains("no threads"));
+}

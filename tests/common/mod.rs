@@ -61,7 +61,9 @@ pub fn bin() -> Command {
 /// what the program printed instead of stalling CI until its own limit.
 pub fn run_limit() -> Duration {
     if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
-        Duration::from_secs(600)
+        // Under nextest's 10-minute limit for a test (.config/nextest.toml),
+        // so that this message, with the thread states, is what a hang shows.
+        Duration::from_secs(480)
     } else {
         Duration::from_secs(240)
     }
@@ -93,11 +95,12 @@ pub fn output_within(mut cmd: Command, what: &str) -> Output {
             break status;
         }
         if std::time::Instant::now() > deadline {
+            let threads = thread_states(child.id());
             let _ = child.kill();
             let _ = child.wait();
             let err = err.join().unwrap_or_default();
             panic!(
-                "{what} did not finish within {:?}; it printed: {}",
+                "{what} did not finish within {:?}; its threads were:\n{threads}it printed: {}",
                 run_limit(),
                 String::from_utf8_lossy(&err)
             );
@@ -109,6 +112,43 @@ pub fn output_within(mut cmd: Command, what: &str) -> Output {
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     }
+}
+
+/// One line per thread of process `pid`, for a hang report: name, state,
+/// kernel wait channel and the system call it is in (the first field of
+/// /proc/PID/task/TID/syscall, -1 when running), and the process's command
+/// line, which tells whether it ever started the program (under qemu-user a
+/// child still showing the test binary never reached its exec).
+pub fn thread_states(pid: u32) -> String {
+    let read = |p: PathBuf| {
+        fs::read(&p)
+            .map(|b| String::from_utf8_lossy(&b).trim().replace('\0', " "))
+            .unwrap_or_else(|e| format!("({e})"))
+    };
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let mut out = format!("  command line: {}\n", read(proc.join("cmdline")));
+    let mut tasks: Vec<PathBuf> = match fs::read_dir(proc.join("task")) {
+        Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => return format!("{out}  (no threads: {e})\n"),
+    };
+    tasks.sort();
+    for t in tasks {
+        let stat = read(t.join("stat"));
+        // The state is the first field after the parenthesised name.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_default();
+        let syscall = read(t.join("syscall"));
+        out.push_str(&format!(
+            "  thread {} {:?}: state {state}, waiting in {}, syscall {}\n",
+            t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            read(t.join("comm")),
+            read(t.join("wchan")),
+            syscall.split_whitespace().next().unwrap_or("?"),
+        ));
+    }
+    out
 }
 
 /// A scratch board: source trees, a database, a config, a key.
