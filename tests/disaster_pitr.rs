@@ -90,16 +90,15 @@ fn wait_on_stick(b: &Board, d: &Daemon, committed_at_ms: i64) -> serde_json::Val
     }
 }
 
-/// The stick's generation directory of `g` (one board on the stick).
-fn stick_generation(stick: &Path, g: &str) -> PathBuf {
-    let root = stick.join("rvm-backup");
-    let board = fs::read_dir(&root)
-        .unwrap()
-        .next()
-        .expect("a board directory on the stick")
-        .unwrap()
+/// The stick's generation directory of `g` (one board on the stick), or
+/// None while the daemon has not made the board's directory yet.
+fn stick_generation(stick: &Path, g: &str) -> Option<PathBuf> {
+    let board = fs::read_dir(stick.join("rvm-backup"))
+        .ok()?
+        .next()?
+        .ok()?
         .path();
-    board.join("wal").join(g)
+    Some(board.join("wal").join(g))
 }
 
 /// The card died: trees, database, backup_dir and master key are gone.
@@ -169,8 +168,10 @@ fn a_dead_card_comes_back_to_the_last_shipped_commit() {
     let deadline = Instant::now() + patience() * 2;
     let g = loop {
         if let Some(g) = pitr(&d)["generation"].as_str() {
-            let seg0 = stick_generation(&stick.dir, g).join("000000000000.rvw");
-            if stick.dir.join("rvm-backup").exists() && seg0.exists() {
+            // Polled before the daemon has written anything to the stick
+            // (the board directory does not exist yet): not there is "wait".
+            let seg0 = stick_generation(&stick.dir, g).map(|d| d.join("000000000000.rvw"));
+            if seg0.is_some_and(|p| p.exists()) {
                 break g.to_string();
             }
         }
@@ -241,7 +242,7 @@ fn a_dead_card_comes_back_to_the_last_shipped_commit() {
 
     // A tampered last segment on the stick: the restore stops at the one
     // before it, and says so.
-    let dir = stick_generation(&stick.dir, &g);
+    let dir = stick_generation(&stick.dir, &g).expect("the board's directory on the stick");
     let mut segs: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
