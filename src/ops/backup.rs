@@ -44,6 +44,20 @@ impl Session {
                 return None;
             }
         };
+        // After `keygen --rotate` a new chain starts: an incremental would
+        // leave its unchanged files readable only with the old key, which
+        // could then never be dropped from the ring while the chain is kept.
+        if let Some(ring) = self.key.as_ref() {
+            let writing = ring.writing().id();
+            if parent.meta.key_id != writing {
+                log::info!(
+                    "{strategy}: full backup: the writing key changed since {} (key {} then, {writing} now)",
+                    parent.meta.id,
+                    parent.meta.key_id
+                );
+                return None;
+            }
+        }
         match IndexCursor::open(parent, self.key.as_ref()) {
             Ok(cursor) if cursor.with_stat() => {
                 log::info!("{strategy}: incremental backup against {}", parent.meta.id);
