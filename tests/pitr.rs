@@ -252,8 +252,14 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
     // database is swapped for the replayed one, the old one kept aside.
     let (t1, n1) = points[1];
     drop(w);
+    // What a restore killed half-way left in its scratch directory is
+    // cleared by the next one, not left to pile up.
+    let stale = b.backups.join(".pitr-restore");
+    fs::create_dir_all(stale.join("var/lib")).unwrap();
+    fs::write(stale.join("var/lib/half-written"), b"x").unwrap();
     b.ok(&["restore", "database", "--at", &rfc3339(t1)]);
     assert_eq!(rows(&b.db_path()), (n1, 1, n1), "in-place restore");
+    assert!(!stale.exists(), "the stale scratch directory is still there");
     let kept = fs::read_dir(b.db_path().parent().unwrap())
         .unwrap()
         .filter(|e| {

@@ -22,6 +22,9 @@ use crate::strategy::Strategy;
 use super::restore::RestoreRequest;
 use super::Session;
 
+/// The scratch directory of a point-in-time restore, in `backup_dir`.
+const PITR_SCRATCH: &str = ".pitr-restore";
+
 /// One generation's restorable range, for `list`.
 #[derive(Clone, Debug)]
 pub struct PitrRange {
@@ -135,10 +138,10 @@ impl Session {
         req: &RestoreRequest,
         progress: &mut Progress,
     ) -> Result<Restored> {
-        let scratch = self
-            .cfg
-            .backup_dir
-            .join(format!(".pitr-restore-{}", std::process::id()));
+        // One fixed name: the caller holds the store lock, so no other
+        // restore uses it now, and what a killed restore left is removed
+        // here instead of piling up under a new name per process.
+        let scratch = self.cfg.backup_dir.join(PITR_SCRATCH);
         if scratch.exists() {
             std::fs::remove_dir_all(&scratch).at("remove the stale", &scratch)?;
         }
