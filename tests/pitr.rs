@@ -259,7 +259,10 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
     fs::write(stale.join("var/lib/half-written"), b"x").unwrap();
     b.ok(&["restore", "database", "--at", &rfc3339(t1)]);
     assert_eq!(rows(&b.db_path()), (n1, 1, n1), "in-place restore");
-    assert!(!stale.exists(), "the stale scratch directory is still there");
+    assert!(
+        !stale.exists(),
+        "the stale scratch directory is still there"
+    );
     let kept = fs::read_dir(b.db_path().parent().unwrap())
         .unwrap()
         .filter(|e| {

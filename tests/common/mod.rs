@@ -142,7 +142,9 @@ pub fn thread_states(pid: u32) -> String {
         let syscall = read(t.join("syscall"));
         out.push_str(&format!(
             "  thread {} {:?}: state {state}, waiting in {}, syscall {}\n",
-            t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            t.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             read(t.join("comm")),
             read(t.join("wchan")),
             syscall.split_whitespace().next().unwrap_or("?"),
