@@ -43,8 +43,22 @@ use crate::error::{msg, Error, IoContext, Result};
 use crate::ops::Session;
 use crate::safefs::Dir;
 
-/// WAL frames after which the shipper checkpoints.
+/// The most frames the WAL holds while the shipper runs, under a steady
+/// writer and with no reader of the application holding an old snapshot
+/// (which holds back any checkpoint): the bound is [`CHECKPOINT_AT`] plus
+/// what the writer appends within one [`PROBE_EVERY`] and one step.
 pub(crate) const CHECKPOINT_FRAMES: u64 = 1000;
+/// Shipped frames at which a step checkpoints, and frames in the WAL at
+/// which [`Shipper::wants_step`] asks for a step before the next tick: a
+/// quarter below [`CHECKPOINT_FRAMES`], the headroom for what a writer
+/// appends between two probes and while the step ships (250 frames in
+/// 50 ms: up to 5,000 frames a second).
+pub(crate) const CHECKPOINT_AT: u64 = CHECKPOINT_FRAMES / 4 * 3;
+/// How often the daemon probes the WAL between its sync ticks.
+pub const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// After a checkpoint found a writer holding the write lock, wait this long
+/// (a probe would otherwise step, and write a small segment, every probe).
+const BUSY_RETRY: Duration = Duration::from_millis(200);
 /// At most this many frames go into one segment (a bigger backlog is
 /// shipped over several segments, a tick each).
 const MAX_SEGMENT_FRAMES: u64 = 4096;
@@ -54,7 +68,8 @@ const BUSY: Duration = Duration::from_millis(50);
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
 /// What the daemon shows about shipping.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PitrStatus {
     pub enabled: bool,
     pub generation: Option<String>,
@@ -64,8 +79,14 @@ pub struct PitrStatus {
     pub last_commit_time: Option<String>,
     /// The same in milliseconds since the Unix epoch.
     pub last_commit_unix_ms: Option<i64>,
-    /// Seconds since frames were last seen shipped or found up to date.
+    /// Seconds since frames were last seen shipped or found up to date
+    /// (every commit not shipped yet is younger than this; STATUS fills
+    /// it from `last_ok_unix_ms` when it answers).
     pub lag_seconds: Option<u64>,
+    /// Wall time (ms since the Unix epoch) of the last step that shipped
+    /// or found everything shipped: the monitor's `pitr` rule judges the
+    /// time since.
+    pub last_ok_unix_ms: Option<i64>,
     pub generations_started: u64,
     pub last_error: Option<String>,
     /// Segments on the recovery stick, of the generations whose snapshot
@@ -74,6 +95,20 @@ pub struct PitrStatus {
     pub stick_segments: Option<u64>,
     /// Why the last copy to the stick failed (a pulled or full stick).
     pub stick_error: Option<String>,
+}
+
+impl PitrStatus {
+    fn mark_ok(&mut self) {
+        self.last_ok_unix_ms = Some(crate::timefmt::now_unix_ms());
+        self.lag_seconds = Some(0);
+    }
+
+    /// Whole seconds from `last_ok_unix_ms` to `now_ms` (`None` before
+    /// the first successful step).
+    pub fn lag_at(&self, now_ms: i64) -> Option<u64> {
+        self.last_ok_unix_ms
+            .map(|t| u64::try_from(now_ms.saturating_sub(t) / 1000).unwrap_or(0))
+    }
 }
 
 struct Chain {
@@ -259,17 +294,54 @@ impl Shipper {
         self.chain.is_none() || self.snapshot_at.elapsed() >= snapshot_every
     }
 
-    /// One step, called every sync interval while a generation runs: ship
-    /// what is new, and checkpoint when the WAL is long. A chain break ends
-    /// the generation (then `needs_snapshot`).
+    /// Whether a step should run before the next tick (cheap: one open
+    /// and two reads of a few bytes; the daemon calls it every
+    /// [`PROBE_EVERY`]). Yes when the current WAL holds at least
+    /// [`CHECKPOINT_AT`] frames (the frame at that index carries the
+    /// header's salts; a frame left over from before a restart carries
+    /// older ones) and no checkpoint retry is pending, or when another
+    /// connection restarted the WAL (its continuity is best checked while
+    /// the new WAL is short). Any error: no (the tick finds it).
+    pub fn wants_step(&self) -> bool {
+        let Some(c) = self.chain.as_ref() else {
+            return false;
+        };
+        let Ok(Some(wal)) = self.open_wal() else {
+            return false;
+        };
+        let Ok(Some(hdr)) = wal::read_header(&wal) else {
+            return false;
+        };
+        if (hdr.salt1, hdr.salt2) != (c.hdr.salt1, c.hdr.salt2) {
+            return true;
+        }
+        if Instant::now() < c.next_checkpoint {
+            return false;
+        }
+        let Some(at) = hdr.frame_offset(CHECKPOINT_AT - 1) else {
+            return false;
+        };
+        let mut fh = [0u8; wal::FRAME_HEADER_LEN];
+        if !matches!(wal.read_full_at(&mut fh, at), Ok(true)) {
+            return false;
+        }
+        let be = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);
+        (be(8), be(12)) == (hdr.salt1, hdr.salt2)
+    }
+
+    /// One step, called every sync interval while a generation runs (and
+    /// sooner when [`Shipper::wants_step`]): ship what is new, and
+    /// checkpoint when [`CHECKPOINT_AT`] frames were shipped. A chain
+    /// break ends the generation (then `needs_snapshot`).
     pub fn step(&mut self, session: &Session) {
         if let Err(b) = self.ship(session, false) {
             self.broken(b);
             return;
         }
-        let due = self.chain.as_ref().is_some_and(|c| {
-            c.next_frame >= CHECKPOINT_FRAMES && Instant::now() >= c.next_checkpoint
-        });
+        let due = self
+            .chain
+            .as_ref()
+            .is_some_and(|c| c.next_frame >= CHECKPOINT_AT && Instant::now() >= c.next_checkpoint);
         if due {
             if let Err(b) = self.checkpoint(session) {
                 self.broken(b);
@@ -446,7 +518,7 @@ impl Shipper {
         let scan = wal::scan(&wal, &c.hdr, start, prev, MAX_SEGMENT_FRAMES, &mut self.buf)
             .map_err(|e| brk(format!("cannot read the WAL: {e}")))?;
         if scan.commits == 0 && !force {
-            self.status.lag_seconds = Some(0);
+            self.status.mark_ok();
             return Ok(Shipped::Nothing);
         }
         // After reading: every frame read was written at or before mtime.
@@ -500,7 +572,7 @@ impl Shipper {
         self.status.last_commit_time = Some(super::rfc3339_nanos(when));
         self.status.last_commit_unix_ms =
             Some(when.0.saturating_mul(1000) + i64::from(when.1 / 1_000_000));
-        self.status.lag_seconds = Some(0);
+        self.status.mark_ok();
         Ok(Shipped::Batch)
     }
 
@@ -508,7 +580,11 @@ impl Shipper {
     /// we ship to the end and C backfills; then W's no-op restarts the WAL.
     fn checkpoint(&mut self, session: &Session) -> Result<(), Break> {
         if self.w.execute_batch("BEGIN IMMEDIATE").is_err() {
-            return Ok(()); // a writer is busy: next tick
+            // A writer is busy: a little later.
+            if let Some(c) = self.chain.as_mut() {
+                c.next_checkpoint = Instant::now() + BUSY_RETRY;
+            }
+            return Ok(());
         }
         // Nothing can be appended now: ship everything there is.
         loop {
