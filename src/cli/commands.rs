@@ -280,7 +280,7 @@ impl Ctx<'_> {
     pub fn metrics(self, args: &[String]) -> Result<i32> {
         no_unknown_flags(args)?;
         no_arguments(args)?;
-        let text = crate::monitor::metrics::text(&self.session, &[], None);
+        let text = crate::monitor::metrics::text(&self.session, &[], None, None);
         self.out.line(text.trim_end_matches('\n'));
         Ok(0)
     }
