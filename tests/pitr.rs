@@ -422,3 +422,106 @@ fn the_wal_stays_near_the_checkpoint_threshold_between_ticks() {
     );
     drop(d);
 }
+
+/// `restore --all --at T` takes the database to T through the WAL
+/// segments, as `restore database --at T` does, when point-in-time data
+/// covers T; before every generation it says which archive it used.
+#[test]
+fn restore_all_at_a_time_replays_the_wal() {
+    let b = board();
+    let socket = b.tmp.path().join("rvm.sock");
+    let cfg = fs::read_to_string(&b.config).unwrap();
+    fs::write(
+        &b.config,
+        format!("socket = \"{}\"\n{cfg}", socket.display()),
+    )
+    .unwrap();
+    b.populate();
+    let mut w = Writer::open(&b.db_path());
+    w.commit(30);
+    let before = w.last();
+    b.ok(&["backup", "--all"]);
+    // T0: after every archive, a whole second before the daemon starts.
+    let t0 = now_ms() / 1000 + 1;
+    while now_ms() < (t0 + 1) * 1000 + 100 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let d = Daemon::start(&b, &socket);
+    wait_generation(&d, None);
+    w.commit(200);
+    let t1 = pause(&d, now_ms());
+    let n1 = w.last();
+    w.commit(100); // after T1: must not come back
+    let t2 = pause(&d, now_ms());
+    drop(d);
+
+    let all_at = |t: i64, name: &str| -> (PathBuf, String) {
+        let target = b.tmp.path().join(name);
+        let out = bin()
+            .arg("--config")
+            .arg(&b.config)
+            .args(["restore", "--all", "--at", &rfc3339(t), "--target"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "restore --all --at {}: {text}",
+            rfc3339(t)
+        );
+        (b.in_target(&target, &b.db_path()), text)
+    };
+    let (db, out) = all_at(t1, "all1");
+    assert!(out.contains("database: restored to the commit at"), "{out}");
+    assert_eq!(rows(&db), (n1, 1, n1), "restore --all at T1: {out}");
+    // The trees came back too.
+    assert!(out.contains("restored all 4 strategies"), "{out}");
+    let (db, out) = all_at(t2, "all2");
+    assert_eq!(
+        rows(&db),
+        (w.last(), 1, w.last()),
+        "restore --all at T2: {out}"
+    );
+    // Before the first generation: the archive, and it says so.
+    let (db, out) = all_at(t0, "all0");
+    assert!(
+        out.contains("no point-in-time restore point is closer"),
+        "{out}"
+    );
+    assert_eq!(rows(&db), (before, 1, before), "restore --all at T0: {out}");
+
+    // A tampered segment refuses the whole restore before anything is
+    // written.
+    let gen_dir = fs::read_dir(b.backups.join("database-wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let seg = gen_dir.join("000000000001.rvw");
+    let mut bytes = fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&seg, &bytes).unwrap();
+    let target = b.tmp.path().join("tampered");
+    let err = b.fails(&[
+        "restore",
+        "--all",
+        "--at",
+        &rfc3339(t1),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("fail verification") && err.contains("nothing was restored"),
+        "{err}"
+    );
+    assert!(
+        !target.exists() || fs::read_dir(&target).unwrap().next().is_none(),
+        "a refused restore --all wrote into the target"
+    );
+}

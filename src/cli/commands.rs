@@ -463,6 +463,9 @@ impl Ctx<'_> {
                     .map(|p| format!("; previous database kept as {}", p.display()))
                     .unwrap_or_default()
             ));
+            if let Some(p) = &r.pitr {
+                self.say(&format!("  {}: {p}", r.strategy.name()));
+            }
         }
         self.say(&format!(
             "restored all {} strategies{} {}: {} files, {} in {:.1} s",
