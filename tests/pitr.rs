@@ -358,9 +358,10 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
 /// its checkpoint point (750 frames, a probe every 50 ms), not only on its
 /// sync tick. With a tick of an hour no tick comes during the test: before
 /// the probe the WAL grew by every frame the writer made (thousands here).
-/// Bound asserted: the threshold (1000 frames) plus half of it, room for a
-/// slow machine (qemu) stepping later than 50 ms; the benchmark
-/// (benches/wal-shipping.py) measures the strict threshold.
+/// Bound asserted: the threshold (1000 frames) plus half of it (plus all
+/// of it under the qemu runner, where a step's ship and checkpoint take far
+/// longer against the writer's pace): room for a step later than 50 ms;
+/// the benchmark (benches/wal-shipping.py) measures the strict threshold.
 #[test]
 fn the_wal_stays_near_the_checkpoint_threshold_between_ticks() {
     const THRESHOLD: u64 = 1000; // src/pitr/shipper.rs CHECKPOINT_FRAMES
@@ -388,6 +389,11 @@ fn the_wal_stays_near_the_checkpoint_threshold_between_ticks() {
     wait_generation(&d, None);
     let wal = PathBuf::from(format!("{}-wal", b.db_path().display()));
     let frames = || (fs::metadata(&wal).unwrap().len().saturating_sub(32)) / (page + 24);
+    let bound = if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        2 * THRESHOLD
+    } else {
+        THRESHOLD + THRESHOLD / 2
+    };
     let mut restarts = 0;
     let mut salts = wal_salts(&b.db_path());
     for _ in 0..25 {
@@ -401,8 +407,8 @@ fn the_wal_stays_near_the_checkpoint_threshold_between_ticks() {
         // from the start and never shortens it).
         let n = frames();
         assert!(
-            n <= THRESHOLD + THRESHOLD / 2,
-            "the WAL grew to {n} frames (threshold {THRESHOLD}): {}",
+            n <= bound,
+            "the WAL grew to {n} frames (threshold {THRESHOLD}, bound {bound}): {}",
             status(&d)
         );
     }

@@ -58,7 +58,7 @@ pub(crate) const CHECKPOINT_AT: u64 = CHECKPOINT_FRAMES / 4 * 3;
 pub const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// After a checkpoint found a writer holding the write lock, wait this long
 /// (a probe would otherwise step, and write a small segment, every probe).
-const BUSY_RETRY: Duration = Duration::from_millis(200);
+const BUSY_RETRY: Duration = Duration::from_millis(500);
 /// At most this many frames go into one segment (a bigger backlog is
 /// shipped over several segments, a tick each).
 const MAX_SEGMENT_FRAMES: u64 = 4096;
@@ -118,6 +118,9 @@ struct Chain {
     prev_sha256: [u8; 32],
     hdr: WalHeader,
     next_frame: u64,
+    /// Index just past the last valid frame (committed or not) the last
+    /// scan saw in the current WAL: the probe looks beyond it.
+    seen_end: u64,
     cksum: Cksum,
     db_id: (u64, u64),
     last_time: (i64, u32),
@@ -297,11 +300,13 @@ impl Shipper {
     /// Whether a step should run before the next tick (cheap: one open
     /// and two reads of a few bytes; the daemon calls it every
     /// [`PROBE_EVERY`]). Yes when the current WAL holds at least
-    /// [`CHECKPOINT_AT`] frames (the frame at that index carries the
-    /// header's salts; a frame left over from before a restart carries
-    /// older ones) and no checkpoint retry is pending, or when another
-    /// connection restarted the WAL (its continuity is best checked while
-    /// the new WAL is short). Any error: no (the tick finds it).
+    /// [`CHECKPOINT_AT`] frames, more than the last scan saw (the frame at
+    /// that index carries the header's salts; a frame left over from
+    /// before a restart carries older ones), and no checkpoint retry is
+    /// pending; or when another connection restarted the WAL (its
+    /// continuity is best checked while the new WAL is short). So a step
+    /// that could not checkpoint is not repeated every probe. Any error:
+    /// no (the tick finds it).
     pub fn wants_step(&self) -> bool {
         let Some(c) = self.chain.as_ref() else {
             return false;
@@ -318,7 +323,7 @@ impl Shipper {
         if Instant::now() < c.next_checkpoint {
             return false;
         }
-        let Some(at) = hdr.frame_offset(CHECKPOINT_AT - 1) else {
+        let Some(at) = hdr.frame_offset((CHECKPOINT_AT - 1).max(c.seen_end)) else {
             return false;
         };
         let mut fh = [0u8; wal::FRAME_HEADER_LEN];
@@ -331,17 +336,18 @@ impl Shipper {
 
     /// One step, called every sync interval while a generation runs (and
     /// sooner when [`Shipper::wants_step`]): ship what is new, and
-    /// checkpoint when [`CHECKPOINT_AT`] frames were shipped. A chain
-    /// break ends the generation (then `needs_snapshot`).
+    /// checkpoint when the WAL holds [`CHECKPOINT_AT`] frames (shipped, or
+    /// seen: a transaction still being written holds the write lock, so
+    /// the checkpoint waits [`BUSY_RETRY`]). A chain break ends the
+    /// generation (then `needs_snapshot`).
     pub fn step(&mut self, session: &Session) {
         if let Err(b) = self.ship(session, false) {
             self.broken(b);
             return;
         }
-        let due = self
-            .chain
-            .as_ref()
-            .is_some_and(|c| c.next_frame >= CHECKPOINT_AT && Instant::now() >= c.next_checkpoint);
+        let due = self.chain.as_ref().is_some_and(|c| {
+            c.next_frame.max(c.seen_end) >= CHECKPOINT_AT && Instant::now() >= c.next_checkpoint
+        });
         if due {
             if let Err(b) = self.checkpoint(session) {
                 self.broken(b);
@@ -417,6 +423,7 @@ impl Shipper {
             prev_sha256: [0; 32],
             hdr,
             next_frame: 0,
+            seen_end: 0,
             cksum: hdr.cksum,
             db_id,
             last_time: (0, 0),
@@ -501,6 +508,7 @@ impl Shipper {
                 .ok_or_else(|| brk("no generation".into()))?;
             c.hdr = hdr;
             c.next_frame = 0;
+            c.seen_end = 0;
             c.cksum = hdr.cksum;
         }
         let c = self
@@ -517,6 +525,12 @@ impl Shipper {
         let (start, prev) = (c.next_frame, c.cksum);
         let scan = wal::scan(&wal, &c.hdr, start, prev, MAX_SEGMENT_FRAMES, &mut self.buf)
             .map_err(|e| brk(format!("cannot read the WAL: {e}")))?;
+        if let Some(c) = self.chain.as_mut() {
+            c.seen_end = scan.valid_end;
+        }
+        let Some(c) = self.chain.as_ref() else {
+            return Err(brk("no generation".into()));
+        };
         if scan.commits == 0 && !force {
             self.status.mark_ok();
             return Ok(Shipped::Nothing);
@@ -733,6 +747,76 @@ mod tests {
             s.chain.as_ref().map(|c| c.generation.as_str()),
             Some(id.as_str())
         );
+        drop(s);
+        drop(app);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The daemon's probe between ticks: it asks for a step once the
+    /// current WAL holds `CHECKPOINT_AT` frames, not after the step's
+    /// checkpoint restarted the WAL, and not again after a step that could
+    /// not checkpoint (a long transaction holds the write lock), so the
+    /// probe never turns into a step every 50 ms.
+    #[test]
+    fn the_probe_asks_for_a_step_at_the_checkpoint_point_only() {
+        use crate::progress::Progress;
+        use crate::strategy::Strategy;
+        let dir = std::env::temp_dir().join(format!("rvb-probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("app.db");
+        let app = Connection::open(&db).unwrap();
+        app.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(n INTEGER PRIMARY KEY, pad);")
+            .unwrap();
+        app.busy_timeout(Duration::from_secs(10)).unwrap();
+        let text = format!(
+            "backup_dir = \"{d}/backups\"\nencryption_enabled = false\n[database]\npath = \"{d}/app.db\"\n",
+            d = dir.display()
+        );
+        let cfg = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
+        let session = Session::open(cfg).unwrap();
+        let mut s = Shipper::open(&db).unwrap();
+        s.prepare_generation().unwrap();
+        smol::block_on(session.backup(Strategy::Database, &mut Progress::silent())).unwrap();
+        let id = session.list(Some(Strategy::Database)).archives[0]
+            .meta
+            .id
+            .clone();
+        s.finish_generation(&session, &id).unwrap();
+        let frames = |s: &Shipper| {
+            let wal = s.open_wal().unwrap().unwrap();
+            let h = wal::read_header(&wal).unwrap().unwrap();
+            wal::scan(&wal, &h, 0, h.cksum, u64::MAX, &mut Vec::new())
+                .unwrap()
+                .valid_end
+        };
+        let mut n = 0;
+        while frames(&s) < CHECKPOINT_AT {
+            assert!(!s.wants_step(), "asked at {} frames", frames(&s));
+            assert!(n < 10 * CHECKPOINT_AT as i64, "the WAL does not grow");
+            app.execute("INSERT INTO t VALUES (?1, randomblob(3000))", [n])
+                .unwrap();
+            n += 1;
+        }
+        assert!(s.wants_step(), "not asked at {} frames", frames(&s));
+
+        // The application holds the write lock: the step ships but cannot
+        // checkpoint, and the probe does not ask again at once.
+        app.execute_batch("BEGIN IMMEDIATE").unwrap();
+        s.step(&session);
+        assert!(frames(&s) >= CHECKPOINT_AT, "checkpointed under a writer");
+        assert!(
+            !s.wants_step(),
+            "a step that could not checkpoint is asked for again"
+        );
+        app.execute_batch("COMMIT").unwrap();
+
+        // After the retry time the step checkpoints; then nothing to ask.
+        std::thread::sleep(BUSY_RETRY);
+        s.step(&session);
+        assert!(frames(&s) < 10, "no checkpoint: {} frames", frames(&s));
+        assert!(!s.wants_step(), "asked again after the checkpoint");
+        assert!(s.chain.is_some(), "the chain broke: {:?}", s.status);
         drop(s);
         drop(app);
         let _ = std::fs::remove_dir_all(&dir);
