@@ -17,6 +17,12 @@ pub fn now_precise() -> (i64, u32) {
         .map_or((0, 0), |d| (d.as_secs() as i64, d.subsec_nanos()))
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> i64 {
+    let (secs, nanos) = now_precise();
+    secs.saturating_mul(1000) + i64::from(nanos / 1_000_000)
+}
+
 /// (year, month, day, hour, minute, second) in UTC.
 fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
     let (y, m, d) = civil_from_days(t.div_euclid(86_400));

@@ -397,3 +397,117 @@ fn a_damaged_archive_found_by_verify_is_critical_until_verify_passes() {
     b.ok(&["verify", "--all"]);
     assert_eq!(check(&b, false).0, 0);
 }
+
+/// The `pitr` rule (continuous protection) through the real daemon: ok
+/// while the WAL ships, in `check --json`, `ALERTS` and `METRICS`; a store
+/// where segments cannot be written makes shipping fail, the rule fires
+/// (warning with the error, then critical as the lag passes
+/// `pitr_lag_critical` plus the sync interval) and resolves once shipping
+/// works again; `check` without the daemon says nothing ships.
+#[test]
+fn the_pitr_rule_follows_the_shipper() {
+    let socket = "run/control.sock";
+    let b = Board::new("monitor-pitr");
+    let keys = format!(
+        "socket = \"{}\"\nenvironment = \"development\"\nbackup_enabled = false\nbackup_monitoring_interval = \"1s\"\n",
+        b.tmp.path().join(socket).display()
+    );
+    b.write_config(&keys);
+    let text = fs::read_to_string(&b.config).unwrap().replacen(
+        "pitr = false\n",
+        "pitr = true\npitr_sync_interval = \"200ms\"\n",
+        1,
+    );
+    fs::write(
+        &b.config,
+        format!(
+            "{text}\n[monitoring]\nfree_warning_percent = 0\nfree_critical_percent = 0\nstorage_rounds = 1\npitr_lag_warning = \"3s\"\npitr_lag_critical = \"6s\"\n"
+        ),
+    )
+    .unwrap();
+    b.populate();
+    let d = Daemon::start(&b);
+    let state = |a: &serde_json::Value, key: &str| -> Option<String> {
+        a["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| {
+                format!(
+                    "{}/{}",
+                    f["rule"].as_str().unwrap(),
+                    f["subject"].as_str().unwrap()
+                ) == key
+            })
+            .map(|f| f["state"].as_str().unwrap_or("").to_string())
+    };
+    let deadline = Instant::now() + patience();
+    while d.json("STATUS")["pitr"]["last_ok_unix_ms"].is_null() {
+        assert!(Instant::now() < deadline, "nothing shipped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.alerts_until("pitr/database ok", |a| {
+        state(a, "pitr/database").as_deref() == Some("ok")
+    });
+    let (code, out) = check(&b, true);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    let f = finding(&v, "pitr/database");
+    assert_eq!(f["severity"], "ok", "{f}");
+    assert!(f["figures"]["lag_s"].as_i64().is_some(), "{f}");
+    assert_eq!(f["figures"]["critical_after_s"], 7, "{f}");
+    assert!(code <= 1, "{out}");
+    let metrics = d.json("METRICS")["text"].as_str().unwrap().to_string();
+    for want in [
+        "rvm_backup_pitr_last_ship_timestamp_seconds ",
+        "rvm_backup_pitr_segments ",
+        "rvm_backup_pitr_error 0",
+        "rvm_backup_rule_state{rule=\"pitr\",subject=\"database\"} 0",
+    ] {
+        assert!(metrics.contains(want), "{want} in:\n{metrics}");
+    }
+
+    // Segments cannot be written (a file where the WAL directory was):
+    // a commit makes the step fail, every new generation fails too.
+    let wal_dir = b.backups.join("database-wal");
+    let away = b.backups.join("database-wal.away");
+    fs::rename(&wal_dir, &away).unwrap();
+    fs::write(&wal_dir, b"in the way").unwrap();
+    let c = rusqlite::Connection::open(b.db_path()).unwrap();
+    c.execute_batch("CREATE TABLE after_the_break(n); INSERT INTO after_the_break VALUES (1);")
+        .unwrap();
+    drop(c);
+    let a = d.alerts_until("pitr/database critical", |a| {
+        firing(a, "pitr/database") && state(a, "pitr/database").as_deref() == Some("critical")
+    });
+    let reason = a["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "pitr" && f["subject"] == "database")
+        .map(|f| f["reason"].to_string())
+        .unwrap();
+    assert!(reason.contains("WAL shipping fails"), "{reason}");
+    let metrics = d.json("METRICS")["text"].as_str().unwrap().to_string();
+    assert!(metrics.contains("rvm_backup_pitr_error 1"), "{metrics}");
+    assert!(
+        metrics.contains("rvm_backup_rule_state{rule=\"pitr\",subject=\"database\"} 2"),
+        "{metrics}"
+    );
+
+    // Repaired: a new generation starts and the alert resolves.
+    fs::remove_file(&wal_dir).unwrap();
+    fs::rename(&away, &wal_dir).unwrap();
+    d.alerts_until("pitr/database resolves", |a| !firing(a, "pitr/database"));
+    drop(d);
+
+    // No daemon: nothing ships the WAL, and check says so.
+    let (code, out) = check(&b, true);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    let f = finding(&v, "pitr/database");
+    assert_eq!(f["severity"], "warning", "{f}");
+    assert!(
+        f["reason"].as_str().unwrap().contains("does not answer"),
+        "{f}"
+    );
+    assert!(code >= 1, "{out}");
+}

@@ -361,3 +361,182 @@ fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
         "{pruned}"
     );
 }
+
+/// The WAL's bound under a steady writer (issue 9: "no WAL growth beyond
+/// the configured threshold"): the daemon checkpoints when the WAL reaches
+/// its checkpoint point (750 frames, a probe every 50 ms), not only on its
+/// sync tick. With a tick of an hour no tick comes during the test: before
+/// the probe the WAL grew by every frame the writer made (thousands here).
+/// Bound asserted: the threshold (1000 frames) plus half of it (plus all
+/// of it under the qemu runner, where a step's ship and checkpoint take far
+/// longer against the writer's pace): room for a step later than 50 ms;
+/// the benchmark (benches/wal-shipping.py) measures the strict threshold.
+#[test]
+fn the_wal_stays_near_the_checkpoint_threshold_between_ticks() {
+    const THRESHOLD: u64 = 1000; // src/pitr/shipper.rs CHECKPOINT_FRAMES
+    let b = Board::with_config("pitr", "backup_enabled = false");
+    let socket = b.tmp.path().join("rvm.sock");
+    let cfg = fs::read_to_string(&b.config).unwrap();
+    let cfg = cfg.replacen(
+        "pitr = false\n",
+        "pitr = true\npitr_sync_interval = \"1h\"\n",
+        1,
+    );
+    fs::write(
+        &b.config,
+        format!("socket = \"{}\"\n{cfg}", socket.display()),
+    )
+    .unwrap();
+    fs::create_dir_all(b.db_path().parent().unwrap()).unwrap();
+    let mut w = Writer::open(&b.db_path());
+    w.commit(20);
+    let page: u64 = w
+        .conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    let d = Daemon::start(&b, &socket);
+    wait_generation(&d, None);
+    let wal = PathBuf::from(format!("{}-wal", b.db_path().display()));
+    let frames = || (fs::metadata(&wal).unwrap().len().saturating_sub(32)) / (page + 24);
+    let bound = if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        2 * THRESHOLD
+    } else {
+        THRESHOLD + THRESHOLD / 2
+    };
+    let mut restarts = 0;
+    let mut salts = wal_salts(&b.db_path());
+    for _ in 0..25 {
+        w.commit(100);
+        let now = wal_salts(&b.db_path());
+        if now != salts {
+            restarts += 1;
+            salts = now;
+        }
+        // The file's length is its high-water mark (a restart rewrites it
+        // from the start and never shortens it).
+        let n = frames();
+        assert!(
+            n <= bound,
+            "the WAL grew to {n} frames (threshold {THRESHOLD}, bound {bound}): {}",
+            status(&d)
+        );
+    }
+    eprintln!(
+        "WAL high-water mark: {} frames, {restarts} restarts seen",
+        frames()
+    );
+    assert!(
+        restarts >= 2,
+        "the daemon never restarted the WAL between ticks"
+    );
+    assert_eq!(status(&d)["generations_started"], 1, "{}", status(&d));
+    assert!(
+        status(&d)["segments"].as_u64().unwrap() >= 3,
+        "{}",
+        status(&d)
+    );
+    drop(d);
+}
+
+/// `restore --all --at T` takes the database to T through the WAL
+/// segments, as `restore database --at T` does, when point-in-time data
+/// covers T; before every generation it says which archive it used.
+#[test]
+fn restore_all_at_a_time_replays_the_wal() {
+    let b = board();
+    let socket = b.tmp.path().join("rvm.sock");
+    let cfg = fs::read_to_string(&b.config).unwrap();
+    fs::write(
+        &b.config,
+        format!("socket = \"{}\"\n{cfg}", socket.display()),
+    )
+    .unwrap();
+    b.populate();
+    let mut w = Writer::open(&b.db_path());
+    w.commit(30);
+    let before = w.last();
+    b.ok(&["backup", "--all"]);
+    // T0: after every archive, a whole second before the daemon starts.
+    let t0 = now_ms() / 1000 + 1;
+    while now_ms() < (t0 + 1) * 1000 + 100 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let d = Daemon::start(&b, &socket);
+    wait_generation(&d, None);
+    w.commit(200);
+    let t1 = pause(&d, now_ms());
+    let n1 = w.last();
+    w.commit(100); // after T1: must not come back
+    let t2 = pause(&d, now_ms());
+    drop(d);
+
+    let all_at = |t: i64, name: &str| -> (PathBuf, String) {
+        let target = b.tmp.path().join(name);
+        let out = bin()
+            .arg("--config")
+            .arg(&b.config)
+            .args(["restore", "--all", "--at", &rfc3339(t), "--target"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "restore --all --at {}: {text}",
+            rfc3339(t)
+        );
+        (b.in_target(&target, &b.db_path()), text)
+    };
+    let (db, out) = all_at(t1, "all1");
+    assert!(out.contains("database: restored to the commit at"), "{out}");
+    assert_eq!(rows(&db), (n1, 1, n1), "restore --all at T1: {out}");
+    // The trees came back too.
+    assert!(out.contains("restored all 4 strategies"), "{out}");
+    let (db, out) = all_at(t2, "all2");
+    assert_eq!(
+        rows(&db),
+        (w.last(), 1, w.last()),
+        "restore --all at T2: {out}"
+    );
+    // Before the first generation: the archive, and it says so.
+    let (db, out) = all_at(t0, "all0");
+    assert!(
+        out.contains("no point-in-time restore point is closer"),
+        "{out}"
+    );
+    assert_eq!(rows(&db), (before, 1, before), "restore --all at T0: {out}");
+
+    // A tampered segment refuses the whole restore before anything is
+    // written.
+    let gen_dir = fs::read_dir(b.backups.join("database-wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let seg = gen_dir.join("000000000001.rvw");
+    let mut bytes = fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&seg, &bytes).unwrap();
+    let target = b.tmp.path().join("tampered");
+    let err = b.fails(&[
+        "restore",
+        "--all",
+        "--at",
+        &rfc3339(t1),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("fail verification") && err.contains("nothing was restored"),
+        "{err}"
+    );
+    assert!(
+        !target.exists() || fs::read_dir(&target).unwrap().next().is_none(),
+        "a refused restore --all wrote into the target"
+    );
+}

@@ -6,6 +6,10 @@
 //! shows), then one line per finding that is not ok. `--json`: one object
 //! with every finding.
 //!
+//! The `pitr` rule needs the daemon's WAL shipper: `check` asks the
+//! daemon's `STATUS` (5 s timeout) when `[database] pitr` is on; a daemon
+//! that does not answer is a `pitr` warning.
+//!
 //! Read-only: it judges the raw findings now, with no tracker (no
 //! confirmation, no repeat), and writes nothing, not `monitor.json`
 //! either; the daemon's alerts are unaffected by running it.
@@ -19,6 +23,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::monitor::{rules, Severity};
 use crate::out::Out;
+use crate::pitr::PitrStatus;
 
 pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Result<i32> {
     let mut args = args.to_vec();
@@ -46,7 +51,19 @@ pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Resu
             )
         }
     };
-    let facts = smol::block_on(crate::monitor::facts::gather(&session, None, None));
+    let mut facts = smol::block_on(crate::monitor::facts::gather(&session, None, None));
+    if session
+        .config()
+        .database
+        .as_ref()
+        .is_some_and(|d| d.pitr_enabled())
+    {
+        let (shipper, since) = match daemon_pitr(&session.config().socket, now) {
+            Ok((s, since)) => (Ok(s), Some(since)),
+            Err(e) => (Err(e), None),
+        };
+        facts.pitr = crate::monitor::facts::pitr(session.config(), shipper, since);
+    }
     let mut findings = rules::evaluate(&facts, &session.config().monitoring, now);
     if let Some(e) = key_error {
         for f in findings.iter_mut().filter(|f| f.rule == rules::KEY_FILE) {
@@ -113,6 +130,40 @@ pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Resu
 }
 
 /// Say UNKNOWN (the config does not load) and return its exit status.
+/// The WAL shipper's state from the daemon's `STATUS` (it lives in the
+/// daemon), and the daemon's start; why not, as one line.
+fn daemon_pitr(socket: &Path, now: i64) -> std::result::Result<(PitrStatus, i64), String> {
+    use std::io::{BufRead, BufReader, Write};
+    const MAX_REPLY: u64 = 1 << 20;
+    let timeout = Some(std::time::Duration::from_secs(5));
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    stream
+        .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(timeout))
+        .and_then(|()| stream.write_all(b"STATUS\n"))
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let mut reply = String::new();
+    BufReader::new(std::io::Read::take(stream, MAX_REPLY))
+        .read_line(&mut reply)
+        .map_err(|e| format!("no reply on {}: {e}", socket.display()))?;
+    let body = reply.strip_prefix("OK ").ok_or_else(|| {
+        format!(
+            "STATUS on {} answered {:?}",
+            socket.display(),
+            reply.trim_end()
+        )
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("STATUS reply not understood: {e}"))?;
+    let status = serde_json::from_value(v["pitr"].clone())
+        .map_err(|e| format!("STATUS reply not understood: {e}"))?;
+    let up = v["uptime_s"]
+        .as_u64()
+        .map_or(0, |u| i64::try_from(u).unwrap_or(i64::MAX));
+    Ok((status, now.saturating_sub(up)))
+}
+
 fn unknown(out: &mut Out, json: bool, why: &str) -> i32 {
     if json {
         out.line(

@@ -280,7 +280,7 @@ impl Ctx<'_> {
     pub fn metrics(self, args: &[String]) -> Result<i32> {
         no_unknown_flags(args)?;
         no_arguments(args)?;
-        let text = crate::monitor::metrics::text(&self.session, &[], None);
+        let text = crate::monitor::metrics::text(&self.session, &[], None, None);
         self.out.line(text.trim_end_matches('\n'));
         Ok(0)
     }
@@ -463,6 +463,9 @@ impl Ctx<'_> {
                     .map(|p| format!("; previous database kept as {}", p.display()))
                     .unwrap_or_default()
             ));
+            if let Some(p) = &r.pitr {
+                self.say(&format!("  {}: {p}", r.strategy.name()));
+            }
         }
         self.say(&format!(
             "restored all {} strategies{} {}: {} files, {} in {:.1} s",

@@ -36,12 +36,24 @@ impl Daemon {
         Some(self.alerting.depth())
     }
 
+    /// The WAL shipper, when point-in-time recovery is on.
+    fn metrics_pitr(&self) -> Option<crate::pitr::PitrStatus> {
+        let on = self
+            .session()
+            .config()
+            .database
+            .as_ref()
+            .is_some_and(|d| d.pitr_enabled());
+        on.then(|| self.pitr.borrow().clone())
+    }
+
     /// The metrics in the Prometheus text format.
     pub(super) fn metrics_text(&self) -> String {
         metrics::text(
             &self.session(),
             &self.metrics_findings(),
             self.metrics_outbox_depth(),
+            self.metrics_pitr(),
         )
     }
 

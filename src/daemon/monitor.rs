@@ -92,6 +92,12 @@ impl Daemon {
             Some(self.started_wall()),
         )
         .await;
+        let mut facts = facts;
+        facts.pitr = crate::monitor::facts::pitr(
+            session.config(),
+            Ok(self.pitr.borrow().clone()),
+            Some(self.started_wall()),
+        );
         let now = crate::timefmt::now_unix();
         let findings = rules::evaluate(&facts, &session.config().monitoring, now);
         (facts, findings, now)

@@ -1,5 +1,6 @@
 //! The daemon's WAL shipping task: one [`Shipper`] step every
-//! `pitr_sync_interval`, and the pruning of old generations.
+//! `pitr_sync_interval` (sooner when a probe every 50 ms finds the WAL at
+//! its checkpoint point), and the pruning of old generations.
 //!
 //! A new generation's snapshot is an ordinary database backup job in the
 //! daemon's queue (actor `daemon`), so that it never races a scheduled or
@@ -21,6 +22,7 @@ use super::jobs::{JobKind, JobState};
 use super::Daemon;
 use crate::audit::Actor;
 use crate::error::{msg, Result};
+use crate::pitr::shipper::PROBE_EVERY;
 use crate::pitr::Shipper;
 use crate::strategy::Strategy;
 
@@ -112,7 +114,28 @@ pub(super) async fn task(d: Rc<Daemon>) {
                 }
             }
         }
-        Timer::after(interval.max(backoff)).await;
+        if backoff.is_zero() {
+            wait_or_probe(&d, shipper.as_ref(), interval).await;
+        } else {
+            Timer::after(interval.max(backoff)).await;
+        }
+    }
+}
+
+/// Wait for the next tick, but no longer than until the shipper wants a
+/// step sooner (the WAL reached its checkpoint point): a writer must not
+/// grow the WAL by a whole sync interval's frames past the threshold.
+async fn wait_or_probe(d: &Daemon, shipper: Option<&Shipper>, interval: Duration) {
+    let until = Instant::now() + interval;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || d.stopping.get() {
+            return;
+        }
+        Timer::after(left.min(PROBE_EVERY)).await;
+        if shipper.is_some_and(Shipper::wants_step) {
+            return;
+        }
     }
 }
 

@@ -49,6 +49,9 @@ impl Daemon {
                 (s.name().to_string(), v)
             })
             .collect();
+        let mut pitr = self.pitr.borrow().clone();
+        pitr.lag_seconds = pitr.lag_at(crate::timefmt::now_unix_ms());
+        let pitr = serde_json::to_value(&pitr).unwrap_or(Value::Null);
         json!({
             "state": if jobs.running().is_some() { "running" } else { "idle" },
             "job": jobs.running().map(|j| j.to_json()),
@@ -63,7 +66,7 @@ impl Daemon {
                 .max_by_key(|r| r.last_export)
                 .map_or(Value::Null, last_export_json),
             "next_export_in_s": sched.export_due_in(now_mono).map(|ms| ms / 1000),
-            "pitr": serde_json::to_value(&*self.pitr.borrow()).unwrap_or(Value::Null),
+            "pitr": pitr,
             "uptime_s": self.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
         })

@@ -62,13 +62,14 @@ impl Daemon {
             JobKind::Restore(req) => {
                 let r = session.restore(req, &mut progress).await?;
                 Ok(format!(
-                    "restored {}: {} files, {} bytes{}",
+                    "restored {}: {} files, {} bytes{}{}",
                     r.id,
                     r.files,
                     r.bytes,
                     r.previous_database
                         .map(|p| format!("; previous database kept as {}", p.display()))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    r.pitr.map(|p| format!("; {p}")).unwrap_or_default()
                 ))
             }
             JobKind::RestoreAll {
@@ -84,7 +85,7 @@ impl Daemon {
                     .iter()
                     .map(|s| {
                         format!(
-                            "{} {} ({} files, {} bytes, {:.1} s{})",
+                            "{} {} ({} files, {} bytes, {:.1} s{}{})",
                             s.strategy,
                             s.id,
                             s.files,
@@ -93,6 +94,10 @@ impl Daemon {
                             s.previous_database
                                 .as_ref()
                                 .map(|p| format!("; previous database kept as {}", p.display()))
+                                .unwrap_or_default(),
+                            s.pitr
+                                .as_ref()
+                                .map(|p| format!("; {p}"))
                                 .unwrap_or_default()
                         )
                     })

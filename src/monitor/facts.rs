@@ -40,6 +40,36 @@ pub struct Facts {
     /// When watching began (the daemon's start); `None` for `check`. A
     /// strategy never backed up is judged by the time since then.
     pub watch_since: Option<i64>,
+    /// WAL shipping, when `[database] pitr` is on (filled by the caller:
+    /// the shipper lives in the daemon).
+    pub pitr: Option<PitrFacts>,
+}
+
+/// What the `pitr` rule judges: the daemon's shipper.
+#[derive(Clone, Debug)]
+pub struct PitrFacts {
+    pub sync_interval_s: u64,
+    /// The shipper's state, or why it could not be asked (`check` when
+    /// the daemon does not answer).
+    pub shipper: Result<crate::pitr::PitrStatus, String>,
+    /// Since when the shipper runs (the daemon's start): a shipper that
+    /// never shipped is judged by the time since.
+    pub since: Option<i64>,
+}
+
+/// The pitr facts for `cfg` (`None` when point-in-time recovery is off
+/// or there is no `[database]`).
+pub fn pitr(
+    cfg: &Config,
+    shipper: Result<crate::pitr::PitrStatus, String>,
+    since: Option<i64>,
+) -> Option<PitrFacts> {
+    let db = cfg.database.as_ref().filter(|d| d.pitr_enabled())?;
+    Some(PitrFacts {
+        sync_interval_s: db.pitr_sync().as_secs().max(1),
+        shipper,
+        since,
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -214,5 +244,6 @@ pub async fn gather(
         key_file: key_file(cfg),
         running,
         watch_since,
+        pitr: None,
     }
 }

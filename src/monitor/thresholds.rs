@@ -44,6 +44,8 @@ pub struct MonitoringSection {
     drill_age_warning: Option<BoundedCount<1, 1000>>,
     export_warning: Option<BoundedCount<1, 1000>>,
     export_critical: Option<BoundedCount<1, 1000>>,
+    pitr_lag_warning: Option<MonitorDuration>,
+    pitr_lag_critical: Option<MonitorDuration>,
     confirm: Option<BoundedCount<1, 100>>,
     repeat: Option<MonitorDuration>,
 }
@@ -93,6 +95,11 @@ pub struct Thresholds {
     /// Last export older than this many `export_interval`s (default 2, 7).
     pub export_warning: u32,
     pub export_critical: u32,
+    /// WAL shipping (point-in-time recovery): commits may wait this long,
+    /// plus one `pitr_sync_interval`, before they are in the store
+    /// (default 1 minute and 10 minutes).
+    pub pitr_lag_warning: Duration,
+    pub pitr_lag_critical: Duration,
     /// Evaluations in a row that must agree before a change of state is
     /// believed (default 2; 1 believes every change at once).
     pub confirm: u32,
@@ -130,6 +137,12 @@ impl MonitoringSection {
             drill_age_warning: self.drill_age_warning.map_or(2, |v| v.0),
             export_warning: self.export_warning.map_or(2, |v| v.0),
             export_critical: self.export_critical.map_or(7, |v| v.0),
+            pitr_lag_warning: self
+                .pitr_lag_warning
+                .map_or(Duration::from_secs(60), |d| d.0),
+            pitr_lag_critical: self
+                .pitr_lag_critical
+                .map_or(Duration::from_secs(600), |d| d.0),
             confirm: self.confirm.map_or(2, |v| v.0),
             repeat: self.repeat.map_or(Duration::from_secs(12 * 3600), |d| d.0),
         }
@@ -192,6 +205,13 @@ impl Thresholds {
                     "[monitoring] {wk} = {w} must be {order} {ck} = {c}: a warning comes before the critical state"
                 ));
             }
+        }
+        if self.pitr_lag_warning > self.pitr_lag_critical {
+            return Err(format!(
+                "[monitoring] pitr_lag_warning = {}s must be at most pitr_lag_critical = {}s: a warning comes before the critical state",
+                self.pitr_lag_warning.as_secs(),
+                self.pitr_lag_critical.as_secs()
+            ));
         }
         Ok(())
     }

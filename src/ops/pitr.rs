@@ -60,7 +60,34 @@ pub(crate) struct Plan {
     last: (i64, u32),
 }
 
+impl Plan {
+    /// The database archive the generation starts from.
+    pub(crate) fn snapshot(&self) -> &Listed {
+        &self.snapshot
+    }
+}
+
 impl Session {
+    /// Check, reading only, every segment a restore to `t` from `plan`
+    /// applies (authenticated and chained), so that `restore --all` can
+    /// refuse a broken chain before anything is touched.
+    pub(crate) async fn pitr_check(&self, plan: &Plan, t: i64) -> Result<()> {
+        apply::replay(
+            &plan.generation,
+            self.key.as_ref(),
+            self.cfg.encryption_enabled,
+            t,
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Whether the store holds any point-in-time generation.
+    pub(crate) fn has_pitr(&self) -> bool {
+        !store::generations(&self.cfg.backup_dir).is_empty()
+    }
+
     /// The restorable ranges, oldest generation first.
     pub fn pitr_ranges(&self) -> Vec<PitrRange> {
         let listing = self.list(Some(Strategy::Database));

@@ -4,10 +4,14 @@
 //! Order of work, so that a refusal leaves everything as it was:
 //! 1. choose, for every configured strategy, the archive as of `at` (the
 //!    newest created at or before it; the newest when `None`); if any
-//!    strategy has none, fail naming every such strategy;
+//!    strategy has none, fail naming every such strategy. The database,
+//!    when point-in-time data covers `at` more closely than any archive
+//!    (`Session::pitr_plan`, as `restore database --at`), is its
+//!    generation's snapshot plus the WAL segments up to `at`;
 //! 2. under the store lock, refuse a database archive of a damaged source
 //!    (unless `accept_damaged`) and read every chosen archive through
-//!    (`verify`), so a damaged one is refused before anything is touched;
+//!    (`verify`), and the segments to replay, so a damaged one is refused
+//!    before anything is touched;
 //! 3. in place only: run `[recovery] stop`;
 //! 4. restore config, application, database, logs in that order, each
 //!    through the restore driver (staged, verified, published atomically);
@@ -26,6 +30,7 @@ use crate::restore::Selector;
 use crate::store::Listed;
 use crate::strategy::Strategy;
 
+use super::pitr::Plan;
 use super::restore::Published;
 use super::{select, Session};
 
@@ -74,6 +79,9 @@ pub(crate) struct ChosenRestore<'a> {
     /// WAL segments to replay onto the database archive (`disaster-restore`:
     /// the stick's copy of the generation that archive starts).
     pub database_wal: Option<crate::pitr::store::Generation>,
+    /// The database to a point in time (`restore --all --at`): the plan
+    /// whose snapshot is the chosen database archive, and the time.
+    pub database_at: Option<(Plan, i64)>,
 }
 
 /// What [`Session::restore_chosen`] reports while it works.
@@ -104,9 +112,17 @@ impl Session {
         for (path, e) in &listing.problems {
             log::warn!("ignoring unreadable sidecar {}: {e}", path.display());
         }
+        let plan = match at {
+            Some(t) if order.contains(&Strategy::Database) => self.pitr_plan(t).map(|p| (p, t)),
+            _ => None,
+        };
         let mut chosen: Vec<Listed> = Vec::new();
         let mut missing = Vec::new();
         for &s in &order {
+            if let (Strategy::Database, Some((p, _))) = (s, &plan) {
+                chosen.push(p.snapshot().clone());
+                continue;
+            }
             match select::by_selector(&mut listing, s, &selector) {
                 Ok(a) => chosen.push(a.clone()),
                 Err(e) => missing.push(format!("{s}: {e}")),
@@ -132,6 +148,7 @@ impl Session {
                     accept_damaged,
                     label: "restore --all",
                     database_wal: None,
+                    database_at: plan,
                 },
                 progress,
                 &mut |_| Ok(()),
@@ -139,6 +156,21 @@ impl Session {
             .await?;
         report.at = at;
         report.seconds = started.elapsed().as_secs_f64();
+        // Where point-in-time data exists, say when it was not used.
+        if let Some(t) = at.filter(|_| self.has_pitr()) {
+            for r in report
+                .restored
+                .iter_mut()
+                .filter(|r| r.strategy == Strategy::Database && r.pitr.is_none())
+            {
+                r.pitr = Some(format!(
+                    "no point-in-time restore point is closer to {}: the database is as of its archive {}, created {}",
+                    crate::timefmt::rfc3339(t),
+                    r.id,
+                    crate::timefmt::rfc3339(r.created)
+                ));
+            }
+        }
         Ok(report)
     }
 
@@ -195,10 +227,19 @@ impl Session {
             accept_damaged,
             label,
             database_wal,
+            mut database_at,
         } = chosen;
         let _lock = self.restore_lock()?;
         self.check_chosen(&chosen, accept_damaged, label, progress)
             .await?;
+        if let Some((plan, t)) = &database_at {
+            self.pitr_check(plan, *t).await.map_err(|e| {
+                msg(format!(
+                    "{label}: the WAL segments of point-in-time generation {} fail verification ({e}); nothing was restored",
+                    plan.snapshot().meta.id
+                ))
+            })?;
+        }
         observe(Step::Verified)?;
         let in_place = target.is_none();
         let stopped = if in_place {
@@ -211,8 +252,23 @@ impl Session {
         let mut outcome = Ok(());
         for a in &chosen {
             let t = Instant::now();
-            let done = match (&database_wal, a.meta.strategy) {
-                (Some(g), Strategy::Database) => {
+            let to_time = if a.meta.strategy == Strategy::Database {
+                database_at.take()
+            } else {
+                None
+            };
+            let done = match (to_time, &database_wal, a.meta.strategy) {
+                (Some((plan, t)), _, _) => {
+                    let req = super::restore::RestoreRequest {
+                        strategy: Strategy::Database,
+                        selector: Selector::At(t),
+                        target: target.clone(),
+                        file: None,
+                        accept_damaged,
+                    };
+                    self.pitr_restore(plan, t, &req, progress).await
+                }
+                (None, Some(g), Strategy::Database) => {
                     self.restore_database_replayed(
                         a,
                         g.clone(),

@@ -43,8 +43,22 @@ use crate::error::{msg, Error, IoContext, Result};
 use crate::ops::Session;
 use crate::safefs::Dir;
 
-/// WAL frames after which the shipper checkpoints.
+/// The most frames the WAL holds while the shipper runs, under a steady
+/// writer and with no reader of the application holding an old snapshot
+/// (which holds back any checkpoint): the bound is [`CHECKPOINT_AT`] plus
+/// what the writer appends within one [`PROBE_EVERY`] and one step.
 pub(crate) const CHECKPOINT_FRAMES: u64 = 1000;
+/// Shipped frames at which a step checkpoints, and frames in the WAL at
+/// which [`Shipper::wants_step`] asks for a step before the next tick: a
+/// quarter below [`CHECKPOINT_FRAMES`], the headroom for what a writer
+/// appends between two probes and while the step ships (250 frames in
+/// 50 ms: up to 5,000 frames a second).
+pub(crate) const CHECKPOINT_AT: u64 = CHECKPOINT_FRAMES / 4 * 3;
+/// How often the daemon probes the WAL between its sync ticks.
+pub const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// After a checkpoint found a writer holding the write lock, wait this long
+/// (a probe would otherwise step, and write a small segment, every probe).
+const BUSY_RETRY: Duration = Duration::from_millis(500);
 /// At most this many frames go into one segment (a bigger backlog is
 /// shipped over several segments, a tick each).
 const MAX_SEGMENT_FRAMES: u64 = 4096;
@@ -54,7 +68,8 @@ const BUSY: Duration = Duration::from_millis(50);
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
 /// What the daemon shows about shipping.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PitrStatus {
     pub enabled: bool,
     pub generation: Option<String>,
@@ -64,8 +79,14 @@ pub struct PitrStatus {
     pub last_commit_time: Option<String>,
     /// The same in milliseconds since the Unix epoch.
     pub last_commit_unix_ms: Option<i64>,
-    /// Seconds since frames were last seen shipped or found up to date.
+    /// Seconds since frames were last seen shipped or found up to date
+    /// (every commit not shipped yet is younger than this; STATUS fills
+    /// it from `last_ok_unix_ms` when it answers).
     pub lag_seconds: Option<u64>,
+    /// Wall time (ms since the Unix epoch) of the last step that shipped
+    /// or found everything shipped: the monitor's `pitr` rule judges the
+    /// time since.
+    pub last_ok_unix_ms: Option<i64>,
     pub generations_started: u64,
     pub last_error: Option<String>,
     /// Segments on the recovery stick, of the generations whose snapshot
@@ -76,6 +97,20 @@ pub struct PitrStatus {
     pub stick_error: Option<String>,
 }
 
+impl PitrStatus {
+    fn mark_ok(&mut self) {
+        self.last_ok_unix_ms = Some(crate::timefmt::now_unix_ms());
+        self.lag_seconds = Some(0);
+    }
+
+    /// Whole seconds from `last_ok_unix_ms` to `now_ms` (`None` before
+    /// the first successful step).
+    pub fn lag_at(&self, now_ms: i64) -> Option<u64> {
+        self.last_ok_unix_ms
+            .map(|t| u64::try_from(now_ms.saturating_sub(t) / 1000).unwrap_or(0))
+    }
+}
+
 struct Chain {
     generation: String,
     dir: PathBuf,
@@ -83,6 +118,9 @@ struct Chain {
     prev_sha256: [u8; 32],
     hdr: WalHeader,
     next_frame: u64,
+    /// Index just past the last valid frame (committed or not) the last
+    /// scan saw in the current WAL: the probe looks beyond it.
+    seen_end: u64,
     cksum: Cksum,
     db_id: (u64, u64),
     last_time: (i64, u32),
@@ -259,16 +297,56 @@ impl Shipper {
         self.chain.is_none() || self.snapshot_at.elapsed() >= snapshot_every
     }
 
-    /// One step, called every sync interval while a generation runs: ship
-    /// what is new, and checkpoint when the WAL is long. A chain break ends
-    /// the generation (then `needs_snapshot`).
+    /// Whether a step should run before the next tick (cheap: one open
+    /// and two reads of a few bytes; the daemon calls it every
+    /// [`PROBE_EVERY`]). Yes when the current WAL holds at least
+    /// [`CHECKPOINT_AT`] frames, more than the last scan saw (the frame at
+    /// that index carries the header's salts; a frame left over from
+    /// before a restart carries older ones), and no checkpoint retry is
+    /// pending; or when another connection restarted the WAL (its
+    /// continuity is best checked while the new WAL is short). So a step
+    /// that could not checkpoint is not repeated every probe. Any error:
+    /// no (the tick finds it).
+    pub fn wants_step(&self) -> bool {
+        let Some(c) = self.chain.as_ref() else {
+            return false;
+        };
+        let Ok(Some(wal)) = self.open_wal() else {
+            return false;
+        };
+        let Ok(Some(hdr)) = wal::read_header(&wal) else {
+            return false;
+        };
+        if (hdr.salt1, hdr.salt2) != (c.hdr.salt1, c.hdr.salt2) {
+            return true;
+        }
+        if Instant::now() < c.next_checkpoint {
+            return false;
+        }
+        let Some(at) = hdr.frame_offset((CHECKPOINT_AT - 1).max(c.seen_end)) else {
+            return false;
+        };
+        let mut fh = [0u8; wal::FRAME_HEADER_LEN];
+        if !matches!(wal.read_full_at(&mut fh, at), Ok(true)) {
+            return false;
+        }
+        let be = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);
+        (be(8), be(12)) == (hdr.salt1, hdr.salt2)
+    }
+
+    /// One step, called every sync interval while a generation runs (and
+    /// sooner when [`Shipper::wants_step`]): ship what is new, and
+    /// checkpoint when the WAL holds [`CHECKPOINT_AT`] frames (shipped, or
+    /// seen: a transaction still being written holds the write lock, so
+    /// the checkpoint waits [`BUSY_RETRY`]). A chain break ends the
+    /// generation (then `needs_snapshot`).
     pub fn step(&mut self, session: &Session) {
         if let Err(b) = self.ship(session, false) {
             self.broken(b);
             return;
         }
         let due = self.chain.as_ref().is_some_and(|c| {
-            c.next_frame >= CHECKPOINT_FRAMES && Instant::now() >= c.next_checkpoint
+            c.next_frame.max(c.seen_end) >= CHECKPOINT_AT && Instant::now() >= c.next_checkpoint
         });
         if due {
             if let Err(b) = self.checkpoint(session) {
@@ -345,6 +423,7 @@ impl Shipper {
             prev_sha256: [0; 32],
             hdr,
             next_frame: 0,
+            seen_end: 0,
             cksum: hdr.cksum,
             db_id,
             last_time: (0, 0),
@@ -429,6 +508,7 @@ impl Shipper {
                 .ok_or_else(|| brk("no generation".into()))?;
             c.hdr = hdr;
             c.next_frame = 0;
+            c.seen_end = 0;
             c.cksum = hdr.cksum;
         }
         let c = self
@@ -445,8 +525,14 @@ impl Shipper {
         let (start, prev) = (c.next_frame, c.cksum);
         let scan = wal::scan(&wal, &c.hdr, start, prev, MAX_SEGMENT_FRAMES, &mut self.buf)
             .map_err(|e| brk(format!("cannot read the WAL: {e}")))?;
+        if let Some(c) = self.chain.as_mut() {
+            c.seen_end = scan.valid_end;
+        }
+        let Some(c) = self.chain.as_ref() else {
+            return Err(brk("no generation".into()));
+        };
         if scan.commits == 0 && !force {
-            self.status.lag_seconds = Some(0);
+            self.status.mark_ok();
             return Ok(Shipped::Nothing);
         }
         // After reading: every frame read was written at or before mtime.
@@ -500,7 +586,7 @@ impl Shipper {
         self.status.last_commit_time = Some(super::rfc3339_nanos(when));
         self.status.last_commit_unix_ms =
             Some(when.0.saturating_mul(1000) + i64::from(when.1 / 1_000_000));
-        self.status.lag_seconds = Some(0);
+        self.status.mark_ok();
         Ok(Shipped::Batch)
     }
 
@@ -508,7 +594,11 @@ impl Shipper {
     /// we ship to the end and C backfills; then W's no-op restarts the WAL.
     fn checkpoint(&mut self, session: &Session) -> Result<(), Break> {
         if self.w.execute_batch("BEGIN IMMEDIATE").is_err() {
-            return Ok(()); // a writer is busy: next tick
+            // A writer is busy: a little later.
+            if let Some(c) = self.chain.as_mut() {
+                c.next_checkpoint = Instant::now() + BUSY_RETRY;
+            }
+            return Ok(());
         }
         // Nothing can be appended now: ship everything there is.
         loop {
@@ -657,6 +747,76 @@ mod tests {
             s.chain.as_ref().map(|c| c.generation.as_str()),
             Some(id.as_str())
         );
+        drop(s);
+        drop(app);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The daemon's probe between ticks: it asks for a step once the
+    /// current WAL holds `CHECKPOINT_AT` frames, not after the step's
+    /// checkpoint restarted the WAL, and not again after a step that could
+    /// not checkpoint (a long transaction holds the write lock), so the
+    /// probe never turns into a step every 50 ms.
+    #[test]
+    fn the_probe_asks_for_a_step_at_the_checkpoint_point_only() {
+        use crate::progress::Progress;
+        use crate::strategy::Strategy;
+        let dir = std::env::temp_dir().join(format!("rvb-probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("app.db");
+        let app = Connection::open(&db).unwrap();
+        app.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(n INTEGER PRIMARY KEY, pad);")
+            .unwrap();
+        app.busy_timeout(Duration::from_secs(10)).unwrap();
+        let text = format!(
+            "backup_dir = \"{d}/backups\"\nencryption_enabled = false\n[database]\npath = \"{d}/app.db\"\n",
+            d = dir.display()
+        );
+        let cfg = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
+        let session = Session::open(cfg).unwrap();
+        let mut s = Shipper::open(&db).unwrap();
+        s.prepare_generation().unwrap();
+        smol::block_on(session.backup(Strategy::Database, &mut Progress::silent())).unwrap();
+        let id = session.list(Some(Strategy::Database)).archives[0]
+            .meta
+            .id
+            .clone();
+        s.finish_generation(&session, &id).unwrap();
+        let frames = |s: &Shipper| {
+            let wal = s.open_wal().unwrap().unwrap();
+            let h = wal::read_header(&wal).unwrap().unwrap();
+            wal::scan(&wal, &h, 0, h.cksum, u64::MAX, &mut Vec::new())
+                .unwrap()
+                .valid_end
+        };
+        let mut n = 0;
+        while frames(&s) < CHECKPOINT_AT {
+            assert!(!s.wants_step(), "asked at {} frames", frames(&s));
+            assert!(n < 10 * CHECKPOINT_AT as i64, "the WAL does not grow");
+            app.execute("INSERT INTO t VALUES (?1, randomblob(3000))", [n])
+                .unwrap();
+            n += 1;
+        }
+        assert!(s.wants_step(), "not asked at {} frames", frames(&s));
+
+        // The application holds the write lock: the step ships but cannot
+        // checkpoint, and the probe does not ask again at once.
+        app.execute_batch("BEGIN IMMEDIATE").unwrap();
+        s.step(&session);
+        assert!(frames(&s) >= CHECKPOINT_AT, "checkpointed under a writer");
+        assert!(
+            !s.wants_step(),
+            "a step that could not checkpoint is asked for again"
+        );
+        app.execute_batch("COMMIT").unwrap();
+
+        // After the retry time the step checkpoints; then nothing to ask.
+        std::thread::sleep(BUSY_RETRY);
+        s.step(&session);
+        assert!(frames(&s) < 10, "no checkpoint: {} frames", frames(&s));
+        assert!(!s.wants_step(), "asked again after the checkpoint");
+        assert!(s.chain.is_some(), "the chain broke: {:?}", s.status);
         drop(s);
         drop(app);
         let _ = std::fs::remove_dir_all(&dir);

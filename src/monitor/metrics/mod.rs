@@ -31,6 +31,7 @@ use std::path::Path;
 use self::expo::{Expo, Num};
 use super::{Finding, Severity};
 use crate::ops::Session;
+use crate::pitr::PitrStatus;
 use crate::state::Remembered;
 use crate::strategy::Strategy;
 
@@ -76,6 +77,8 @@ pub struct Snapshot {
     pub unreadable: u64,
     /// `None`: unknown (statvfs failed or reported 0 total bytes).
     pub space: Option<Space>,
+    /// The daemon's WAL shipper, when point-in-time recovery is on.
+    pub pitr: Option<PitrStatus>,
 }
 
 /// Read the figures: `state.json`, one pass over the store, `statvfs`.
@@ -128,6 +131,7 @@ pub fn gather(session: &Session) -> Snapshot {
         strategies: all,
         unreadable,
         space: space_of(&cfg.backup_dir),
+        pitr: None,
     }
 }
 
@@ -149,9 +153,70 @@ pub fn space_of(dir: &Path) -> Option<Space> {
 
 /// The metrics text: [`gather`] then [`render`]. `findings`: the
 /// monitor's latest findings; `outbox_depth`: alerts waiting to be
-/// delivered (`None` when there is no outbox: no sample).
-pub fn text(session: &Session, findings: &[Finding], outbox_depth: Option<u64>) -> String {
-    render(&gather(session), findings, outbox_depth)
+/// delivered (`None` when there is no outbox: no sample); `pitr`: the
+/// daemon's WAL shipper (`None`: not running here, no samples).
+pub fn text(
+    session: &Session,
+    findings: &[Finding],
+    outbox_depth: Option<u64>,
+    pitr: Option<PitrStatus>,
+) -> String {
+    let mut snap = gather(session);
+    snap.pitr = pitr;
+    render(&snap, findings, outbox_depth)
+}
+
+/// The WAL shipper's gauges.
+fn render_pitr(e: &mut Expo, p: &PitrStatus) {
+    let ms = |v: i64| Num::F(v as f64 / 1000.0);
+    e.family(
+        "rvm_backup_pitr_last_ship_timestamp_seconds",
+        "gauge",
+        "Unix time the WAL shipper last shipped or found every commit shipped (commits not shipped yet are younger).",
+    );
+    if let Some(t) = p.last_ok_unix_ms {
+        e.sample(&[], ms(t));
+    }
+    e.family(
+        "rvm_backup_pitr_last_shipped_commit_timestamp_seconds",
+        "gauge",
+        "Time of the newest WAL batch in the store (restorable up to it).",
+    );
+    if let Some(t) = p.last_commit_unix_ms {
+        e.sample(&[], ms(t));
+    }
+    e.family(
+        "rvm_backup_pitr_segments",
+        "gauge",
+        "WAL segments written in the current point-in-time generation.",
+    );
+    e.sample(&[], Num::U(p.segments));
+    e.family(
+        "rvm_backup_pitr_generations_started_total",
+        "counter",
+        "Point-in-time generations (fresh snapshots) started since the daemon started.",
+    );
+    e.sample(&[], Num::U(p.generations_started));
+    e.family(
+        "rvm_backup_pitr_error",
+        "gauge",
+        "1 if the WAL shipper's last step failed, else 0.",
+    );
+    e.sample(&[], Num::U(u64::from(p.last_error.is_some())));
+    e.family(
+        "rvm_backup_pitr_stick_segments",
+        "gauge",
+        "WAL segments on the mounted recovery stick.",
+    );
+    if let Some(n) = p.stick_segments {
+        e.sample(&[], Num::U(n));
+    }
+    e.family(
+        "rvm_backup_pitr_stick_error",
+        "gauge",
+        "1 if the last copy of WAL segments to the recovery stick failed, else 0.",
+    );
+    e.sample(&[], Num::U(u64::from(p.stick_error.is_some())));
 }
 
 type Figure = fn(&PerStrategy) -> Option<Num>;
@@ -277,6 +342,9 @@ pub fn render(snap: &Snapshot, findings: &[Finding], outbox_depth: Option<u64>) 
             "Size in bytes of backup_dir's file system.",
         );
         e.sample(&[], Num::U(space.total));
+    }
+    if let Some(p) = &snap.pitr {
+        render_pitr(&mut e, p);
     }
     e.family(
         "rvm_backup_rule_state",

@@ -51,6 +51,7 @@ fn snapshot() -> Snapshot {
             free: 1 << 30,
             total: 8 << 30,
         }),
+        pitr: None,
     }
 }
 
@@ -240,4 +241,33 @@ fn gathers_from_a_real_store() {
     assert_eq!(p.last_verified_at, Some(newest.created));
     assert!(p.remembered.last_success.is_some());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pitr_gauges_when_the_shipper_runs() {
+    let mut snap = snapshot();
+    assert!(!render(&snap, &[], None).contains("rvm_backup_pitr_"));
+    snap.pitr = Some(crate::pitr::PitrStatus {
+        enabled: true,
+        segments: 7,
+        generations_started: 2,
+        last_commit_unix_ms: Some(1_795_000_000_250),
+        last_ok_unix_ms: Some(1_795_000_001_500),
+        stick_error: Some("full".into()),
+        ..crate::pitr::PitrStatus::default()
+    });
+    let text = render(&snap, &[], None);
+    for line in [
+        "rvm_backup_pitr_last_ship_timestamp_seconds 1795000001.5",
+        "rvm_backup_pitr_last_shipped_commit_timestamp_seconds 1795000000.25",
+        "rvm_backup_pitr_segments 7",
+        "# TYPE rvm_backup_pitr_generations_started_total counter",
+        "rvm_backup_pitr_generations_started_total 2",
+        "rvm_backup_pitr_error 0",
+        "rvm_backup_pitr_stick_error 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    // Unknown: no sample.
+    assert!(!text.contains("rvm_backup_pitr_stick_segments "), "{text}");
 }

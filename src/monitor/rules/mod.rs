@@ -14,6 +14,7 @@ mod duration;
 mod export;
 mod failures;
 mod integrity;
+mod pitr;
 mod size;
 mod storage;
 mod verification;
@@ -33,6 +34,7 @@ pub const SIZE: &str = "size";
 pub const DURATION: &str = "duration";
 pub const DRILL: &str = "drill";
 pub const EXPORT: &str = "export";
+pub const PITR: &str = "pitr";
 pub const DATABASE_CHECK: &str = "database_check";
 pub const KEY_FILE: &str = "key_file";
 pub const SIDECARS: &str = "sidecars";
@@ -60,6 +62,7 @@ pub fn evaluate(f: &Facts, t: &Thresholds, now: i64) -> Vec<Finding> {
     if let Some(x) = export::export(f, t, now) {
         out.push(x);
     }
+    out.extend(pitr::pitr(f, t, now));
     out.push(integrity::key_file(f));
     out
 }

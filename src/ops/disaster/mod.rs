@@ -509,6 +509,7 @@ async fn run(
                 accept_damaged: false,
                 label: LABEL,
                 database_wal,
+                database_at: None,
             },
             progress,
             &mut |step| {
