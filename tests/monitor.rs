@@ -278,15 +278,20 @@ fn firing(a: &serde_json::Value, key: &str) -> bool {
         .any(|f| f["key"] == key)
 }
 
+/// A board whose config runs the daemon's monitor every second, with the
+/// socket at `run/control.sock` and no scheduled backups.
+fn daemon_board(name: &str) -> Board {
+    let b = Board::new(name);
+    b.write_config(&format!(
+        "socket = \"{}\"\nenvironment = \"development\"\nbackup_enabled = false\nbackup_monitoring_interval = \"1s\"\n",
+        b.tmp.path().join("run/control.sock").display()
+    ));
+    b
+}
+
 #[test]
 fn the_daemon_fires_on_failing_backups_and_resolves_after_a_good_one() {
-    let socket = "run/control.sock";
-    let b = Board::new("monitor-daemon");
-    let keys = format!(
-        "socket = \"{}\"\nenvironment = \"development\"\nbackup_enabled = false\nbackup_monitoring_interval = \"1s\"\n",
-        b.tmp.path().join(socket).display()
-    );
-    b.write_config(&keys);
+    let b = daemon_board("monitor-daemon");
     let mut text = fs::read_to_string(&b.config).unwrap();
     text.push_str(
         "\n[monitoring]\nfree_warning_percent = 0\nfree_critical_percent = 0\nstorage_rounds = 1\n",
@@ -406,13 +411,7 @@ fn a_damaged_archive_found_by_verify_is_critical_until_verify_passes() {
 /// works again; `check` without the daemon says nothing ships.
 #[test]
 fn the_pitr_rule_follows_the_shipper() {
-    let socket = "run/control.sock";
-    let b = Board::new("monitor-pitr");
-    let keys = format!(
-        "socket = \"{}\"\nenvironment = \"development\"\nbackup_enabled = false\nbackup_monitoring_interval = \"1s\"\n",
-        b.tmp.path().join(socket).display()
-    );
-    b.write_config(&keys);
+    let b = daemon_board("monitor-pitr");
     let text = fs::read_to_string(&b.config).unwrap().replacen(
         "pitr = false\n",
         "pitr = true\npitr_sync_interval = \"200ms\"\n",

@@ -95,12 +95,18 @@ fn pause(d: &Daemon, committed_at_ms: i64) -> i64 {
 }
 
 fn restore_at(b: &Board, t: i64, name: &str) -> (PathBuf, String) {
+    restore_what_at(b, "database", t, name)
+}
+
+/// `restore WHAT --at T --target <tmp>/NAME` (WHAT: `database` or
+/// `--all`): the restored database's path and what the command printed.
+fn restore_what_at(b: &Board, what: &str, t: i64, name: &str) -> (PathBuf, String) {
     let target = b.tmp.path().join(name);
     // Not --quiet: the reached commit is what the operator reads.
     let out = bin()
         .arg("--config")
         .arg(&b.config)
-        .args(["restore", "database", "--at", &rfc3339(t), "--target"])
+        .args(["restore", what, "--at", &rfc3339(t), "--target"])
         .arg(&target)
         .output()
         .unwrap();
@@ -109,7 +115,11 @@ fn restore_at(b: &Board, t: i64, name: &str) -> (PathBuf, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "restore --at {}: {text}", rfc3339(t));
+    assert!(
+        out.status.success(),
+        "restore {what} --at {}: {text}",
+        rfc3339(t)
+    );
     (b.in_target(&target, &b.db_path()), text)
 }
 
@@ -470,27 +480,7 @@ fn restore_all_at_a_time_replays_the_wal() {
     let t2 = pause(&d, now_ms());
     drop(d);
 
-    let all_at = |t: i64, name: &str| -> (PathBuf, String) {
-        let target = b.tmp.path().join(name);
-        let out = bin()
-            .arg("--config")
-            .arg(&b.config)
-            .args(["restore", "--all", "--at", &rfc3339(t), "--target"])
-            .arg(&target)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "restore --all --at {}: {text}",
-            rfc3339(t)
-        );
-        (b.in_target(&target, &b.db_path()), text)
-    };
+    let all_at = |t: i64, name: &str| restore_what_at(&b, "--all", t, name);
     let (db, out) = all_at(t1, "all1");
     assert!(out.contains("database: restored to the commit at"), "{out}");
     assert_eq!(rows(&db), (n1, 1, n1), "restore --all at T1: {out}");
