@@ -311,6 +311,7 @@ mod tests {
             Strategy::Application,
             None,
             None,
+            None,
             &mut progress,
         ))
         .unwrap();
