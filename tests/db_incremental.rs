@@ -31,6 +31,19 @@ fn backup(b: &Board, args: &[&str]) -> String {
     b.ids("database").pop().unwrap()
 }
 
+/// A backup with the log at info level (no `--quiet`): its id and log.
+fn backup_logged(b: &Board) -> (String, String) {
+    let out = common::bin()
+        .arg("--config")
+        .arg(&b.config)
+        .args(["backup", "database"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    (b.ids("database").pop().unwrap(), log)
+}
+
 fn parent_of(b: &Board, id: &str) -> serde_json::Value {
     b.list()
         .into_iter()
@@ -96,7 +109,7 @@ fn exec(db: &Path, sql: &str) {
 
 #[test]
 fn a_database_chain_stores_changed_pages_and_every_link_restores_exactly() {
-    let b = Board::new("dbincr-chain");
+    let b = Board::with_config("dbincr-chain", "log_level = \"info\"");
     let db = b.db_path();
     make_db(&db, 20_000);
     settle();
@@ -117,7 +130,8 @@ fn a_database_chain_stores_changed_pages_and_every_link_restores_exactly() {
          INSERT INTO deposits(barcode, grams, cents, blob) VALUES ('new', 1.5, 7, x'00ff');",
     )
     .unwrap();
-    let i1 = backup(&b, &[]);
+    let (i1, log) = backup_logged(&b);
+    assert!(log.contains("pages changed since archive"), "{log}");
     assert_eq!(parent_of(&b, &i1), full.as_str());
     let (k1, i1_bytes) = entries(&b, &i1);
     assert_eq!(
@@ -135,7 +149,8 @@ fn a_database_chain_stores_changed_pages_and_every_link_restores_exactly() {
     settle();
     let i2 = backup(&b, &[]);
     expect.push((i2.clone(), image(&db), db_dump(&db)));
-    let i3 = backup(&b, &[]);
+    let (i3, log) = backup_logged(&b);
+    assert!(log.contains("no page read"), "not the unchanged path: {log}");
     assert_eq!(parent_of(&b, &i3), i2.as_str());
     let (k3, i3_bytes) = entries(&b, &i3);
     assert_eq!(k3[0], (EntryKind::DbPages, 8), "an empty delta: {k3:?}");
