@@ -8,11 +8,14 @@
 //! verifier remembers file paths up to the same bound as the writer's
 //! hard-link map ([`HARDLINK_MAP_ENTRIES`] paths, [`HARDLINK_MAP_BYTES`]
 //! bytes); past that bound, links to files it no longer remembers are not
-//! checked (memory stays fixed), and a debug line says so.
+//! checked (memory stays fixed), and a debug line says so. A database
+//! archive's page digests (kind 9) must match the pages its image stores,
+//! page for page (`chain::db::DigestCheck`).
 
 use std::collections::HashSet;
 
 use crate::backup::{HARDLINK_MAP_BYTES, HARDLINK_MAP_ENTRIES};
+use crate::chain::db::{DigestCheck, PageFeed};
 use crate::chain::holders::{read_reference, Holders};
 use crate::crypto::KeyRing;
 use crate::error::{Error, Result};
@@ -122,12 +125,23 @@ async fn verify_with(
     let (mut files, mut dirs, mut symlinks, mut hardlinks) = (0u64, 0u64, 0u64, 0u64);
     let mut stored_files = FilePaths::default();
     let mut db = DbLayout::default();
+    // Database archives with page digests: every page stored is checked
+    // against its digest as it is read (a second reader walks the digests).
+    let mut digests = if archive.meta.strategy == crate::strategy::Strategy::Database {
+        DigestCheck::open(archive, key)?
+    } else {
+        None
+    };
     while let Some(h) = r.next_entry().map_err(arch)? {
         db.saw(h.kind).map_err(arch)?;
         if matches!(h.kind, EntryKind::DbPages | EntryKind::DbDigests) {
-            let (page_size, page_count) = crate::chain::db::check_entry(&mut r, &h)
-                .await
-                .map_err(arch)?;
+            let check = if h.kind == EntryKind::DbPages {
+                digests.as_mut()
+            } else {
+                None
+            };
+            let (page_size, page_count) =
+                crate::chain::db::check_entry(&mut r, &h, id, check).await?;
             db.size(page_size, page_count).map_err(arch)?;
             r.end_entry().map_err(arch)?;
             v.entries += 1;
@@ -153,13 +167,23 @@ async fn verify_with(
             continue;
         }
         let mut target = Vec::new();
+        let mut feed = match (&digests, h.kind) {
+            (Some(d), EntryKind::Database) => Some(PageFeed::new(d.page_size())),
+            _ => None,
+        };
         while let Some(chunk) = r.content_chunk().map_err(arch)? {
             if h.kind == EntryKind::HardLink {
                 // At most 4096 bytes: the reader checks the declared size.
                 target.extend_from_slice(chunk);
             }
+            if let (Some(f), Some(d)) = (feed.as_mut(), digests.as_mut()) {
+                f.feed(chunk, d)?;
+            }
             progress.add(chunk.len() as u64);
             smol::future::yield_now().await;
+        }
+        if let (Some(f), Some(d)) = (&feed, &digests) {
+            f.finish(d)?;
         }
         let t = r.end_entry().map_err(arch)?;
         v.entries += 1;
@@ -192,6 +216,9 @@ async fn verify_with(
     }
     progress.finish();
     db.finish(archive.meta.parent.is_some()).map_err(arch)?;
+    if let Some(d) = digests.as_mut() {
+        d.finish()?;
+    }
     let parts = r.into_inner();
     for (info, hash) in archive.meta.parts.iter().zip(parts.part_hashes()) {
         if hash != Some(info.sha256) {

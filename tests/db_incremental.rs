@@ -150,7 +150,10 @@ fn a_database_chain_stores_changed_pages_and_every_link_restores_exactly() {
     let i2 = backup(&b, &[]);
     expect.push((i2.clone(), image(&db), db_dump(&db)));
     let (i3, log) = backup_logged(&b);
-    assert!(log.contains("no page read"), "not the unchanged path: {log}");
+    assert!(
+        log.contains("no page read"),
+        "not the unchanged path: {log}"
+    );
     assert_eq!(parent_of(&b, &i3), i2.as_str());
     let (k3, i3_bytes) = entries(&b, &i3);
     assert_eq!(k3[0], (EntryKind::DbPages, 8), "an empty delta: {k3:?}");
@@ -257,4 +260,61 @@ fn full_every_count_bounds_database_chains() {
     make_db(&db, 5);
     let f2 = backup(&b, &[]);
     assert_eq!(parent_of(&b, &f2), serde_json::Value::Null);
+}
+
+#[test]
+fn page_digests_that_do_not_match_the_image_fail_verify() {
+    use rvm_backup::chain::db::digest;
+    use rvm_backup::format::pages::DigestsHead;
+    let b = Board::new("dbincr-digests");
+    let db = b.db_path();
+    make_db(&db, 300);
+    let image = fs::read(&db).unwrap();
+    let ps: u32 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    let pc = (image.len() / ps as usize) as u32;
+    assert!(pc >= 3, "{pc} pages");
+    let key = [9u8; 32];
+    let digests = |bad: Option<u32>| {
+        let mut d = DigestsHead {
+            page_size: ps,
+            page_count: pc,
+            key,
+            fingerprint: [0; 32],
+        }
+        .encode()
+        .to_vec();
+        for (i, page) in image.chunks(ps as usize).enumerate() {
+            let pgno = i as u32 + 1;
+            let mut g = digest(&key, page);
+            if bad == Some(pgno) {
+                g[0] ^= 1;
+            }
+            d.extend_from_slice(&pgno.to_le_bytes());
+            d.extend_from_slice(&g);
+        }
+        d
+    };
+    let craft = |d: Vec<u8>| {
+        common::craft::craft(
+            &b,
+            Strategy::Database,
+            &[&db],
+            &[
+                (EntryKind::Database, db.clone(), image.clone()),
+                (EntryKind::DbDigests, db.clone(), d),
+            ],
+            Some("ok"),
+        )
+    };
+    let bad = craft(digests(Some(2)));
+    let err = b.fails(&["verify", &bad]);
+    assert!(err.contains("do not match page 2"), "{err}");
+    // The same archive with true digests gets past that check (the crafted
+    // sidecar's counts are zero, which verify reports next).
+    let good = craft(digests(None));
+    let err = b.fails(&["verify", &good]);
+    assert!(!err.contains("digest"), "{err}");
 }

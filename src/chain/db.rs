@@ -174,24 +174,133 @@ impl DigestCursor {
                 Some((q, _)) if q > p => return Ok(None),
                 _ => {}
             }
-            if self.left == 0 {
-                self.current = None;
+            self.current = self.next_record()?;
+            if self.current.is_none() {
                 return Ok(None);
             }
-            let mut rec = [0u8; DIGEST_REC_LEN];
-            let got = self
-                .content
-                .read_exact(&mut self.reader, &mut rec)
-                .map_err(|e| archive_err(&self.id, e))?;
-            if !got {
-                return Err(archive_err(&self.id, FormatError::Truncated));
+        }
+    }
+
+    /// The next record, `None` after the last.
+    fn next_record(&mut self) -> Result<Option<(u32, Digest)>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let mut rec = [0u8; DIGEST_REC_LEN];
+        let got = self
+            .content
+            .read_exact(&mut self.reader, &mut rec)
+            .map_err(|e| archive_err(&self.id, e))?;
+        if !got {
+            return Err(archive_err(&self.id, FormatError::Truncated));
+        }
+        self.left -= 1;
+        let q = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
+        let q = self.order.check(q).map_err(|e| archive_err(&self.id, e))?;
+        let mut d = [0u8; DIGEST_LEN];
+        d.copy_from_slice(&rec[4..]);
+        Ok(Some((q, d)))
+    }
+}
+
+/// Feeds a kind 4 image's content chunks, page by page, to a
+/// [`DigestCheck`]: one page of buffer.
+pub struct PageFeed {
+    buf: Vec<u8>,
+    size: usize,
+    pgno: u32,
+}
+
+impl PageFeed {
+    pub fn new(page_size: u32) -> Self {
+        PageFeed {
+            buf: Vec::with_capacity(page_size as usize),
+            size: page_size as usize,
+            pgno: 0,
+        }
+    }
+
+    pub fn feed(&mut self, mut chunk: &[u8], check: &mut DigestCheck) -> Result<()> {
+        while !chunk.is_empty() {
+            let n = (self.size - self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.buf.len() == self.size {
+                self.pgno = self.pgno.saturating_add(1);
+                check.page(self.pgno, &self.buf)?;
+                self.buf.clear();
             }
-            self.left -= 1;
-            let q = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
-            let q = self.order.check(q).map_err(|e| archive_err(&self.id, e))?;
-            let mut d = [0u8; DIGEST_LEN];
-            d.copy_from_slice(&rec[4..]);
-            self.current = Some((q, d));
+        }
+        Ok(())
+    }
+
+    /// The image ended: whole pages, as many as the digests say.
+    pub fn finish(&self, check: &DigestCheck) -> Result<()> {
+        if !self.buf.is_empty() || self.pgno != check.page_count() {
+            return Err(archive_err(
+                &check.cursor.id,
+                FormatError::Corrupt(format!(
+                    "the image holds {} whole pages, the page digests say {}",
+                    self.pgno,
+                    check.page_count()
+                )),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Verify's check that an archive's kind 9 entry holds exactly the digest
+/// of every page its image stores, in order: a second reader walks the
+/// digests while the first reads the image (fixed memory).
+pub struct DigestCheck {
+    cursor: DigestCursor,
+}
+
+impl DigestCheck {
+    /// `None` for an archive without a kind 9 entry (a database archive
+    /// written before incremental database backups).
+    pub fn open(a: &Listed, key: Option<&KeyRing>) -> Result<Option<Self>> {
+        let mut r = open_reader(a, key)?;
+        let index = r.read_index().map_err(|e| archive_err(&a.meta.id, e))?;
+        if !index.iter().any(|x| x.kind == EntryKind::DbDigests) {
+            return Ok(None);
+        }
+        Ok(Some(DigestCheck {
+            cursor: DigestCursor::open(a, key)?,
+        }))
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.cursor.head.page_size
+    }
+
+    pub fn page_count(&self) -> u32 {
+        self.cursor.head.page_count
+    }
+
+    /// The image's next stored page is `pgno` with these bytes.
+    pub fn page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        let want = digest(&self.cursor.head.key, page);
+        match self.cursor.next_record()? {
+            Some((q, d)) if q == pgno && crate::crypto::ct_eq(&d, &want) => Ok(()),
+            _ => Err(archive_err(
+                &self.cursor.id,
+                FormatError::Corrupt(format!(
+                    "the page digests do not match page {pgno} of the image"
+                )),
+            )),
+        }
+    }
+
+    /// Every digest was matched by a page.
+    pub fn finish(&mut self) -> Result<()> {
+        match self.cursor.next_record()? {
+            None => Ok(()),
+            Some((q, _)) => Err(archive_err(
+                &self.cursor.id,
+                FormatError::Corrupt(format!("a page digest for page {q}, which the image lacks")),
+            )),
         }
     }
 }
@@ -349,20 +458,47 @@ pub async fn apply_links(
 }
 
 /// Read a kind 8 or kind 9 entry's content (just opened by `next_entry`)
-/// and check its form: the head against the size, page numbers rising
-/// within the page count. Returns the head's page size and count. The
-/// caller ends the entry (which checks its SHA-256).
+/// of archive `id` and check its form: the head against the size, page
+/// numbers rising within the page count; with `digests`, each page of a
+/// kind 8 entry against its digest. Returns the head's page size and
+/// count. The caller ends the entry (which checks its SHA-256).
 pub async fn check_entry(
     r: &mut ArchiveReader<PartReader>,
     h: &EntryHeader,
-) -> std::result::Result<(u32, u32), FormatError> {
+    id: &str,
+    mut digests: Option<&mut DigestCheck>,
+) -> Result<(u32, u32)> {
+    check_entry_inner(r, h, &mut digests)
+        .await
+        .map_err(|e| match e {
+            Checked::Format(f) => archive_err(id, f),
+            Checked::Other(e) => e,
+        })
+}
+
+enum Checked {
+    Format(FormatError),
+    Other(crate::error::Error),
+}
+
+impl From<FormatError> for Checked {
+    fn from(e: FormatError) -> Self {
+        Checked::Format(e)
+    }
+}
+
+async fn check_entry_inner(
+    r: &mut ArchiveReader<PartReader>,
+    h: &EntryHeader,
+    digests: &mut Option<&mut DigestCheck>,
+) -> std::result::Result<(u32, u32), Checked> {
     let mut content = Content::default();
     let truncated = || FormatError::Corrupt("a page record is cut short".into());
     let (page_size, page_count, n, skip) = match h.kind {
         EntryKind::DbPages => {
             let mut hb = [0u8; PAGES_HEAD_LEN];
             if !content.read_exact(r, &mut hb)? {
-                return Err(truncated());
+                return Err(truncated().into());
             }
             let (head, n) = PagesHead::decode(&hb, h.size)?;
             (head.page_size, head.page_count, n, head.page_size as usize)
@@ -370,21 +506,24 @@ pub async fn check_entry(
         EntryKind::DbDigests => {
             let mut hb = [0u8; DIGESTS_HEAD_LEN];
             if !content.read_exact(r, &mut hb)? {
-                return Err(truncated());
+                return Err(truncated().into());
             }
             let (head, n) = DigestsHead::decode(&hb, h.size)?;
             (head.page_size, head.page_count, n, DIGEST_LEN)
         }
-        _ => return Err(FormatError::Corrupt("not a database chain entry".into())),
+        _ => return Err(FormatError::Corrupt("not a database chain entry".into()).into()),
     };
     let mut order = PgnoOrder::new(page_count);
     let mut pg = [0u8; 4];
     let mut body = vec![0u8; skip];
     for i in 0..n {
         if !content.read_exact(r, &mut pg)? || !content.read_exact(r, &mut body)? {
-            return Err(truncated());
+            return Err(truncated().into());
         }
-        order.check(u32::from_le_bytes(pg))?;
+        let p = order.check(u32::from_le_bytes(pg))?;
+        if let (EntryKind::DbPages, Some(d)) = (h.kind, digests.as_deref_mut()) {
+            d.page(p, &body).map_err(Checked::Other)?;
+        }
         if i % 64 == 63 {
             smol::future::yield_now().await;
         }
