@@ -187,7 +187,7 @@ pub async fn run(
             .map(|p| p.cursor.id().to_string())
             .or_else(|| db_parent.map(|p| p.meta.id)),
     };
-    if meta.parent.is_some() {
+    if meta.parent.is_some() && strategy != Strategy::Database {
         log::info!(
             "{id}: {} of {} files unchanged since {}, stored as references",
             counts.unchanged,
