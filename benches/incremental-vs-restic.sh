@@ -30,7 +30,9 @@
 #    committed, then checkpointed (TRUNCATE) so restic sees the change in the main file too.
 #    Then `backup --all` and `restic backup`. Then a second change of the same kind (seed
 #    1000 + run) and `backup config logs application` alone (the tree-only figure; restic
-#    backs that change up too, unmeasured, so that its parent stays current).
+#    backs that change up too, unmeasured, so that its parent stays current, and so does
+#    `backup database`, so that the next run's database incremental holds that run's
+#    change only, the one its yardstick measures).
 #
 #    "Compressed size of what changed" (the bytes target's yardstick) is defined as: the
 #    zlib level-1 (deflate) size of the whole content of each changed file, compressed
@@ -240,6 +242,7 @@ for i in $(seq "$runs"); do
     python3 "$WORK/mutate.py" "$WORK/data" "$((1000 + i))" "$WORK/c2-$i.json"
     run "ch-trees-$i" "$WORK/rvb" "$bin" --quiet --config "$cfg" backup config logs application
     "${restic_backup[@]}"
+    "$bin" --quiet --config "$cfg" backup database
 done
 "$bin" --config "$cfg" list | tail -n 8
 
