@@ -194,6 +194,7 @@ pub(super) async fn write_database(
         }
         Some(par) => {
             let mut changed = spill("pgnos");
+            let scan_started = Instant::now();
             let read = compare(
                 &snap,
                 &key,
@@ -211,6 +212,11 @@ pub(super) async fn write_database(
                 return Err(e.other);
             }
             let n = changed.records();
+            log::debug!(
+                "digesting and comparing the pages of {} took {} ms",
+                path.display(),
+                scan_started.elapsed().as_millis()
+            );
             log::info!(
                 "{}: {n} of {page_count} pages changed since archive {}",
                 path.display(),
