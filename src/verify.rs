@@ -275,12 +275,10 @@ impl DbLayout {
 
     fn finish(&self, incremental: bool) -> std::result::Result<(), FormatError> {
         use EntryKind::{Database, DbDigests, DbPages};
-        let ok = match (self.kinds.as_slice(), incremental) {
-            ([], _) => true,
-            ([Database] | [Database, DbDigests], false) => true,
-            ([DbPages, DbDigests], true) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (self.kinds.as_slice(), incremental),
+            ([], _) | ([Database] | [Database, DbDigests], false) | ([DbPages, DbDigests], true)
+        );
         if ok {
             Ok(())
         } else {

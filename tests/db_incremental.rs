@@ -111,6 +111,15 @@ fn exec(db: &Path, sql: &str) {
 fn a_database_chain_stores_changed_pages_and_every_link_restores_exactly() {
     let b = Board::with_config("dbincr-chain", "log_level = \"info\"");
     let db = b.db_path();
+    // Small pages, and over 3,300 of them, so the full archive's digest
+    // list is longer than what a chain cursor reads whole (it streams it).
+    fs::create_dir_all(db.parent().unwrap()).unwrap();
+    exec(
+        &db,
+        "PRAGMA page_size = 512; CREATE TABLE big(b);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
+         INSERT INTO big SELECT randomblob(400) FROM n;",
+    );
     make_db(&db, 20_000);
     settle();
     let full = backup(&b, &[]);
@@ -120,6 +129,7 @@ fn a_database_chain_stores_changed_pages_and_every_link_restores_exactly() {
         k0.iter().map(|k| k.0).collect::<Vec<_>>(),
         vec![EntryKind::Database, EntryKind::DbDigests]
     );
+    assert!(k0[1].1 > 64 * 1024, "a digest list of {} bytes", k0[1].1);
     let mut expect = vec![(full.clone(), image(&db), db_dump(&db))];
 
     // A few rows change and some are added, through a connection that

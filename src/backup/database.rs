@@ -154,7 +154,6 @@ pub(super) async fn write_database(
             path.display()
         ))
     })?;
-    let mut parent = parent;
     if let Some(par) = &parent {
         if par.digests.page_size() != snap.page_size {
             counts.parent_failed = Some(format!(
@@ -187,7 +186,7 @@ pub(super) async fn write_database(
     let mut digests = spill("digests");
     let total = snap.total_bytes();
     progress.start("backup database", Some(total));
-    let stored = match parent.as_deref_mut() {
+    let stored = match parent {
         None => {
             write_full(w, path, &info, &snap, &key, &mut digests, progress).await?;
             total

@@ -65,6 +65,14 @@ pub struct Parent {
     pub started_ns: i128,
 }
 
+/// What an incremental backup is made against.
+pub enum Base {
+    /// A tree strategy's parent archive.
+    Tree(Box<Parent>),
+    /// The database strategy's parent chain.
+    Database(Box<DbParent>),
+}
+
 /// A file whose ctime is less than this before the parent's backup
 /// started is read again even when its stat matches ("racily clean"):
 /// file times come from a coarse clock (one tick is at most 10 ms), so a
@@ -90,10 +98,14 @@ pub async fn run(
     _lock: &StoreLock,
     strategy: Strategy,
     key: Option<&MasterKey>,
-    mut parent: Option<Parent>,
-    mut db_parent: Option<DbParent>,
+    base: Option<Base>,
     progress: &mut Progress,
 ) -> Result<Outcome> {
+    let (mut parent, mut db_parent) = match base {
+        None => (None, None),
+        Some(Base::Tree(p)) => (Some(*p), None),
+        Some(Base::Database(p)) => (None, Some(*p)),
+    };
     let spec = cfg.source(strategy).ok_or_else(|| {
         msg(format!(
             "strategy {strategy} is not configured: add a [{strategy}] section to {}",
@@ -654,7 +666,6 @@ mod tests {
                 &store,
                 &lock,
                 Strategy::Application,
-                None,
                 None,
                 None,
                 &mut progress,

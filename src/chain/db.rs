@@ -12,8 +12,8 @@
 //! - [`links`]: a chain as a list, full archive first;
 //! - [`ChainDigests`]: the digest of page p in a chain's state, asked for in
 //!   rising page order, by one forward cursor per link over its kind 9
-//!   entry (a k-way merge: memory is one reader per link, whatever the
-//!   number of pages);
+//!   entry (a k-way merge: memory is one reader per link, or at most
+//!   64 KiB for a short list read whole, whatever the number of pages);
 //! - [`apply_links`]: writing the links' pages over a staged full image.
 //!
 //! Invariants: every link of a chain has the same sources; a chain is at
@@ -130,10 +130,21 @@ pub fn digests_head(a: &Listed, key: Option<&KeyRing>) -> Result<DigestsHead> {
 }
 
 /// A forward cursor over one archive's page digests.
+/// Digest lists up to this many bytes are read whole when opened and
+/// their reader closed: an incremental's list is short, and a chain of
+/// them then costs a few kilobytes each instead of a reader's frame
+/// buffers each.
+const SLURP_BYTES: u64 = 64 * 1024;
+
+/// Where a cursor's records come from.
+enum Records {
+    Reader(Box<ArchiveReader<PartReader>>, Content),
+    Memory(Vec<u8>, usize),
+}
+
 struct DigestCursor {
     id: String,
-    reader: ArchiveReader<PartReader>,
-    content: Content,
+    records: Records,
     left: u64,
     order: PgnoOrder,
     head: DigestsHead,
@@ -154,10 +165,24 @@ impl DigestCursor {
             return Err(archive_err(id, FormatError::Truncated));
         }
         let (head, left) = DigestsHead::decode(&hb, h.size).map_err(|e| archive_err(id, e))?;
+        let records = if left * (DIGEST_REC_LEN as u64) <= SLURP_BYTES {
+            let mut all = vec![0u8; left as usize * DIGEST_REC_LEN];
+            if !all.is_empty()
+                && !content
+                    .read_exact(&mut reader, &mut all)
+                    .map_err(|e| archive_err(id, e))?
+            {
+                return Err(archive_err(id, FormatError::Truncated));
+            }
+            // Read whole: the entry's SHA-256 is checked too.
+            reader.end_entry().map_err(|e| archive_err(id, e))?;
+            Records::Memory(all, 0)
+        } else {
+            Records::Reader(Box::new(reader), content)
+        };
         Ok(DigestCursor {
             id: id.clone(),
-            reader,
-            content,
+            records,
             left,
             order: PgnoOrder::new(head.page_count),
             head,
@@ -187,10 +212,19 @@ impl DigestCursor {
             return Ok(None);
         }
         let mut rec = [0u8; DIGEST_REC_LEN];
-        let got = self
-            .content
-            .read_exact(&mut self.reader, &mut rec)
-            .map_err(|e| archive_err(&self.id, e))?;
+        let got = match &mut self.records {
+            Records::Reader(r, content) => content
+                .read_exact(r, &mut rec)
+                .map_err(|e| archive_err(&self.id, e))?,
+            Records::Memory(all, pos) => match all.get(*pos..*pos + DIGEST_REC_LEN) {
+                Some(b) => {
+                    rec.copy_from_slice(b);
+                    *pos += DIGEST_REC_LEN;
+                    true
+                }
+                None => false,
+            },
+        };
         if !got {
             return Err(archive_err(&self.id, FormatError::Truncated));
         }

@@ -1,6 +1,6 @@
 //! `backup`: write one strategy's archive, read it back, record the run.
 
-use crate::backup::{DbParent, Outcome, Parent};
+use crate::backup::{Base, DbParent, Outcome, Parent};
 use crate::chain::cursor::IndexCursor;
 use crate::chain::plan::{choose, Choice};
 use crate::crypto::KeyRing;
@@ -162,22 +162,22 @@ impl Session {
         progress: &mut Progress,
     ) -> Result<BackupReport> {
         let lock = self.store.lock()?;
-        let mut parent = self.parent_for(strategy, full);
-        let mut db_parent = if strategy == Strategy::Database {
+        let mut base = if strategy == Strategy::Database {
             self.db_parent_for(full)
+                .map(|p| Base::Database(Box::new(p)))
         } else {
-            None
+            self.parent_for(strategy, full)
+                .map(|p| Base::Tree(Box::new(p)))
         };
         let meta = loop {
-            let had_parent = parent.is_some() || db_parent.is_some();
+            let had_parent = base.is_some();
             match crate::backup::run(
                 &self.cfg,
                 &self.store,
                 &lock,
                 strategy,
                 self.key.as_ref().map(KeyRing::writing),
-                parent.take(),
-                db_parent.take(),
+                base.take(),
                 progress,
             )
             .await?

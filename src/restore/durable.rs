@@ -311,7 +311,6 @@ mod tests {
             Strategy::Application,
             None,
             None,
-            None,
             &mut progress,
         ))
         .unwrap();
