@@ -637,7 +637,9 @@ mod tests {
         }
         assert!(EntryKind::from_byte(5).is_ok());
         assert!(EntryKind::from_byte(6).is_ok());
-        assert!(EntryKind::from_byte(8).is_err());
+        assert!(EntryKind::from_byte(8).is_ok());
+        assert!(EntryKind::from_byte(9).is_ok());
+        assert!(EntryKind::from_byte(10).is_err());
     }
 
     proptest::proptest! {
