@@ -235,7 +235,11 @@ fn export_writes_a_complete_set_and_reexport_copies_only_what_changed() {
         .rfind(|v| v["strategy"] == "database")
         .unwrap();
     let parent = db["parent"].as_str().expect("an incremental").to_string();
-    let listed = m.archives.iter().find(|a| a.strategy == "database").unwrap();
+    let listed = m
+        .archives
+        .iter()
+        .find(|a| a.strategy == "database")
+        .unwrap();
     assert_eq!(listed.id, db["id"].as_str().unwrap());
     assert!(
         listed

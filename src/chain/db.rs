@@ -496,8 +496,8 @@ pub async fn apply_links(
 /// numbers rising within the page count; with `digests`, each page of a
 /// kind 8 entry against its digest. Returns the head's page size and
 /// count. The caller ends the entry (which checks its SHA-256).
-pub async fn check_entry(
-    r: &mut ArchiveReader<PartReader>,
+pub async fn check_entry<R: std::io::Read + std::io::Seek>(
+    r: &mut ArchiveReader<R>,
     h: &EntryHeader,
     id: &str,
     mut digests: Option<&mut DigestCheck>,
@@ -521,8 +521,8 @@ impl From<FormatError> for Checked {
     }
 }
 
-async fn check_entry_inner(
-    r: &mut ArchiveReader<PartReader>,
+async fn check_entry_inner<R: std::io::Read + std::io::Seek>(
+    r: &mut ArchiveReader<R>,
     h: &EntryHeader,
     digests: &mut Option<&mut DigestCheck>,
 ) -> std::result::Result<(u32, u32), Checked> {
@@ -568,6 +568,95 @@ async fn check_entry_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::header::Header;
+    use crate::format::ArchiveWriter;
+    use proptest::prelude::*;
+
+    /// An unencrypted archive holding one entry of `kind` with `content`.
+    fn archive(kind: EntryKind, content: &[u8]) -> Vec<u8> {
+        let header = Header {
+            flags: 0,
+            frame_size: 4096,
+            key_id: Default::default(),
+            salt: [1; 32],
+            created: 0,
+        };
+        let mut w = ArchiveWriter::new(Vec::new(), &header, header.protection(None).unwrap(), None)
+            .unwrap();
+        let h = EntryHeader {
+            kind,
+            path: b"/db".to_vec(),
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            size: content.len() as u64,
+        };
+        w.begin_entry(&h).unwrap();
+        w.write_content(content).unwrap();
+        w.end_entry(0).unwrap();
+        w.finish().unwrap().0
+    }
+
+    fn check(kind: EntryKind, content: &[u8]) -> Result<(u32, u32)> {
+        let bytes = archive(kind, content);
+        let mut r = ArchiveReader::open(std::io::Cursor::new(bytes), None).unwrap();
+        let h = r.next_entry().unwrap().unwrap();
+        let out = smol::block_on(check_entry(&mut r, &h, "x", None));
+        if out.is_ok() {
+            r.end_entry().unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn well_formed_entries_pass_and_disordered_ones_fail() {
+        let head = PagesHead {
+            page_size: 512,
+            page_count: 4,
+        };
+        let mut ok = head.encode().to_vec();
+        for p in [1u32, 4] {
+            ok.extend_from_slice(&p.to_le_bytes());
+            ok.extend_from_slice(&[p as u8; 512]);
+        }
+        assert_eq!(check(EntryKind::DbPages, &ok).unwrap(), (512, 4));
+        let mut bad = head.encode().to_vec();
+        for p in [4u32, 1] {
+            bad.extend_from_slice(&p.to_le_bytes());
+            bad.extend_from_slice(&[0; 512]);
+        }
+        assert!(check(EntryKind::DbPages, &bad).is_err());
+        assert!(check(EntryKind::File, &ok).is_err(), "not a chain entry");
+    }
+
+    proptest! {
+        #[test]
+        fn any_delta_or_digest_bytes_check_without_panic(
+            page_count in 0u32..8,
+            pgnos in proptest::collection::vec(0u32..10, 0..6),
+            tail in proptest::collection::vec(any::<u8>(), 0..40),
+            digests in any::<bool>(),
+        ) {
+            let (kind, mut content, rec) = if digests {
+                let head = DigestsHead { page_size: 512, page_count, key: [3; 32], fingerprint: [0; 32] };
+                (EntryKind::DbDigests, head.encode().to_vec(), DIGEST_LEN)
+            } else {
+                let head = PagesHead { page_size: 512, page_count };
+                (EntryKind::DbPages, head.encode().to_vec(), 512)
+            };
+            for p in &pgnos {
+                content.extend_from_slice(&p.to_le_bytes());
+                content.extend(std::iter::repeat_n(7u8, rec));
+            }
+            content.extend_from_slice(&tail);
+            let valid = tail.is_empty()
+                && pgnos.iter().all(|p| (1..=page_count).contains(p))
+                && pgnos.windows(2).all(|w| w[0] < w[1]);
+            prop_assert_eq!(check(kind, &content).is_ok(), valid);
+        }
+    }
 
     #[test]
     fn digests_are_keyed_and_cut() {
