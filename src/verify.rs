@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 
 use crate::backup::{HARDLINK_MAP_BYTES, HARDLINK_MAP_ENTRIES};
-use crate::chain::db::{DigestCheck, PageFeed};
+use crate::chain::db_check::{DigestCheck, PageFeed};
 use crate::chain::holders::{read_reference, Holders};
 use crate::crypto::KeyRing;
 use crate::error::{Error, Result};
@@ -141,7 +141,7 @@ async fn verify_with(
                 None
             };
             let (page_size, page_count) =
-                crate::chain::db::check_entry(&mut r, &h, id, check).await?;
+                crate::chain::db_check::check_entry(&mut r, &h, id, check).await?;
             db.size(page_size, page_count).map_err(arch)?;
             r.end_entry().map_err(arch)?;
             v.entries += 1;
