@@ -8,11 +8,14 @@
 //! verifier remembers file paths up to the same bound as the writer's
 //! hard-link map ([`HARDLINK_MAP_ENTRIES`] paths, [`HARDLINK_MAP_BYTES`]
 //! bytes); past that bound, links to files it no longer remembers are not
-//! checked (memory stays fixed), and a debug line says so.
+//! checked (memory stays fixed), and a debug line says so. A database
+//! archive's page digests (kind 9) must match the pages its image stores,
+//! page for page (`chain::db::DigestCheck`).
 
 use std::collections::HashSet;
 
 use crate::backup::{HARDLINK_MAP_BYTES, HARDLINK_MAP_ENTRIES};
+use crate::chain::db_check::{DigestCheck, PageFeed};
 use crate::chain::holders::{read_reference, Holders};
 use crate::crypto::KeyRing;
 use crate::error::{Error, Result};
@@ -65,6 +68,25 @@ pub async fn verify_chain_memo(
 ) -> Result<Verified> {
     let mut holders = Holders::new(archive, archives, key);
     let v = verify_with(archive, key, Some(&mut holders), progress).await?;
+    if archive.meta.strategy == crate::strategy::Strategy::Database && archive.meta.parent.is_some()
+    {
+        let chain = crate::chain::db::links(archives, archive)?;
+        for link in chain.iter().filter(|l| l.meta.id != archive.meta.id) {
+            if passed.contains(&link.meta.id) {
+                continue;
+            }
+            Box::pin(verify_with(link, key, None, progress))
+                .await
+                .map_err(|e| {
+                    crate::error::msg(format!(
+                        "archive {} is incremental on archive {}, which fails verification: {e}",
+                        archive.meta.id, link.meta.id
+                    ))
+                })?;
+            passed.insert(link.meta.id.clone());
+        }
+        crate::chain::db::ChainDigests::open(&chain, key)?;
+    }
     for holder in holders.used() {
         if passed.contains(&holder.meta.id) {
             continue;
@@ -102,7 +124,36 @@ async fn verify_with(
     let mut v = Verified::default();
     let (mut files, mut dirs, mut symlinks, mut hardlinks) = (0u64, 0u64, 0u64, 0u64);
     let mut stored_files = FilePaths::default();
+    let mut db = DbLayout::default();
+    // Database archives with page digests: every page stored is checked
+    // against its digest as it is read (a second reader walks the digests).
+    let mut digests = if archive.meta.strategy == crate::strategy::Strategy::Database {
+        DigestCheck::open(archive, key)?
+    } else {
+        None
+    };
     while let Some(h) = r.next_entry().map_err(arch)? {
+        db.saw(h.kind).map_err(arch)?;
+        if matches!(h.kind, EntryKind::DbPages | EntryKind::DbDigests) {
+            let check = if h.kind == EntryKind::DbPages {
+                digests.as_mut()
+            } else {
+                None
+            };
+            let (page_size, page_count) =
+                crate::chain::db_check::check_entry(&mut r, &h, id, check).await?;
+            db.size(page_size, page_count).map_err(arch)?;
+            r.end_entry().map_err(arch)?;
+            v.entries += 1;
+            if h.kind == EntryKind::DbPages {
+                files += 1;
+                let restores = u64::from(page_size) * u64::from(page_count);
+                v.content_bytes += restores;
+                progress.add(restores);
+            }
+            smol::future::yield_now().await;
+            continue;
+        }
         if h.kind == EntryKind::Stored {
             let (reference, t) = read_reference(&mut r).map_err(arch)?;
             if let Some(holders) = holders.as_deref_mut() {
@@ -116,13 +167,23 @@ async fn verify_with(
             continue;
         }
         let mut target = Vec::new();
+        let mut feed = match (&digests, h.kind) {
+            (Some(d), EntryKind::Database) => Some(PageFeed::new(d.page_size())),
+            _ => None,
+        };
         while let Some(chunk) = r.content_chunk().map_err(arch)? {
             if h.kind == EntryKind::HardLink {
                 // At most 4096 bytes: the reader checks the declared size.
                 target.extend_from_slice(chunk);
             }
+            if let (Some(f), Some(d)) = (feed.as_mut(), digests.as_mut()) {
+                f.feed(chunk, d)?;
+            }
             progress.add(chunk.len() as u64);
             smol::future::yield_now().await;
+        }
+        if let (Some(f), Some(d)) = (&feed, &digests) {
+            f.finish(d)?;
         }
         let t = r.end_entry().map_err(arch)?;
         v.entries += 1;
@@ -146,6 +207,7 @@ async fn verify_with(
                     "a WAL segment entry inside a backup archive".into(),
                 )))
             }
+            EntryKind::DbPages | EntryKind::DbDigests => {}
         }
         smol::future::yield_now().await;
         if t.status == STATUS_CHANGED {
@@ -153,6 +215,10 @@ async fn verify_with(
         }
     }
     progress.finish();
+    db.finish(archive.meta.parent.is_some()).map_err(arch)?;
+    if let Some(d) = digests.as_mut() {
+        d.finish()?;
+    }
     let parts = r.into_inner();
     for (info, hash) in archive.meta.parts.iter().zip(parts.part_hashes()) {
         if hash != Some(info.sha256) {
@@ -166,6 +232,63 @@ async fn verify_with(
         return Err(arch(FormatError::CountsMismatch));
     }
     Ok(v)
+}
+
+/// The entries of a database archive: a full image (kind 4, with or
+/// without its kind 9 digests, which archives written before incremental
+/// database backups lack), or a delta (kind 8) and its digests; kinds 8
+/// and 9 nowhere else, and with one page size.
+#[derive(Default)]
+struct DbLayout {
+    kinds: Vec<EntryKind>,
+    size: Option<(u32, u32)>,
+}
+
+impl DbLayout {
+    fn saw(&mut self, k: EntryKind) -> std::result::Result<(), FormatError> {
+        let db = matches!(
+            k,
+            EntryKind::Database | EntryKind::DbPages | EntryKind::DbDigests
+        );
+        if db || !self.kinds.is_empty() {
+            if self.kinds.len() >= 2 {
+                return Err(FormatError::Corrupt(
+                    "a database archive holds more than its image and digests".into(),
+                ));
+            }
+            self.kinds.push(k);
+        }
+        Ok(())
+    }
+
+    fn size(&mut self, page_size: u32, page_count: u32) -> std::result::Result<(), FormatError> {
+        match self.size {
+            Some(s) if s != (page_size, page_count) => Err(FormatError::Corrupt(
+                "the page digests describe another database size than the image".into(),
+            )),
+            _ => {
+                self.size = Some((page_size, page_count));
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&self, incremental: bool) -> std::result::Result<(), FormatError> {
+        use EntryKind::{Database, DbDigests, DbPages};
+        let ok = matches!(
+            (self.kinds.as_slice(), incremental),
+            ([], _) | ([Database] | [Database, DbDigests], false) | ([DbPages, DbDigests], true)
+        );
+        if ok {
+            Ok(())
+        } else {
+            Err(FormatError::Corrupt(format!(
+                "a database archive ({}) holds entries of kinds {:?}",
+                if incremental { "incremental" } else { "full" },
+                self.kinds.iter().map(|k| *k as u8).collect::<Vec<_>>()
+            )))
+        }
+    }
 }
 
 /// Paths of the file entries seen so far, bounded (see the module doc).

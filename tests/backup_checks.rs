@@ -67,8 +67,9 @@ fn a_damaged_source_database_is_archived_and_marked() {
     let (meta, entries) = archive_read::newest(&b.backups, &b.key, Strategy::Database);
     let check = meta.db_check.expect("db_check is recorded");
     assert!(check.contains(&problem), "{check}");
-    assert_eq!(entries.len(), 1);
+    assert_eq!(entries.len(), 2, "the image and its page digests");
     assert_eq!(entries[0].header.kind, EntryKind::Database);
+    assert_eq!(entries[1].header.kind, EntryKind::DbDigests);
     assert_eq!(entries[0].content, source, "every page is kept as it was");
 
     // The command says so: exit 1, naming the problem and the way out.

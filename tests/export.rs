@@ -223,6 +223,32 @@ fn export_writes_a_complete_set_and_reexport_copies_only_what_changed() {
         listed.files
     );
     assert!(!pool_files_of(&s.dir, "config", &parent).is_empty());
+
+    // A database incremental: its set names its whole chain too.
+    common::make_db(&b.db_path(), 5);
+    b.ok(&["backup", "database"]);
+    export(&b, &s);
+    let m = check_set(&b, &s.dir, complete_sets(&s.dir).last().unwrap());
+    let db = b
+        .list()
+        .into_iter()
+        .rfind(|v| v["strategy"] == "database")
+        .unwrap();
+    let parent = db["parent"].as_str().expect("an incremental").to_string();
+    let listed = m
+        .archives
+        .iter()
+        .find(|a| a.strategy == "database")
+        .unwrap();
+    assert_eq!(listed.id, db["id"].as_str().unwrap());
+    assert!(
+        listed
+            .files
+            .iter()
+            .any(|f| f.name == format!("database/{parent}.meta")),
+        "{:?}",
+        listed.files
+    );
 }
 
 #[test]

@@ -177,6 +177,51 @@ fn hardlink_vector() {
     );
 }
 
+/// The database chain vector (`v1-dbpages.hex`, unencrypted): an
+/// incremental database archive, its changed pages (kind 8) and their
+/// digests (kind 9).
+fn dbpages_entries() -> Entries {
+    use rvm_backup::chain::db::digest;
+    use rvm_backup::format::pages::{DigestsHead, PagesHead};
+    const DB: &str = "/var/lib/myrvm/rvm.sqlite";
+    let key = [0x07u8; 32];
+    let p1 = vec![0x11u8; 512];
+    let p3: Vec<u8> = (0..512u32).map(|i| (i % 251) as u8).collect();
+    let head = PagesHead {
+        page_size: 512,
+        page_count: 3,
+    };
+    let mut delta = head.encode().to_vec();
+    let mut digests = DigestsHead {
+        page_size: 512,
+        page_count: 3,
+        key,
+        fingerprint: [0x5a; 32],
+    }
+    .encode()
+    .to_vec();
+    for (pgno, page) in [(1u32, &p1), (3, &p3)] {
+        delta.extend_from_slice(&pgno.to_le_bytes());
+        delta.extend_from_slice(page);
+        digests.extend_from_slice(&pgno.to_le_bytes());
+        digests.extend_from_slice(&digest(&key, page));
+    }
+    vec![
+        (EntryKind::DbPages, DB, 0o640, delta),
+        (EntryKind::DbDigests, DB, 0o600, digests),
+    ]
+}
+
+#[test]
+fn dbpages_vector() {
+    check_entries(
+        "v1-dbpages",
+        0,
+        include_str!("vectors/v1-dbpages.hex"),
+        dbpages_entries(),
+    );
+}
+
 #[test]
 fn key_id_and_derived_keys() {
     let key = MasterKey::from_bytes(MASTER);

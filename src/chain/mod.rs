@@ -11,6 +11,8 @@
 //! - `cursor`: a forward-only cursor over one archive's index (fixed
 //!   memory: one record and the reader's frame buffers);
 //! - `plan`: which parent a new backup uses (or why it is a full one);
+//! - `db`: the database strategy's chains (page deltas and digests);
+//! - `db_check`: verify's checks of the database chain entries;
 //! - `holders`: resolving kind 5 entries for restore and verify, one
 //!   index cursor and one content reader per referenced archive.
 //!
@@ -20,6 +22,8 @@
 //! lookup, never a walk down the chain.
 
 pub mod cursor;
+pub mod db;
+pub mod db_check;
 pub mod holders;
 pub mod order;
 pub mod plan;

@@ -6,7 +6,8 @@
 //! backs up the same source list; its whole chain is listed (every parent
 //! down to a full archive); the chain has fewer than `full_every_count`
 //! incrementals; and the chain's full archive is younger than
-//! `full_every`. The database strategy is always full.
+//! `full_every`. The same rules hold for the database strategy (whose
+//! parent must also carry page digests, checked when it is opened).
 
 use crate::config::Config;
 use crate::store::Listed;
@@ -28,9 +29,6 @@ pub fn choose<'a>(
     now: i64,
 ) -> Choice<'a> {
     let full = |why: &str| Choice::Full(why.to_string());
-    if strategy == Strategy::Database {
-        return full("the database strategy stores whole snapshots");
-    }
     if force_full {
         return full("a full backup was asked for");
     }

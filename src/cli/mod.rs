@@ -30,7 +30,7 @@ commands:
                                      prints the recovery_public_key line for the config
   backup [STRATEGY...|--all] [--full]
                                      back up now (strategies: database config logs application);
-                                     tree strategies are incremental unless --full
+                                     incremental (changed files and pages) unless --full
   list [STRATEGY] [--json]           list archives (from their sidecars)
   verify [ID...|--all]               read every byte of archives and check it
   restore STRATEGY [ID|latest] [--at TIME] [--target DIR] [--file PATH] [--accept-damaged]

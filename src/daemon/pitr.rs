@@ -139,12 +139,14 @@ async fn wait_or_probe(d: &Daemon, shipper: Option<&Shipper>, interval: Duration
     }
 }
 
-/// Start a generation: prepare, run a database backup through the job
-/// queue, wait for it, and finish with the archive it made.
+/// Start a generation: prepare, run a full database backup through the
+/// job queue (a generation's snapshot is never incremental: a restore to
+/// a time starts from it alone), wait for it, and finish with the archive
+/// it made.
 async fn new_generation(d: &Rc<Daemon>, s: &mut Shipper) -> Result<()> {
     let since = s.prepare_generation()?;
     let job = d
-        .submit(JobKind::Backup(Strategy::Database, false), Actor::Daemon)
+        .submit(JobKind::Backup(Strategy::Database, true), Actor::Daemon)
         .ok_or_else(|| msg("the job queue is full; the snapshot waits"))?;
     loop {
         let state = d.jobs.borrow().get(job).map(|j| j.state);
@@ -168,7 +170,7 @@ async fn new_generation(d: &Rc<Daemon>, s: &mut Shipper) -> Result<()> {
     let made = listing
         .archives
         .iter()
-        .filter(|a| (a.meta.created, a.meta.created_nanos) >= since)
+        .filter(|a| (a.meta.created, a.meta.created_nanos) >= since && a.meta.parent.is_none())
         .max_by_key(|a| (a.meta.created, a.meta.created_nanos))
         .map(|a| a.meta.id.clone())
         .ok_or_else(|| {

@@ -10,10 +10,12 @@
 //! - `frame`: deflate + AES-CTR + HMAC of one frame (the STREAM-like layer);
 //! - `record`: entry, index and footer records inside the payload;
 //! - `writer` / `reader`: the archive as a whole;
+//! - `pages`: the contents of the database chain entries (kinds 8, 9);
 //! - `sidecar`: the authenticated postcard metadata file next to an archive.
 
 pub mod frame;
 pub mod header;
+pub mod pages;
 pub mod reader;
 pub mod record;
 pub mod sidecar;

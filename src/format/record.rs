@@ -49,6 +49,13 @@ pub enum EntryKind {
     /// the content is that earlier entry's archive path (like a symlink's
     /// target), and restore makes a hard link to it.
     HardLink = 7,
+    /// The pages of an SQLite database that changed since its parent
+    /// archive's chain state (an incremental database archive's image,
+    /// see `format::pages`).
+    DbPages = 8,
+    /// The keyed digest of each page a database archive stores, what the
+    /// next incremental backup compares against (`format::pages`).
+    DbDigests = 9,
 }
 
 impl EntryKind {
@@ -61,6 +68,8 @@ impl EntryKind {
             5 => Ok(EntryKind::Stored),
             6 => Ok(EntryKind::WalSegment),
             7 => Ok(EntryKind::HardLink),
+            8 => Ok(EntryKind::DbPages),
+            9 => Ok(EntryKind::DbDigests),
             _ => Err(FormatError::Corrupt(format!("unknown entry kind {b}"))),
         }
     }
@@ -628,7 +637,9 @@ mod tests {
         }
         assert!(EntryKind::from_byte(5).is_ok());
         assert!(EntryKind::from_byte(6).is_ok());
-        assert!(EntryKind::from_byte(8).is_err());
+        assert!(EntryKind::from_byte(8).is_ok());
+        assert!(EntryKind::from_byte(9).is_ok());
+        assert!(EntryKind::from_byte(10).is_err());
     }
 
     proptest::proptest! {

@@ -1,6 +1,6 @@
 //! `backup`: write one strategy's archive, read it back, record the run.
 
-use crate::backup::{Outcome, Parent};
+use crate::backup::{Base, DbParent, Outcome, Parent};
 use crate::chain::cursor::IndexCursor;
 use crate::chain::plan::{choose, Choice};
 use crate::crypto::KeyRing;
@@ -84,6 +84,45 @@ impl Session {
         }
     }
 
+    /// The chain a new database backup is made against, its digests
+    /// opened; `None` (with the reason logged) for a full backup. A chain
+    /// that cannot be read (damaged, tampered with, or written before
+    /// incremental database backups) means a full backup.
+    fn db_parent_for(&self, full: bool) -> Option<DbParent> {
+        let path = match self.cfg.source(Strategy::Database)? {
+            crate::config::SourceSpec::Database { path } => path.display().to_string(),
+            crate::config::SourceSpec::Tree { .. } => return None,
+        };
+        let strategy = Strategy::Database;
+        let listing = self.list(Some(strategy));
+        let now = crate::timefmt::now_unix();
+        let parent = match choose(&self.cfg, &listing.archives, strategy, &[path], full, now) {
+            Choice::Parent(p) => p,
+            Choice::Full(why) => {
+                log::info!("{strategy}: full backup: {why}");
+                return None;
+            }
+        };
+        let opened = crate::chain::db::links(&listing.archives, parent)
+            .and_then(|chain| crate::chain::db::ChainDigests::open(&chain, self.key.as_ref()));
+        match opened {
+            Ok(digests) => {
+                log::info!("{strategy}: incremental backup against {}", parent.meta.id);
+                Some(DbParent {
+                    meta: parent.meta.clone(),
+                    digests,
+                })
+            }
+            Err(e) => {
+                log::warn!(
+                    "{strategy}: full backup: the chain of the last archive {} cannot be used ({e})",
+                    parent.meta.id
+                );
+                None
+            }
+        }
+    }
+
     /// Back up `strategy` now: take the store lock, write the archive,
     /// verify it, and record the outcome (success, failure, newest verified
     /// archive) in `state.json`. Dropping the future (a cancel) records
@@ -96,8 +135,8 @@ impl Session {
         self.backup_with(strategy, false, progress).await
     }
 
-    /// [`Self::backup`]; `full` forces a full archive (no parent) for a
-    /// tree strategy, which otherwise is incremental when its chain
+    /// [`Self::backup`]; `full` forces a full archive (no parent), which
+    /// otherwise is incremental when its chain
     /// allows (see `chain::plan`).
     pub async fn backup_with(
         &self,
@@ -137,16 +176,22 @@ impl Session {
         progress: &mut Progress,
     ) -> Result<BackupReport> {
         let lock = self.store.lock()?;
-        let mut parent = self.parent_for(strategy, full);
+        let mut base = if strategy == Strategy::Database {
+            self.db_parent_for(full)
+                .map(|p| Base::Database(Box::new(p)))
+        } else {
+            self.parent_for(strategy, full)
+                .map(|p| Base::Tree(Box::new(p)))
+        };
         let meta = loop {
-            let had_parent = parent.is_some();
+            let had_parent = base.is_some();
             match crate::backup::run(
                 &self.cfg,
                 &self.store,
                 &lock,
                 strategy,
                 self.key.as_ref().map(KeyRing::writing),
-                parent.take(),
+                base.take(),
                 progress,
             )
             .await?

@@ -204,10 +204,13 @@ impl Session {
             .ok_or_else(|| msg(format!("archive {} is not a database image", snap.meta.id)))?;
         // 1. The snapshot, staged, checked and published into the scratch
         //    directory by the ordinary restore.
-        // A database archive is never incremental: no holders to look up.
+        // A generation's snapshot is a full archive (the daemon makes it
+        // with `backup --full`); the listing is handed in all the same, so
+        // that any database archive restores.
+        let listing = self.list(Some(Strategy::Database));
         let mut done = crate::restore::run(
             snap,
-            &[],
+            &listing.archives,
             self.key.as_ref(),
             Some(scratch),
             None,

@@ -39,6 +39,15 @@ use crate::store::parts::PartReader;
 /// stores is within it both in place and with `--target`.
 pub const MAX_DEPTH: usize = crate::format::record::MAX_DIR_DEPTH;
 
+/// The incremental links a staged full database image is brought up to
+/// (see [`crate::chain::db::apply_links`]).
+#[derive(Clone, Copy)]
+pub(super) struct Links<'a> {
+    pub links: &'a [&'a crate::store::Listed],
+    pub key: Option<&'a crate::crypto::KeyRing>,
+    pub page_size: u32,
+}
+
 pub(super) struct RootDir {
     pub path: PathBuf,
     pub dir: Dir,
@@ -131,6 +140,8 @@ fn kind_name(k: EntryKind) -> &'static str {
         EntryKind::HardLink => "hard link",
         EntryKind::WalSegment => "WAL segment",
         EntryKind::Stored => "file (stored earlier)",
+        EntryKind::DbPages => "database (changed pages)",
+        EntryKind::DbDigests => "page digests",
     }
 }
 
@@ -375,7 +386,27 @@ impl Stage {
         done: &mut Restored,
         progress: &mut Progress,
     ) -> Result<[u8; 32]> {
+        self.entry_with(r, h, ordered, None, done, progress).await
+    }
+
+    /// [`Self::entry`]; for a kind 4 entry, `links` are the incremental
+    /// archives whose pages go over it before it is checked (the database
+    /// chain restore, `chain::db`).
+    pub(super) async fn entry_with(
+        &mut self,
+        r: &mut ArchiveReader<PartReader>,
+        h: &EntryHeader,
+        ordered: bool,
+        links: Option<Links<'_>>,
+        done: &mut Restored,
+        progress: &mut Progress,
+    ) -> Result<[u8; 32]> {
         let src = self.source_of(&h.path)?;
+        if links.is_some() && h.kind != EntryKind::Database {
+            return Err(self.arch(FormatError::Corrupt(
+                "a database chain starts with another kind of entry".into(),
+            )));
+        }
         if ordered {
             self.order
                 .check(src, &h.path, h.kind == EntryKind::Dir)
@@ -442,6 +473,14 @@ impl Stage {
                 done.symlinks += 1;
                 t
             }
+            EntryKind::DbPages | EntryKind::DbDigests => {
+                // Resolved by the caller (restore::stage_db_chain; kind 9
+                // is read past by it).
+                return Err(msg(format!(
+                    "internal error: a {} entry reached the stage unresolved",
+                    kind_name(h.kind)
+                )));
+            }
             EntryKind::Stored => {
                 // Resolved by the caller (restore::stage_stored), which
                 // hands in the holder's kind 1 entry instead.
@@ -486,7 +525,18 @@ impl Stage {
                 let t = self
                     .write_content(r, &mut f, &shown, done, progress)
                     .await?;
-                if h.kind == EntryKind::Database {
+                let mut h = h.clone();
+                if let Some(l) = links {
+                    if let Some(newest) =
+                        crate::chain::db::apply_links(l.links, l.key, &f, l.page_size).await?
+                    {
+                        h = EntryHeader {
+                            path: h.path.clone(),
+                            ..newest
+                        };
+                    }
+                }
+                if h.kind == EntryKind::Database || h.kind == EntryKind::DbPages {
                     super::database::check_staged(
                         self.top()?,
                         &tmp,

@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 /// Every page of the database in page-number order (the virtual table's
 /// own scan order, checked page by page in [`Pages`]).
 const PAGES_SQL: &str = "SELECT pgno, data FROM sqlite_dbpage";
+/// One page by number (an incremental backup's second pass).
+const PAGE_SQL: &str = "SELECT data FROM sqlite_dbpage WHERE pgno = ?1";
 
 /// At most this many tables' row counts are recorded per archive (the
 /// first ones by name); the schema hash still covers every table.
@@ -254,6 +256,14 @@ impl DbSnapshot {
         self.page_count * u64::from(self.page_size)
     }
 
+    /// The statement [`read_page`] reads single pages with.
+    pub fn page_lookup(&self) -> Result<Statement<'_>, DbError> {
+        self.conn.prepare(PAGE_SQL).map_err(|e| DbError::Sqlite {
+            what: "cannot prepare the page lookup".into(),
+            source: e,
+        })
+    }
+
     /// The one statement that steps over every page of the snapshot in
     /// page-number order; read it with [`Pages`].
     pub fn page_statement(&self) -> Result<Statement<'_>, DbError> {
@@ -330,6 +340,39 @@ impl<'s> Pages<'s> {
         self.next += 1;
         Ok(Some(data))
     }
+}
+
+/// Page `pgno` of the snapshot into `out` (exactly `size` bytes, or an
+/// error), through a statement from [`DbSnapshot::page_lookup`].
+pub fn read_page(
+    stmt: &mut Statement<'_>,
+    pgno: u32,
+    size: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), DbError> {
+    let sql = |e: rusqlite::Error| DbError::Sqlite {
+        what: format!("cannot read database page {pgno}"),
+        source: e,
+    };
+    let mut rows = stmt.query([pgno]).map_err(sql)?;
+    let row = rows
+        .next()
+        .map_err(sql)?
+        .ok_or_else(|| DbError::Other(format!("the database has no page {pgno}")))?;
+    let data = row
+        .get_ref(0)
+        .map_err(sql)?
+        .as_blob()
+        .map_err(|e| sql(e.into()))?;
+    if data.len() != size as usize {
+        return Err(DbError::Other(format!(
+            "database page {pgno} has {} bytes, not {size}",
+            data.len()
+        )));
+    }
+    out.clear();
+    out.extend_from_slice(data);
+    Ok(())
 }
 
 impl Drop for DbSnapshot {

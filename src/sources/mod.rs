@@ -5,4 +5,5 @@
 
 pub mod database;
 pub mod exclude;
+pub mod fingerprint;
 pub mod tree;

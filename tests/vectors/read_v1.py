@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """An independent reader for rvm-backup archive format v1, written from
 docs/format.md alone (Python standard library + the openssl command for
-AES-CTR). It reads the test vectors (entry kinds 1, 2, 3, 4, 5 and 7, both
-index layouts) and prints their entries; CI runs it to
+AES-CTR). It reads the test vectors (entry kinds 1, 2, 3, 4, 5, 7, 8 and 9,
+both index layouts) and prints their entries; CI runs it to
 show the format page is complete enough for a second implementation.
 
 usage: read_v1.py FILE.hex [MASTER_KEY_HEX]
@@ -62,10 +62,10 @@ def read(stream, master):
     assert payload_len == len(payload)
     tail = stream[pos:]
     assert len(tail) == 24 and tail[16:] == b"RVBTAIL1" and struct.unpack_from("<QQ", tail) == (final_at, final_i)
-    entries, p, files, digests = [], 0, set(), []
+    entries, p, files, digests, image = [], 0, set(), [], None
     while payload[p] not in (0xFE, 0xFD):
         kind, plen = struct.unpack_from("<BH", payload, p); p += 3
-        assert kind in (1, 2, 3, 4, 5, 7), f"entry kind {kind} not supported"
+        assert kind in (1, 2, 3, 4, 5, 7, 8, 9), f"entry kind {kind} not supported"
         path = payload[p:p + plen]; p += plen
         mode, uid, gid, mtime, nsec, size = struct.unpack_from("<IIIqIQ", payload, p); p += 32
         content = payload[p:p + size]; p += size
@@ -78,6 +78,36 @@ def read(stream, master):
             (file_size,) = struct.unpack_from("<Q", content, 1 + id_len)
         else:
             assert hashlib.sha256(content).digest() == digest, "content hash"
+        if kind == 4:  # a whole database image; its pages are checked against kind 9
+            image = ("whole", path, content)
+        elif kind == 8:  # changed pages: page_size, page_count, (pgno, page)*
+            ps, pc = struct.unpack_from("<II", content, 0)
+            assert ps in [512 << i for i in range(8)], "page size"
+            assert (len(content) - 8) % (4 + ps) == 0 and (len(content) - 8) // (4 + ps) <= pc, "delta size"
+            pages, last = {}, 0
+            for o in range(8, len(content), 4 + ps):
+                (pg,) = struct.unpack_from("<I", content, o)
+                assert last < pg <= pc, "page numbers must rise within the page count"
+                pages[pg], last = content[o + 4:o + 4 + ps], pg
+            image = ("delta", path, (ps, pc, pages))
+        elif kind == 9:  # page digests: page_size, page_count, key, fingerprint, (pgno, digest16)*
+            ps, pc = struct.unpack_from("<II", content, 0)
+            key = content[8:40]
+            assert (len(content) - 72) % 20 == 0 and (len(content) - 72) // 20 <= pc, "digests size"
+            recs = [struct.unpack_from("<I16s", content, o) for o in range(72, len(content), 20)]
+            assert all(a[0] < b[0] for a, b in zip(recs, recs[1:])), "digest page numbers must rise"
+            assert image is not None and image[1] == path, "digests follow their image, same path"
+            if image[0] == "whole":
+                whole = image[2]
+                assert len(whole) == ps * pc, "image size"
+                pages = {i + 1: whole[i * ps:(i + 1) * ps] for i in range(pc)}
+            else:
+                assert image[2][:2] == (ps, pc), "digests and delta disagree on the size"
+                pages = image[2][2]
+            assert [r[0] for r in recs] == sorted(pages), "one digest per stored page"
+            for pg, d in recs:
+                assert hmac.new(key, pages[pg], hashlib.sha256).digest()[:16] == d, f"digest of page {pg}"
+            image = None
         if kind == 1:
             files.add(path)
         elif kind == 7:  # hard link: content is the path of an earlier file entry

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,15 +22,17 @@ use crate::error::{msg, Error, IoContext, Result};
 use crate::format::header::{Header, DEFAULT_FRAME_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED};
 use crate::format::record::{IndexRecord, IndexStat, Reference, STATUS_CHANGED, STATUS_CLEAN};
 use crate::format::sidecar::{self, DatabaseInfo, Meta};
+
+mod database;
 use crate::format::{ArchiveWriter, EntryHeader, EntryKind, FormatError};
 use crate::fsutil::write_atomic;
 use crate::progress::Progress;
-use crate::sources::database::{DbSnapshot, Pages};
 use crate::sources::exclude::Excludes;
 use crate::sources::tree::{exists_nofollow, Found, Info, Walker};
 use crate::store::parts::PartWriter;
 use crate::store::{new_id, Store, StoreLock, SIDECAR_EXT};
 use crate::strategy::Strategy;
+pub use database::DbParent;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -63,6 +65,14 @@ pub struct Parent {
     pub started_ns: i128,
 }
 
+/// What an incremental backup is made against.
+pub enum Base {
+    /// A tree strategy's parent archive.
+    Tree(Box<Parent>),
+    /// The database strategy's parent chain.
+    Database(Box<DbParent>),
+}
+
 /// A file whose ctime is less than this before the parent's backup
 /// started is read again even when its stat matches ("racily clean"):
 /// file times come from a coarse clock (one tick is at most 10 ms), so a
@@ -88,9 +98,14 @@ pub async fn run(
     _lock: &StoreLock,
     strategy: Strategy,
     key: Option<&MasterKey>,
-    mut parent: Option<Parent>,
+    base: Option<Base>,
     progress: &mut Progress,
 ) -> Result<Outcome> {
+    let (mut parent, mut db_parent) = match base {
+        None => (None, None),
+        Some(Base::Tree(p)) => (Some(*p), None),
+        Some(Base::Database(p)) => (None, Some(*p)),
+    };
     let spec = cfg.source(strategy).ok_or_else(|| {
         msg(format!(
             "strategy {strategy} is not configured: add a [{strategy}] section to {}",
@@ -134,7 +149,21 @@ pub async fn run(
             paths.clone()
         }
         SourceSpec::Database { path } => {
-            write_database(&mut w, path, &mut counts, progress).await?;
+            let spill_at = database::SpillAt { dir: &dir, id: &id };
+            let written = database::write_database(
+                &mut w,
+                path,
+                &mut counts,
+                db_parent.as_mut(),
+                spill_at,
+                progress,
+            )
+            .await;
+            if let Some(why) = counts.parent_failed.take() {
+                progress.finish();
+                return Ok(Outcome::ParentFailed(why));
+            }
+            written?;
             vec![path.clone()]
         }
     };
@@ -166,9 +195,11 @@ pub async fn run(
         db_check: counts.db_check,
         schema_sha256: counts.schema_sha256,
         tables: counts.tables,
-        parent: parent.map(|p| p.cursor.id().to_string()),
+        parent: parent
+            .map(|p| p.cursor.id().to_string())
+            .or_else(|| db_parent.map(|p| p.meta.id)),
     };
-    if meta.parent.is_some() {
+    if meta.parent.is_some() && strategy != Strategy::Database {
         log::info!(
             "{id}: {} of {} files unchanged since {}, stored as references",
             counts.unchanged,
@@ -583,142 +614,6 @@ fn same_version(a: &Info, b: &Info) -> bool {
         && a.mtime_nsec == b.mtime_nsec
         && a.ctime == b.ctime
         && a.ctime_nsec == b.ctime_nsec
-}
-
-/// What a recovery drill later checks the restored database against: the
-/// schema hash and the row count of each table, read in the snapshot's
-/// transaction (so they describe exactly the pages stored). One
-/// `count(*)` per table, yielding in between. If they cannot be read (a
-/// damaged source) the archive is still made, without them.
-async fn record_drill_facts(snap: &DbSnapshot, path: &Path, counts: &mut Counts) {
-    let started = Instant::now();
-    let facts = async {
-        let schema = snap.schema_sha256()?;
-        let mut tables = Vec::new();
-        for name in snap.tables()? {
-            let n = snap.count_rows(&name)?;
-            tables.push((name, n));
-            smol::future::yield_now().await;
-        }
-        Ok::<_, crate::sources::database::DbError>((schema, tables))
-    };
-    match facts.await {
-        Ok((schema, tables)) => {
-            log::debug!(
-                "schema and row counts of {} ({} tables) took {} ms",
-                path.display(),
-                tables.len(),
-                started.elapsed().as_millis()
-            );
-            counts.schema_sha256 = Some(schema);
-            counts.tables = tables;
-        }
-        Err(e) => log::warn!(
-            "cannot record the schema and row counts of {} for recovery drills: {e}; the archive is made without them",
-            path.display()
-        ),
-    }
-}
-
-async fn write_database(
-    w: &mut Writer,
-    path: &Path,
-    counts: &mut Counts,
-    progress: &mut Progress,
-) -> Result<()> {
-    let snap = open_snapshot(path).await?;
-    let m = fs::metadata(path).at("stat", path)?;
-    let info = Info {
-        dev: m.dev(),
-        ino: m.ino(),
-        mode: m.mode(),
-        nlink: m.nlink(),
-        uid: m.uid(),
-        gid: m.gid(),
-        size: m.len(),
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec().clamp(0, 999_999_999) as u32,
-        ctime: m.ctime(),
-        ctime_nsec: m.ctime_nsec().clamp(0, 999_999_999) as u32,
-    };
-    let total = snap.total_bytes();
-    progress.start("backup database", Some(total));
-    w.begin_entry(&entry_header(EntryKind::Database, path, &info, total))
-        .map_err(write_err(path))?;
-    // One statement steps over all pages; each page goes straight from
-    // SQLite's buffer into the archive's frame. Progress and a yield to the
-    // other tasks come once per CHUNK.
-    let mut stmt = snap.page_statement().map_err(|e| msg(e.to_string()))?;
-    let mut pages = Pages::new(&snap, &mut stmt).map_err(|e| msg(e.to_string()))?;
-    let mut since_yield = 0usize;
-    while let Some(page) = pages.next_page().map_err(|e| msg(e.to_string()))? {
-        w.write_content(page).map_err(write_err(path))?;
-        since_yield += page.len();
-        if since_yield >= CHUNK {
-            progress.add(since_yield as u64);
-            since_yield = 0;
-            smol::future::yield_now().await;
-        }
-    }
-    progress.add(since_yield as u64);
-    drop(pages);
-    drop(stmt);
-    w.end_entry(STATUS_CLEAN).map_err(write_err(path))?;
-    // The check runs in the snapshot's read transaction, so it judges
-    // exactly the pages stored above. It runs after them because the
-    // sequential page scan has just brought the file into the page cache:
-    // from a cold cache, quick_check's reads in b-tree order cost about ten
-    // times the whole scan (1.2 s against 0.1 s for a 42 MB database; more
-    // on an SD card). A damaged source is still backed up
-    // (it may be the best copy there is); the sidecar records the verdict.
-    let check_started = Instant::now();
-    let check = match snap.quick_check() {
-        Ok(verdict) => verdict,
-        Err(e) => format!("the check could not run: {e}"),
-    };
-    log::debug!(
-        "quick_check of {} took {} ms: {check}",
-        path.display(),
-        check_started.elapsed().as_millis()
-    );
-    if check != "ok" {
-        log::warn!(
-            "database {} fails SQLite's quick_check ({check}); it is backed up anyway, marked as damaged: repair or replace it, and keep older archives",
-            path.display()
-        );
-    }
-    counts.db_check = Some(check);
-    smol::future::yield_now().await;
-    record_drill_facts(&snap, path, counts).await;
-    counts.files += 1;
-    counts.content_bytes += total;
-    counts.database = Some(DatabaseInfo {
-        page_size: snap.page_size,
-        page_count: snap.page_count,
-        journal_mode: snap.journal_mode.clone(),
-    });
-    Ok(())
-}
-
-/// Open the snapshot, waiting up to 30 s (cooperatively) while another
-/// connection holds a lock that keeps readers out (recovery, exclusive mode).
-/// Busy is told by SQLite's error code, never by message text.
-async fn open_snapshot(path: &Path) -> Result<DbSnapshot> {
-    let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match DbSnapshot::open(path) {
-            Ok(s) => return Ok(s),
-            Err(e) if e.is_busy() && Instant::now() < deadline => {
-                smol::Timer::after(std::time::Duration::from_millis(200)).await;
-            }
-            Err(e) if e.is_busy() => {
-                return Err(msg(format!(
-                    "{e} (still locked after 30 s: another program holds the database exclusively; try again later)"
-                )))
-            }
-            Err(e) => return Err(msg(e.to_string())),
-        }
-    }
 }
 
 #[cfg(test)]
