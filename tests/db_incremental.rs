@@ -259,6 +259,22 @@ fn backup_full_and_prune_keep_database_chains_whole() {
 }
 
 #[test]
+fn a_key_rotation_starts_a_new_database_chain() {
+    let b = Board::new("dbincr-rotate");
+    let db = b.db_path();
+    make_db(&db, 200);
+    let full = backup(&b, &[]);
+    make_db(&db, 5);
+    let i1 = backup(&b, &[]);
+    assert_eq!(parent_of(&b, &i1), full.as_str());
+    b.ok(&["keygen", "--rotate"]);
+    make_db(&db, 5);
+    let f2 = backup(&b, &[]);
+    assert_eq!(parent_of(&b, &f2), serde_json::Value::Null);
+    assert_eq!(db_dump(&restored(&b, &f2, "after-rotate")), db_dump(&db));
+}
+
+#[test]
 fn full_every_count_bounds_database_chains() {
     let b = Board::with_config("dbincr-count", "full_every_count = 1");
     let db = b.db_path();

@@ -7,6 +7,7 @@ use crate::crypto::KeyRing;
 use crate::error::{msg, Result};
 use crate::format::sidecar::Meta;
 use crate::progress::Progress;
+use crate::store::Listed;
 use crate::strategy::Strategy;
 use crate::verify::Verified;
 
@@ -24,6 +25,40 @@ pub struct BackupReport {
 }
 
 impl Session {
+    /// The archive a new backup of `strategy` is made against
+    /// (`chain::plan::choose`), or `None` with the reason for a full backup
+    /// logged. After `keygen --rotate` a new chain starts: an incremental
+    /// would leave what it did not store again readable only with the old
+    /// key, which could then never be dropped while the chain is kept.
+    fn choose_parent<'a>(
+        &self,
+        archives: &'a [Listed],
+        strategy: Strategy,
+        sources: &[String],
+        full: bool,
+    ) -> Option<&'a Listed> {
+        let now = crate::timefmt::now_unix();
+        let parent = match choose(&self.cfg, archives, strategy, sources, full, now) {
+            Choice::Parent(p) => p,
+            Choice::Full(why) => {
+                log::info!("{strategy}: full backup: {why}");
+                return None;
+            }
+        };
+        if let Some(ring) = self.key.as_ref() {
+            let writing = ring.writing().id();
+            if parent.meta.key_id != writing {
+                log::info!(
+                    "{strategy}: full backup: the writing key changed since {} (key {} then, {writing} now)",
+                    parent.meta.id,
+                    parent.meta.key_id
+                );
+                return None;
+            }
+        }
+        Some(parent)
+    }
+
     /// The parent of a new backup of `strategy`, opened; `None` (with the
     /// reason logged) for a full backup. A parent whose index cannot be
     /// opened (damaged, tampered with, or written before incrementals)
@@ -36,28 +71,7 @@ impl Session {
             crate::config::SourceSpec::Database { .. } => return None,
         };
         let listing = self.list(Some(strategy));
-        let now = crate::timefmt::now_unix();
-        let parent = match choose(&self.cfg, &listing.archives, strategy, &sources, full, now) {
-            Choice::Parent(p) => p,
-            Choice::Full(why) => {
-                log::info!("{strategy}: full backup: {why}");
-                return None;
-            }
-        };
-        // After `keygen --rotate` a new chain starts: an incremental would
-        // leave its unchanged files readable only with the old key, which
-        // could then never be dropped from the ring while the chain is kept.
-        if let Some(ring) = self.key.as_ref() {
-            let writing = ring.writing().id();
-            if parent.meta.key_id != writing {
-                log::info!(
-                    "{strategy}: full backup: the writing key changed since {} (key {} then, {writing} now)",
-                    parent.meta.id,
-                    parent.meta.key_id
-                );
-                return None;
-            }
-        }
+        let parent = self.choose_parent(&listing.archives, strategy, &sources, full)?;
         match IndexCursor::open(parent, self.key.as_ref()) {
             Ok(cursor) if cursor.with_stat() => {
                 log::info!("{strategy}: incremental backup against {}", parent.meta.id);
@@ -95,14 +109,7 @@ impl Session {
         };
         let strategy = Strategy::Database;
         let listing = self.list(Some(strategy));
-        let now = crate::timefmt::now_unix();
-        let parent = match choose(&self.cfg, &listing.archives, strategy, &[path], full, now) {
-            Choice::Parent(p) => p,
-            Choice::Full(why) => {
-                log::info!("{strategy}: full backup: {why}");
-                return None;
-            }
-        };
+        let parent = self.choose_parent(&listing.archives, strategy, &[path], full)?;
         let opened = crate::chain::db::links(&listing.archives, parent)
             .and_then(|chain| crate::chain::db::ChainDigests::open(&chain, self.key.as_ref()));
         match opened {
