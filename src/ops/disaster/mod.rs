@@ -509,6 +509,7 @@ async fn run(
                 accept_damaged: false,
                 label: LABEL,
                 database_wal,
+                stage_all_first: false,
             },
             progress,
             &mut |step| {
