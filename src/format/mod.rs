@@ -12,6 +12,7 @@
 //! - `writer` / `reader`: the archive as a whole;
 //! - `sidecar`: the authenticated postcard metadata file next to an archive.
 
+mod ahead;
 pub mod frame;
 pub mod header;
 pub mod reader;

@@ -288,6 +288,9 @@ async fn stage_all(
     progress: &mut Progress,
 ) -> Result<()> {
     let mut r = open_reader(archive, key)?;
+    // Frames are opened on a second thread while this one hashes and
+    // writes (format::ahead).
+    r.read_ahead();
     while let Some(h) = r.next_entry().map_err(arch(archive))? {
         if h.kind == EntryKind::Stored {
             let (reference, t) = read_reference(&mut r).map_err(arch(archive))?;
