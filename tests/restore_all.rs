@@ -189,8 +189,7 @@ fn damage_at_the_end_of_the_last_archive_leaves_everything_as_it_was() {
     let id = b.ids("logs")[0].clone();
     let part = archive_files(&b.backups, &id)
         .into_iter()
-        .filter(|p| p.extension().unwrap() == "rvb")
-        .next_back()
+        .rfind(|p| p.extension().unwrap() == "rvb")
         .unwrap();
     let pristine = fs::read(&part).unwrap();
     // The last byte (the tail), then a byte of the final frame's tag.
