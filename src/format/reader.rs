@@ -38,7 +38,7 @@ pub struct ArchiveReader<R> {
     src: R,
     header: Header,
     opener: FrameOpener,
-    /// Frames opened on a second thread ahead of use (a sequential pass
+    /// Frames opened on other threads ahead of use (a sequential pass
     /// that asked for it: [`ArchiveReader::read_ahead`]).
     ahead: Option<ReadAhead>,
     /// Offset and index of the frame whose plaintext we are consuming.
@@ -101,7 +101,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
         self.src
     }
 
-    /// Open the following frames on a second thread while the caller uses
+    /// Open the following frames on other threads while the caller uses
     /// the current one (see [`super::ahead`]). Only for a pass that reads
     /// the archive through from its first frame; a seek elsewhere ends it.
     /// Without a thread it silently reads serially.

@@ -288,7 +288,7 @@ async fn stage_all(
     progress: &mut Progress,
 ) -> Result<()> {
     let mut r = open_reader(archive, key)?;
-    // Frames are opened on a second thread while this one hashes and
+    // Frames are opened on other threads while this one hashes and
     // writes (format::ahead).
     r.read_ahead();
     while let Some(h) = r.next_entry().map_err(arch(archive))? {
