@@ -14,8 +14,8 @@
 # Every figure is the median of RUNS runs, each measured by benches/measure.py, from a cold
 # page cache when this user can write /proc/sys/vm/drop_caches.
 #
-# Restore: `rvm-backup restore --all --target` (every strategy; it verifies every archive
-# first, then restores, then flushes once per file system) against `restic restore latest
+# Restore: `rvm-backup restore --all --target` (every strategy; it stages every archive,
+# checking it as it writes, then publishes them all) against `restic restore latest
 # --target` of the same data; each tree is compared with the source (diff -r, and the
 # database by its SQL dump). Also each strategy restored alone (one pass over its archive).
 #
@@ -164,8 +164,8 @@ for i in $(seq "$runs"); do
     run rvb-restore "$i" "$bin" --quiet --config "$WORK/main.toml" restore --all --target "$WORK/r-ours"
     drop_caches
     run restic-restore "$i" restic restore latest -q --target "$WORK/r-restic"
-    # Each strategy alone: one pass over its archive (restore --all first reads every
-    # archive through, so that a damaged one is refused before anything is touched).
+    # Each strategy alone: one pass over its archive, as restore --all makes over each
+    # (it stages them all before publishing any, so a damaged one touches nothing).
     for s in config application database logs; do
         rm -rf "$WORK/r-one"
         drop_caches

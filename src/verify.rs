@@ -120,6 +120,7 @@ async fn verify_with(
     if r.header() != &archive.header {
         return Err(arch(FormatError::HeaderMismatch));
     }
+    r.read_ahead();
     progress.start(&format!("verify {id}"), Some(archive.meta.content_bytes));
     let mut v = Verified::default();
     let (mut files, mut dirs, mut symlinks, mut hardlinks) = (0u64, 0u64, 0u64, 0u64);

@@ -48,16 +48,33 @@ fn sample_archive() -> Vec<u8> {
     w.finish().unwrap().0
 }
 
-/// Read everything, sequentially and through the index; Ok only if the
-/// whole archive checked out.
-fn read_all(bytes: &[u8]) -> Result<usize, String> {
+/// One sequential pass, with frames opened on a second thread or not;
+/// the entries' hashes in order.
+fn read_through(bytes: &[u8], ahead: bool) -> Result<Vec<[u8; 32]>, String> {
     let k = key();
     let mut r = ArchiveReader::open(Cursor::new(bytes), Some(&k)).map_err(|e| e.to_string())?;
-    let mut n = 0;
-    while r.next_entry().map_err(|e| e.to_string())?.is_some() {
-        r.end_entry().map_err(|e| e.to_string())?;
-        n += 1;
+    if ahead {
+        r.read_ahead();
     }
+    let mut seen = Vec::new();
+    while r.next_entry().map_err(|e| e.to_string())?.is_some() {
+        seen.push(r.end_entry().map_err(|e| e.to_string())?.sha256);
+    }
+    Ok(seen)
+}
+
+/// Read everything, sequentially and through the index; Ok only if the
+/// whole archive checked out. The sequential pass with read-ahead must
+/// give exactly what the serial one gives, the same error included.
+fn read_all(bytes: &[u8]) -> Result<usize, String> {
+    let serial = read_through(bytes, false);
+    assert_eq!(
+        read_through(bytes, true),
+        serial,
+        "read-ahead and serial reads differ"
+    );
+    let n = serial?.len();
+    let k = key();
     let mut r = ArchiveReader::open(Cursor::new(bytes), Some(&k)).map_err(|e| e.to_string())?;
     for rec in r.read_index().map_err(|e| e.to_string())? {
         r.seek_to(rec.at).map_err(|e| e.to_string())?;
@@ -70,6 +87,66 @@ fn read_all(bytes: &[u8]) -> Result<usize, String> {
 #[test]
 fn sample_reads() {
     assert_eq!(read_all(&sample_archive()), Ok(3));
+}
+
+/// Read-ahead over many frames, raw and deflated, and cut short or
+/// damaged in each of them: the same entries, or the same error, as a
+/// serial read.
+#[test]
+fn read_ahead_matches_serial_reads_frame_by_frame() {
+    let k = key();
+    let header = Header {
+        flags: FLAG_COMPRESSED | FLAG_ENCRYPTED,
+        frame_size: 4096,
+        key_id: k.writing().id(),
+        salt: [2; 32],
+        created: 0,
+    };
+    let mut w = ArchiveWriter::new(
+        Vec::new(),
+        &header,
+        header.protection(Some(&k)).unwrap(),
+        Some(1),
+    )
+    .unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..6 {
+        // Alternately incompressible (stored raw) and compressible.
+        let content: Vec<u8> = (0..(i + 1) * 7000)
+            .map(|j| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 2 == 0 {
+                    x as u8
+                } else {
+                    (j % 7) as u8
+                }
+            })
+            .collect();
+        let h = EntryHeader {
+            kind: EntryKind::File,
+            path: format!("/var/f{i}").into_bytes(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            size: content.len() as u64,
+        };
+        w.begin_entry(&h).unwrap();
+        w.write_content(&content).unwrap();
+        w.end_entry(0).unwrap();
+    }
+    let bytes = w.finish().unwrap().0;
+    assert_eq!(read_all(&bytes), Ok(6));
+    assert!(bytes.len() > 10 * 4096, "too few frames: {}", bytes.len());
+    for at in (0..bytes.len()).step_by(997) {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x40;
+        assert!(read_all(&bad).is_err(), "flip at {at} not detected");
+        assert!(read_all(&bytes[..at]).is_err(), "cut at {at} not detected");
+    }
 }
 
 proptest! {

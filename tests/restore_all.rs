@@ -175,6 +175,61 @@ fn a_damaged_archive_is_refused_before_anything_is_touched() {
     assert_eq!(snapshot(&b.root), before, "the live board was touched");
 }
 
+/// `restore --all` reads each archive once: it stages every strategy
+/// (checking it as it writes) before publishing any. Damage at the very end
+/// of the last strategy's archive (its final frame and tail, read after
+/// every entry of every strategy was staged) must still leave everything as
+/// it was: no target, no staged name left behind, the live board
+/// unchanged, and in place the platform started again.
+#[test]
+fn damage_at_the_end_of_the_last_archive_leaves_everything_as_it_was() {
+    let b = board_with_hooks("rall-tail", "30s");
+    b.populate();
+    b.ok(&["backup", "--all"]);
+    let id = b.ids("logs")[0].clone();
+    let part = archive_files(&b.backups, &id)
+        .into_iter()
+        .rfind(|p| p.extension().unwrap() == "rvb")
+        .unwrap();
+    let pristine = fs::read(&part).unwrap();
+    // The last byte (the tail), then a byte of the final frame's tag.
+    for back in [1, 20] {
+        let mut bytes = pristine.clone();
+        let at = bytes.len() - back;
+        bytes[at] ^= 0x01;
+        fs::write(&part, &bytes).unwrap();
+        let target = b.tmp.path().join(format!("restored-{back}"));
+        let err = b.fails(&["restore", "--all", "--target", target.to_str().unwrap()]);
+        assert!(
+            err.contains(&id) && err.contains("fails verification"),
+            "{err}"
+        );
+        assert!(err.contains("nothing was restored"), "{err}");
+        assert!(!target.exists(), "something was left in {target:?}");
+        // In place: the other three strategies were staged beside the live
+        // files; none of them may be published, none left behind.
+        change_everything(&b);
+        let before = snapshot(&b.root);
+        let hooks_before = hook_log(&b).len();
+        let err = b.fails(&["restore", "--all"]);
+        assert!(err.contains("nothing was restored"), "{err}");
+        assert_eq!(snapshot(&b.root), before, "the live board was touched");
+        let hooks: Vec<String> = hook_log(&b)
+            .into_iter()
+            .skip(hooks_before)
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(
+            hooks,
+            vec!["stop", "start"],
+            "the platform was not started again"
+        );
+    }
+    // Undamaged again, the same restore goes through.
+    fs::write(&part, &pristine).unwrap();
+    b.ok(&["restore", "--all"]);
+}
+
 /// A board whose config has `[recovery]` hooks running `hook.sh PHASE`,
 /// which appends `PHASE $RVM_BACKUP_PHASE <checksum of plain.env>` to
 /// `hooks.log`; `start` fails while `fail-start` exists (removing it), and

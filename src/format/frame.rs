@@ -9,6 +9,7 @@
 //! frame flagged final. Nothing is decrypted or inflated before its tag checks.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use miniz_oxide::deflate::core::{
     compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
@@ -132,12 +133,135 @@ pub struct Opened {
     pub stored_bytes: u64,
 }
 
-/// Opens frames in order, checking each tag before touching the bytes.
-pub struct FrameOpener {
+/// What opening one frame needs besides its bytes: the archive's keys,
+/// the tag state over its header, its frame size and whether frames may be
+/// deflated. Shared (read only) with the read-ahead thread
+/// ([`super::ahead`]).
+pub struct FrameCodec {
     protection: Protection,
     header_tagger: Tagger,
     frame_size: usize,
     compressed: bool,
+}
+
+/// The lengths and flags of a frame head whose lengths are within the
+/// frame size (a bad one is reported as a tag failure: a flipped bit).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameHead {
+    pub bytes: [u8; FRAME_HEADER_LEN],
+    pub stored_len: usize,
+    pub plain_len: usize,
+    pub flags: u8,
+}
+
+impl FrameHead {
+    /// The frame says it is the final one (not yet authenticated).
+    pub fn says_last(&self) -> bool {
+        self.flags & FLAG_FINAL != 0
+    }
+}
+
+/// Where an opened frame's plaintext is, and how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Decoded {
+    pub last: bool,
+    /// In the plain buffer (inflated) rather than the stored one.
+    pub in_plain: bool,
+    pub len: usize,
+}
+
+impl FrameCodec {
+    pub fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
+    /// Parse the head of frame `index`, checking its lengths before
+    /// anything is read by them.
+    pub fn head(&self, index: u64, head: [u8; FRAME_HEADER_LEN]) -> Result<FrameHead, FormatError> {
+        let stored_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let plain_len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        let flags = head[8];
+        let sane = stored_len <= self.frame_size
+            && plain_len <= self.frame_size
+            && flags & !KNOWN_FLAGS == 0
+            && (flags & FLAG_DEFLATED != 0 || stored_len == plain_len);
+        if !sane {
+            return Err(FormatError::Tampered { frame: index });
+        }
+        Ok(FrameHead {
+            bytes: head,
+            stored_len,
+            plain_len,
+            flags,
+        })
+    }
+
+    /// Authenticate frame `index` (`stored`: exactly its stored bytes),
+    /// then decrypt it in place and inflate it into `plain` (at least
+    /// `frame_size` long). Nothing is decrypted or inflated before the
+    /// tag checks.
+    pub fn open(
+        &self,
+        index: u64,
+        head: &FrameHead,
+        stored: &mut [u8],
+        tag: &[u8; TAG_LEN],
+        plain: &mut [u8],
+    ) -> Result<Decoded, FormatError> {
+        let expected = frame_tag(&self.header_tagger, index, &head.bytes, stored);
+        if !ct_eq(&expected, tag) {
+            return Err(FormatError::Tampered { frame: index });
+        }
+        self.protection.apply_keystream(index, stored);
+        let last = head.flags & FLAG_FINAL != 0;
+        if head.flags & FLAG_DEFLATED == 0 {
+            return Ok(Decoded {
+                last,
+                in_plain: false,
+                len: head.stored_len,
+            });
+        }
+        if !self.compressed || last {
+            return Err(FormatError::Corrupt(format!(
+                "frame {index} is deflated but must not be"
+            )));
+        }
+        let out = &mut plain[..head.plain_len];
+        let n = miniz_oxide::inflate::decompress_slice_iter_to_slice(
+            out,
+            std::iter::once(&*stored),
+            false,
+            true,
+        )
+        .map_err(|e| FormatError::Corrupt(format!("frame {index} does not inflate: {e:?}")))?;
+        if n != head.plain_len {
+            return Err(FormatError::Corrupt(format!(
+                "frame {index} inflates to {n} bytes, not {}",
+                head.plain_len
+            )));
+        }
+        Ok(Decoded {
+            last,
+            in_plain: true,
+            len: n,
+        })
+    }
+}
+
+/// Read frame bytes after its head: `stored` (exactly its stored length)
+/// and the tag.
+pub fn read_body(
+    r: &mut impl Read,
+    stored: &mut [u8],
+    tag: &mut [u8; TAG_LEN],
+) -> std::io::Result<()> {
+    r.read_exact(stored)?;
+    r.read_exact(tag)
+}
+
+/// Opens frames in order, checking each tag before touching the bytes.
+pub struct FrameOpener {
+    codec: Arc<FrameCodec>,
     next_index: u64,
     stored: Vec<u8>,
     plain: Vec<u8>,
@@ -156,10 +280,12 @@ impl FrameOpener {
         header_tagger.update(header);
         let size = frame_size as usize;
         FrameOpener {
-            protection,
-            header_tagger,
-            frame_size: size,
-            compressed,
+            codec: Arc::new(FrameCodec {
+                protection,
+                header_tagger,
+                frame_size: size,
+                compressed,
+            }),
             next_index: 0,
             stored: vec![0; size],
             plain: vec![0; size],
@@ -176,63 +302,31 @@ impl FrameOpener {
         self.next_index = index;
     }
 
+    /// The keys and sizes, for a read-ahead thread.
+    pub fn codec(&self) -> Arc<FrameCodec> {
+        Arc::clone(&self.codec)
+    }
+
     /// Read, authenticate, decrypt and inflate the next frame.
     pub fn open_next(&mut self, r: &mut impl Read) -> Result<Opened, FormatError> {
         self.current = (false, 0);
         let index = self.next_index;
         let mut head = [0u8; FRAME_HEADER_LEN];
         r.read_exact(&mut head)?;
-        let stored_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let plain_len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        let flags = head[8];
-        // Lengths bound our reads: check them before reading, but report a
-        // bad one as a tag failure, since that is what a flipped bit is.
-        let sane = stored_len <= self.frame_size
-            && plain_len <= self.frame_size
-            && flags & !KNOWN_FLAGS == 0
-            && (flags & FLAG_DEFLATED != 0 || stored_len == plain_len);
-        if !sane {
-            return Err(FormatError::Tampered { frame: index });
-        }
-        let stored = &mut self.stored[..stored_len];
-        r.read_exact(stored)?;
+        let head = self.codec.head(index, head)?;
+        let stored = &mut self.stored[..head.stored_len];
         let mut tag = [0u8; TAG_LEN];
-        r.read_exact(&mut tag)?;
-        let expected = frame_tag(&self.header_tagger, index, &head, stored);
-        if !ct_eq(&expected, &tag) {
-            return Err(FormatError::Tampered { frame: index });
-        }
+        read_body(r, stored, &mut tag)?;
+        let d = self
+            .codec
+            .open(index, &head, stored, &tag, &mut self.plain)?;
         self.next_index = index
             .checked_add(1)
             .ok_or(FormatError::Corrupt("frame index overflows".into()))?;
-        self.protection.apply_keystream(index, stored);
-        let last = flags & FLAG_FINAL != 0;
-        if flags & FLAG_DEFLATED != 0 {
-            if !self.compressed || last {
-                return Err(FormatError::Corrupt(format!(
-                    "frame {index} is deflated but must not be"
-                )));
-            }
-            let out = &mut self.plain[..plain_len];
-            let n = miniz_oxide::inflate::decompress_slice_iter_to_slice(
-                out,
-                std::iter::once(&*stored),
-                false,
-                true,
-            )
-            .map_err(|e| FormatError::Corrupt(format!("frame {index} does not inflate: {e:?}")))?;
-            if n != plain_len {
-                return Err(FormatError::Corrupt(format!(
-                    "frame {index} inflates to {n} bytes, not {plain_len}"
-                )));
-            }
-            self.current = (true, plain_len);
-        } else {
-            self.current = (false, stored_len);
-        }
+        self.current = (d.in_plain, d.len);
         Ok(Opened {
-            last,
-            stored_bytes: (FRAME_HEADER_LEN + stored_len + TAG_LEN) as u64,
+            last: d.last,
+            stored_bytes: (FRAME_HEADER_LEN + head.stored_len + TAG_LEN) as u64,
         })
     }
 }

@@ -9,6 +9,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use sha2::{Digest, Sha256};
 
+use super::ahead::ReadAhead;
 use super::frame::FrameOpener;
 use super::header::{Header, HEADER_LEN};
 use super::record::{
@@ -37,6 +38,9 @@ pub struct ArchiveReader<R> {
     src: R,
     header: Header,
     opener: FrameOpener,
+    /// Frames opened on other threads ahead of use (a sequential pass
+    /// that asked for it: [`ArchiveReader::read_ahead`]).
+    ahead: Option<ReadAhead>,
     /// Offset and index of the frame whose plaintext we are consuming.
     frame_offset: u64,
     frame_index: u64,
@@ -71,6 +75,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
             src,
             header,
             opener,
+            ahead: None,
             frame_offset: HEADER_LEN as u64,
             frame_index: 0,
             next_offset: HEADER_LEN as u64,
@@ -91,8 +96,23 @@ impl<R: Read + Seek> ArchiveReader<R> {
         &self.header
     }
 
-    pub fn into_inner(self) -> R {
+    pub fn into_inner(mut self) -> R {
+        self.ahead = None;
         self.src
+    }
+
+    /// Open the following frames on other threads while the caller uses
+    /// the current one (see [`super::ahead`]). Only for a pass that reads
+    /// the archive through from its first frame; a seek elsewhere ends it.
+    /// Without a thread it silently reads serially.
+    pub fn read_ahead(&mut self) {
+        if !self.started && self.sequential && self.ahead.is_none() {
+            self.ahead = ReadAhead::start(self.opener.codec(), self.opener.next_index());
+        }
+    }
+
+    fn plain(&self) -> &[u8] {
+        plain_of(&self.ahead, &self.opener)
     }
 
     fn open_frame(&mut self) -> Result<(), FormatError> {
@@ -100,16 +120,23 @@ impl<R: Read + Seek> ArchiveReader<R> {
             return Err(FormatError::Corrupt("payload ends inside a record".into()));
         }
         let index = self.opener.next_index();
-        let info = self.opener.open_next(&mut self.src)?;
+        let info = match self.ahead.as_mut() {
+            Some(ahead) => {
+                let info = ahead.next(&mut self.src)?;
+                self.opener.reposition(index.saturating_add(1));
+                info
+            }
+            None => self.opener.open_next(&mut self.src)?,
+        };
         self.frame_index = index;
         self.frame_offset = self.next_offset;
         self.next_offset += info.stored_bytes;
         self.pos = 0;
-        self.len = self.opener.plain().len();
+        self.len = self.plain().len();
         self.frame_is_last = info.last;
         self.started = true;
         if info.last {
-            self.footer = Some(Footer::decode(self.opener.plain())?);
+            self.footer = Some(Footer::decode(self.plain())?);
             self.len = 0;
         }
         Ok(())
@@ -196,7 +223,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
         let start = self.pos;
         self.pos += n;
         self.payload_read += n as u64;
-        let chunk = &self.opener.plain()[start..start + n];
+        let chunk = &plain_of(&self.ahead, &self.opener)[start..start + n];
         if let Some(o) = self.open.as_mut() {
             o.remaining -= n as u64;
             o.hasher.update(chunk);
@@ -317,6 +344,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
     /// one by one with [`Self::index_record`] (fixed memory).
     pub fn open_index(&mut self) -> Result<(u64, bool), FormatError> {
         self.sequential = false;
+        self.ahead = None;
         self.src
             .seek(SeekFrom::End(-(TAIL_LEN as i64)))
             .map_err(|_| FormatError::Truncated)?;
@@ -373,11 +401,22 @@ impl<R: Read + Seek> ArchiveReader<R> {
         if offset < HEADER_LEN as u64 {
             return Err(FormatError::Corrupt("offset inside the header".into()));
         }
+        // The read-ahead source position is past this frame's.
+        self.ahead = None;
         self.src.seek(SeekFrom::Start(offset))?;
         self.opener.reposition(index);
         self.next_offset = offset;
         self.frame_is_last = false;
         self.open_frame()
+    }
+}
+
+/// The plaintext of the frame being consumed (a free function, so that
+/// callers can borrow it beside other fields).
+fn plain_of<'a>(ahead: &'a Option<ReadAhead>, opener: &'a FrameOpener) -> &'a [u8] {
+    match ahead {
+        Some(a) => a.plain(),
+        None => opener.plain(),
     }
 }
 
@@ -392,7 +431,8 @@ impl<R: Read + Seek> ByteSource for ArchiveReader<R> {
                 }
             }
             let n = (self.len - self.pos).min(buf.len() - filled);
-            buf[filled..filled + n].copy_from_slice(&self.opener.plain()[self.pos..self.pos + n]);
+            buf[filled..filled + n]
+                .copy_from_slice(&plain_of(&self.ahead, &self.opener)[self.pos..self.pos + n]);
             self.pos += n;
             filled += n;
         }

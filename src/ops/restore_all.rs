@@ -9,24 +9,40 @@
 //!    (`Session::pitr_plan`, as `restore database --at`), is its
 //!    generation's snapshot plus the WAL segments up to `at`;
 //! 2. under the store lock, refuse a database archive of a damaged source
-//!    (unless `accept_damaged`) and read every chosen archive through
-//!    (`verify`), and the segments to replay, so a damaged one is refused
-//!    before anything is touched;
+//!    (unless `accept_damaged`); with the database to a point in time,
+//!    read its WAL segments through, so a broken chain is refused before
+//!    anything is touched;
 //! 3. in place only: run `[recovery] stop`;
-//! 4. restore config, application, database, logs in that order, each
-//!    through the restore driver (staged, verified, published atomically);
-//! 5. in place only: run `[recovery] start`, rolling the database back to
+//! 4. stage config, application, database, logs in that order, each
+//!    through the restore driver's phase 1 (`restore::stage`: every frame
+//!    authenticated before use, every file's SHA-256 checked as it is
+//!    written, the database image integrity-checked), replacing nothing;
+//!    any failure undoes every staged archive (newest first) and nothing
+//!    live was touched: all or nothing, with each archive read once;
+//! 5. publish them in the same order (`restore::Staged::publish`);
+//! 6. in place only: run `[recovery] start`, rolling the database back to
 //!    its pre-restore copy if that fails (see `ops::restore`).
 //!
-//! A failure in step 4 stops there: the strategies restored before it stay
-//! restored, and the error names what was and was not restored.
+//! `disaster-restore` (`stage_all_first: false`), and any restore that
+//! replays WAL segments onto the database, do it the older way: step 4 is
+//! a read-through of every archive (`verify`) before step 3, and step 5
+//! restores each archive in turn. disaster-restore's journal, written once
+//! all is verified, must record the run (its pid, for sweeping what a
+//! killed run staged) before anything is staged; and WAL segments
+//! replayed onto the database stage and publish on their own.
+//!
+//! A failure in step 5 stops there: the strategies published before it
+//! stay restored, and the error names what was and was not restored.
+//! Staging everything first needs room for every strategy's staged copy
+//! beside the live data at once (a full disk fails in step 4, before
+//! anything is replaced).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::error::{msg, Result};
+use crate::error::{msg, Error, Result};
 use crate::progress::Progress;
-use crate::restore::Selector;
+use crate::restore::{Selector, Staged};
 use crate::store::Listed;
 use crate::strategy::Strategy;
 
@@ -82,11 +98,16 @@ pub(crate) struct ChosenRestore<'a> {
     /// The database to a point in time (`restore --all --at`): the plan
     /// whose snapshot is the chosen database archive, and the time.
     pub database_at: Option<(Plan, i64)>,
+    /// Stage every archive before publishing any (one read of each);
+    /// else verify every archive, then restore each in turn. See the
+    /// module doc.
+    pub stage_all_first: bool,
 }
 
 /// What [`Session::restore_chosen`] reports while it works.
 pub(crate) enum Step<'a> {
-    /// Every archive was read through and checked; nothing touched yet.
+    /// Every archive was read through and checked (and, in one pass,
+    /// staged); nothing live replaced yet.
     Verified,
     /// One strategy was published.
     Restored(&'a RestoredStrategy),
@@ -149,6 +170,7 @@ impl Session {
                     label: "restore --all",
                     database_wal: None,
                     database_at: plan,
+                    stage_all_first: true,
                 },
                 progress,
                 &mut |_| Ok(()),
@@ -184,16 +206,7 @@ impl Session {
         label: &str,
         progress: &mut Progress,
     ) -> Result<()> {
-        for a in archives {
-            if let Some(problem) = a.meta.db_check.as_deref().filter(|c| *c != "ok") {
-                if !accept_damaged {
-                    return Err(msg(format!(
-                        "{label}: database archive {} was made from a damaged database ({problem}); nothing was restored. Choose another time with --at, or restore it deliberately with --accept-damaged",
-                        a.meta.id
-                    )));
-                }
-            }
-        }
+        Self::refuse_damaged(archives, accept_damaged, label)?;
         for a in archives {
             let listing = self.list(Some(a.meta.strategy));
             crate::verify::verify_chain(a, &listing.archives, self.key.as_ref(), progress)
@@ -208,11 +221,27 @@ impl Session {
         Ok(())
     }
 
-    /// Steps 2 to 5 of the module doc for archives already chosen (in
-    /// restore order): under the store lock, check them all
-    /// ([`Session::check_chosen`]), then stop the platform (in place),
-    /// restore each, start it again. `observe` hears `Verified` before
-    /// anything is touched and `Restored` after each strategy is
+    /// Refuse a database archive made from a damaged source, unless
+    /// `accept_damaged` (its sidecar says so: nothing is read).
+    fn refuse_damaged(archives: &[Listed], accept_damaged: bool, label: &str) -> Result<()> {
+        for a in archives {
+            if let Some(problem) = a.meta.db_check.as_deref().filter(|c| *c != "ok") {
+                if !accept_damaged {
+                    return Err(msg(format!(
+                        "{label}: database archive {} was made from a damaged database ({problem}); nothing was restored. Choose another time with --at, or restore it deliberately with --accept-damaged",
+                        a.meta.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps 2 to 6 of the module doc for archives already chosen (in
+    /// restore order): under the store lock, stop the platform (in
+    /// place), stage them all, publish each, start it again. `observe`
+    /// hears `Verified` once everything is checked (and staged) and before
+    /// anything live is replaced, and `Restored` after each strategy is
     /// published; an error from it stops the restore there.
     pub(crate) async fn restore_chosen(
         &self,
@@ -228,10 +257,19 @@ impl Session {
             label,
             database_wal,
             mut database_at,
+            stage_all_first,
         } = chosen;
         let _lock = self.restore_lock()?;
-        self.check_chosen(&chosen, accept_damaged, label, progress)
-            .await?;
+        // WAL segments to replay onto the database (disaster-restore's from
+        // the stick, or restore --all --at's): that replay stages and
+        // publishes on its own, so every archive is read through first.
+        let two_pass = !stage_all_first || database_wal.is_some() || database_at.is_some();
+        if two_pass {
+            self.check_chosen(&chosen, accept_damaged, label, progress)
+                .await?;
+        } else {
+            Self::refuse_damaged(&chosen, accept_damaged, label)?;
+        }
         if let Some((plan, t)) = &database_at {
             self.pitr_check(plan, *t).await.map_err(|e| {
                 msg(format!(
@@ -240,7 +278,9 @@ impl Session {
                 ))
             })?;
         }
-        observe(Step::Verified)?;
+        if two_pass {
+            observe(Step::Verified)?;
+        }
         let in_place = target.is_none();
         let stopped = if in_place {
             Some(self.stop_platform().await?)
@@ -250,15 +290,35 @@ impl Session {
         let mut restored = Vec::new();
         let mut published = Published::default();
         let mut outcome = Ok(());
-        for a in &chosen {
+        let mut staged = StagedInOrder(Vec::new());
+        if !two_pass {
+            outcome = self
+                .stage_chosen(
+                    &chosen,
+                    target.as_deref(),
+                    accept_damaged,
+                    label,
+                    &mut staged,
+                    progress,
+                )
+                .await
+                .and_then(|()| observe(Step::Verified));
+        }
+        for (i, a) in chosen.iter().enumerate() {
+            if outcome.is_err() {
+                break;
+            }
             let t = Instant::now();
+            let ready = staged.0.get_mut(i).and_then(Option::take);
+            let staging = ready.as_ref().map_or(0.0, |(_, secs)| *secs);
             let to_time = if a.meta.strategy == Strategy::Database {
                 database_at.take()
             } else {
                 None
             };
-            let done = match (to_time, &database_wal, a.meta.strategy) {
-                (Some((plan, t)), _, _) => {
+            let done = match (ready, to_time, &database_wal, a.meta.strategy) {
+                (Some((s, _)), ..) => s.publish().await,
+                (None, Some((plan, t)), _, _) => {
                     let req = super::restore::RestoreRequest {
                         strategy: Strategy::Database,
                         selector: Selector::At(t),
@@ -268,7 +328,7 @@ impl Session {
                     };
                     self.pitr_restore(plan, t, &req, progress).await
                 }
-                (None, Some(g), Strategy::Database) => {
+                (None, None, Some(g), Strategy::Database) => {
                     self.restore_database_replayed(
                         a,
                         g.clone(),
@@ -278,7 +338,7 @@ impl Session {
                     )
                     .await
                 }
-                _ => {
+                (None, None, ..) => {
                     self.restore_archive(a, target.as_deref(), accept_damaged, progress)
                         .await
                 }
@@ -296,7 +356,7 @@ impl Session {
                     created: a.meta.created,
                     files: r.files,
                     bytes: r.bytes,
-                    seconds: t.elapsed().as_secs_f64(),
+                    seconds: staging + t.elapsed().as_secs_f64(),
                     previous_database: r.previous_database,
                     pitr: r.pitr,
                 };
@@ -328,6 +388,9 @@ impl Session {
                 break;
             }
         }
+        // Whatever was staged and not published is undone now, before the
+        // platform starts again.
+        drop(staged);
         let report = outcome.map(|()| RestoreAllReport {
             at: None,
             in_place,
@@ -342,5 +405,61 @@ impl Session {
             r.seconds = started.elapsed().as_secs_f64();
             r
         })
+    }
+
+    /// Stage every chosen archive, in restore order, into `staged` (one
+    /// slot each, with the seconds it took), publishing nothing: each is
+    /// read once, every frame authenticated and every file's SHA-256
+    /// checked as it is written. A failure names the archive; what was
+    /// staged is undone when `staged` is dropped.
+    async fn stage_chosen(
+        &self,
+        chosen: &[Listed],
+        target: Option<&std::path::Path>,
+        accept_damaged: bool,
+        label: &str,
+        staged: &mut StagedInOrder,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        for a in chosen {
+            let t = Instant::now();
+            let listing = self.list(Some(a.meta.strategy));
+            let s = crate::restore::stage(
+                a,
+                &listing.archives,
+                self.key.as_ref(),
+                target,
+                accept_damaged,
+                progress,
+            )
+            .await
+            .map_err(|e| {
+                let what = match e {
+                    Error::Archive { .. } => "fails verification",
+                    _ => "cannot be staged",
+                };
+                msg(format!(
+                    "{label}: the {} archive {} {what} ({e}); nothing was restored",
+                    a.meta.strategy, a.meta.id
+                ))
+            })?;
+            staged.0.push(Some((s, t.elapsed().as_secs_f64())));
+        }
+        Ok(())
+    }
+}
+
+/// Archives staged and not yet published, in restore order, each with
+/// the seconds its staging took. Dropped (an error, or the restore's task
+/// cancelled), it undoes them newest first, so that a directory an earlier
+/// one created (the `--target` directory, say) is empty again by the time
+/// that earlier one's undo removes it.
+pub(crate) struct StagedInOrder(Vec<Option<(Staged, f64)>>);
+
+impl Drop for StagedInOrder {
+    fn drop(&mut self) {
+        while let Some(s) = self.0.pop() {
+            drop(s);
+        }
     }
 }

@@ -155,6 +155,74 @@ async fn run_with(
     progress: &mut Progress,
     flush: Box<dyn durable::Flush>,
 ) -> Result<Restored> {
+    stage_with(
+        archive,
+        archives,
+        key,
+        target,
+        only,
+        accept_damaged,
+        progress,
+        flush,
+    )
+    .await?
+    .publish()
+    .await
+}
+
+/// An archive staged and checked (phase 1 done: every byte authenticated
+/// and hashed, a database image integrity-checked), with nothing of the
+/// live target replaced yet. [`Staged::publish`] puts it in place;
+/// dropping it removes everything it staged.
+pub(crate) struct Staged {
+    stage: Stage,
+    done: Restored,
+}
+
+impl Staged {
+    /// Phase 2: put the staged archive in place.
+    pub(crate) async fn publish(mut self) -> Result<Restored> {
+        self.done.previous_database = self.stage.publish().await?;
+        Ok(std::mem::take(&mut self.done))
+    }
+}
+
+/// Phase 1 of [`run`] for a whole archive: stage and check it, replacing
+/// nothing. `restore --all` stages every strategy this way before it
+/// publishes any, so a damaged archive (or a full disk) leaves every live
+/// tree as it was.
+pub(crate) async fn stage(
+    archive: &Listed,
+    archives: &[Listed],
+    key: Option<&KeyRing>,
+    target: Option<&Path>,
+    accept_damaged: bool,
+    progress: &mut Progress,
+) -> Result<Staged> {
+    stage_with(
+        archive,
+        archives,
+        key,
+        target,
+        None,
+        accept_damaged,
+        progress,
+        Box::new(durable::Kernel),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stage_with(
+    archive: &Listed,
+    archives: &[Listed],
+    key: Option<&KeyRing>,
+    target: Option<&Path>,
+    only: Option<&Path>,
+    accept_damaged: bool,
+    progress: &mut Progress,
+    flush: Box<dyn durable::Flush>,
+) -> Result<Staged> {
     database::refuse_damaged_source(&archive.meta, accept_damaged)?;
     for s in &archive.meta.sources {
         crate::format::record::check_path(s.as_bytes()).map_err(arch(archive))?;
@@ -199,8 +267,7 @@ async fn run_with(
     };
     progress.finish();
     staged?;
-    done.previous_database = stage.publish().await?;
-    Ok(done)
+    Ok(Staged { stage, done })
 }
 
 fn arch(archive: &Listed) -> impl Fn(FormatError) -> Error + '_ {
@@ -228,6 +295,9 @@ async fn stage_all(
     progress: &mut Progress,
 ) -> Result<()> {
     let mut r = open_reader(archive, key)?;
+    // Frames are opened on other threads while this one hashes and
+    // writes (format::ahead).
+    r.read_ahead();
     while let Some(h) = r.next_entry().map_err(arch(archive))? {
         if h.kind == EntryKind::Stored {
             let (reference, t) = read_reference(&mut r).map_err(arch(archive))?;

@@ -510,6 +510,7 @@ async fn run(
                 label: LABEL,
                 database_wal,
                 database_at: None,
+                stage_all_first: false,
             },
             progress,
             &mut |step| {
