@@ -13,7 +13,7 @@
 //! - `pages`: the contents of the database chain entries (kinds 8, 9);
 //! - `sidecar`: the authenticated postcard metadata file next to an archive.
 
-mod ahead;
+pub(crate) mod ahead;
 pub mod frame;
 pub mod header;
 pub mod pages;
