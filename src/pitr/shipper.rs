@@ -692,16 +692,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// After our checkpoint restarts the WAL, the application may write
-    /// more frames before the next step than we had shipped (1,000 commits
-    /// a second with a 1 s sync interval do, benches/wal-shipping.py).
-    /// The restart is checked at the end of the checkpoint, while the new
-    /// WAL is short, so the chain goes on instead of breaking.
-    #[test]
-    fn a_burst_after_our_checkpoint_keeps_the_chain() {
+    /// A scratch application database in WAL mode (table `t(n, pad)`), a
+    /// store beside it, and a shipper whose first generation is started
+    /// from a database backup: the directory, the application's
+    /// connection, the session, the shipper and the snapshot's id.
+    fn first_generation(name: &str) -> (PathBuf, Connection, Session, Shipper, String) {
         use crate::progress::Progress;
         use crate::strategy::Strategy;
-        let dir = std::env::temp_dir().join(format!("rvb-burst-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("rvb-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("app.db");
@@ -717,9 +715,22 @@ mod tests {
         let mut s = Shipper::open(&db).unwrap();
         s.prepare_generation().unwrap();
         smol::block_on(session.backup(Strategy::Database, &mut Progress::silent())).unwrap();
-        let listing = session.list(Some(Strategy::Database));
-        let id = listing.archives[0].meta.id.clone();
+        let id = session.list(Some(Strategy::Database)).archives[0]
+            .meta
+            .id
+            .clone();
         s.finish_generation(&session, &id).unwrap();
+        (dir, app, session, s, id)
+    }
+
+    /// After our checkpoint restarts the WAL, the application may write
+    /// more frames before the next step than we had shipped (1,000 commits
+    /// a second with a 1 s sync interval do, benches/wal-shipping.py).
+    /// The restart is checked at the end of the checkpoint, while the new
+    /// WAL is short, so the chain goes on instead of breaking.
+    #[test]
+    fn a_burst_after_our_checkpoint_keeps_the_chain() {
+        let (dir, app, session, mut s, id) = first_generation("burst");
         let commit = |from: i64, count: i64| {
             for n in from..from + count {
                 app.execute("INSERT INTO t VALUES (?1, randomblob(3000))", [n])
@@ -759,30 +770,8 @@ mod tests {
     /// probe never turns into a step every 50 ms.
     #[test]
     fn the_probe_asks_for_a_step_at_the_checkpoint_point_only() {
-        use crate::progress::Progress;
-        use crate::strategy::Strategy;
-        let dir = std::env::temp_dir().join(format!("rvb-probe-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("app.db");
-        let app = Connection::open(&db).unwrap();
-        app.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(n INTEGER PRIMARY KEY, pad);")
-            .unwrap();
+        let (dir, app, session, mut s, _) = first_generation("probe");
         app.busy_timeout(Duration::from_secs(10)).unwrap();
-        let text = format!(
-            "backup_dir = \"{d}/backups\"\nencryption_enabled = false\n[database]\npath = \"{d}/app.db\"\n",
-            d = dir.display()
-        );
-        let cfg = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
-        let session = Session::open(cfg).unwrap();
-        let mut s = Shipper::open(&db).unwrap();
-        s.prepare_generation().unwrap();
-        smol::block_on(session.backup(Strategy::Database, &mut Progress::silent())).unwrap();
-        let id = session.list(Some(Strategy::Database)).archives[0]
-            .meta
-            .id
-            .clone();
-        s.finish_generation(&session, &id).unwrap();
         let frames = |s: &Shipper| {
             let wal = s.open_wal().unwrap().unwrap();
             let h = wal::read_header(&wal).unwrap().unwrap();
