@@ -42,3 +42,4 @@ pub mod store;
 pub mod strategy;
 pub mod timefmt;
 pub mod verify;
+pub mod workers;

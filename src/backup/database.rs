@@ -18,6 +18,10 @@
 //!   transaction, into the kind 8 entry;
 //! - **full**: every page into a kind 4 entry, its digest to the spill.
 //!
+//! In the last two, the `quick_check` verdict, schema hash and row counts
+//! are read by `sources::db_facts` on a thread of its own, beside the page
+//! scan when a second connection could be pinned to the same commit.
+//!
 //! The fingerprint is taken before the snapshot's read transaction starts:
 //! a commit between the two makes the stored pages newer than the
 //! fingerprint, never older, so a later run that sees the same fingerprint
@@ -38,6 +42,7 @@ use crate::format::spill::IndexSpill;
 use crate::format::EntryKind;
 use crate::progress::Progress;
 use crate::sources::database::{read_page, DbSnapshot, Pages};
+use crate::sources::db_facts::{FactsJob, Twin};
 use crate::sources::tree::Info;
 
 /// The chain a database backup is made against.
@@ -146,7 +151,11 @@ pub(super) async fn write_database(
             }
         }
     }
-    let snap = open_snapshot(path).await?;
+    let (snap, twin) = open_snapshot(path).await?;
+    // The check and the row counts run beside the page scan when a twin
+    // connection could be pinned to the snapshot's commit, else on the
+    // snapshot's own connection once its pages are written.
+    let early = twin.map(FactsJob::on_twin);
     let info = info_of(path)?;
     let page_count = u32::try_from(snap.page_count).map_err(|_| {
         msg(format!(
@@ -232,39 +241,54 @@ pub(super) async fn write_database(
         fingerprint: fingerprint.unwrap_or_default(),
     };
     write_digests(w, path, &info, &head, digests)?;
-    // The check runs in the snapshot's read transaction, so it judges
-    // exactly the pages stored above. It runs after them because the
-    // sequential page scan has just brought the file into the page cache:
-    // from a cold cache, quick_check's reads in b-tree order cost about ten
-    // times the whole scan (1.2 s against 0.1 s for a 42 MB database; more
-    // on an SD card). A damaged source is still backed up
-    // (it may be the best copy there is); the sidecar records the verdict.
-    let check_started = Instant::now();
-    let check = match snap.quick_check() {
-        Ok(verdict) => verdict,
-        Err(e) => format!("the check could not run: {e}"),
-    };
-    log::debug!(
-        "quick_check of {} took {} ms: {check}",
-        path.display(),
-        check_started.elapsed().as_millis()
-    );
-    if check != "ok" {
-        log::warn!(
-            "database {} fails SQLite's quick_check ({check}); it is backed up anyway, marked as damaged: repair or replace it, and keep older archives",
-            path.display()
-        );
-    }
-    counts.db_check = Some(check);
-    smol::future::yield_now().await;
-    record_drill_facts(&snap, path, counts).await;
-    counts.files += 1;
-    counts.content_bytes += stored;
-    counts.database = Some(DatabaseInfo {
+    let database = DatabaseInfo {
         page_size: snap.page_size,
         page_count: snap.page_count,
         journal_mode: snap.journal_mode.clone(),
-    });
+    };
+    // Without a twin the facts are read after the pages: the sequential
+    // scan has just brought the file into the page cache, and from a cold
+    // cache quick_check's reads in b-tree order cost about ten times the
+    // whole scan (1.2 s against 0.1 s for a 42 MB database; more on an SD
+    // card). Either way they describe exactly the pages stored. A damaged
+    // source is still backed up (it may be the best copy there is); the
+    // sidecar records the verdict.
+    let job = match early {
+        Some(job) => {
+            drop(snap);
+            job
+        }
+        None => FactsJob::on_snapshot(snap),
+    };
+    let facts = job.wait().await;
+    log::debug!(
+        "quick_check of {} took {} ms: {}; schema and row counts {} ms",
+        path.display(),
+        facts.check_ms,
+        facts.check,
+        facts.drill_ms
+    );
+    if facts.check != "ok" {
+        log::warn!(
+            "database {} fails SQLite's quick_check ({}); it is backed up anyway, marked as damaged: repair or replace it, and keep older archives",
+            path.display(),
+            facts.check
+        );
+    }
+    counts.db_check = Some(facts.check);
+    match facts.drill {
+        Ok((schema, tables)) => {
+            counts.schema_sha256 = Some(schema);
+            counts.tables = tables;
+        }
+        Err(e) => log::warn!(
+            "cannot record the schema and row counts of {} for recovery drills: {e}; the archive is made without them",
+            path.display()
+        ),
+    }
+    counts.files += 1;
+    counts.content_bytes += stored;
+    counts.database = Some(database);
     Ok(())
 }
 
@@ -464,48 +488,18 @@ async fn write_changed(
     Ok(())
 }
 
-/// What a recovery drill later checks the restored database against: the
-/// schema hash and the row count of each table, read in the snapshot's
-/// transaction (so they describe exactly the pages stored). One
-/// `count(*)` per table, yielding in between. If they cannot be read (a
-/// damaged source) the archive is still made, without them.
-async fn record_drill_facts(snap: &DbSnapshot, path: &Path, counts: &mut Counts) {
-    let started = Instant::now();
-    let facts = async {
-        let schema = snap.schema_sha256()?;
-        let mut tables = Vec::new();
-        for name in snap.tables()? {
-            let n = snap.count_rows(&name)?;
-            tables.push((name, n));
-            smol::future::yield_now().await;
-        }
-        Ok::<_, crate::sources::database::DbError>((schema, tables))
-    };
-    match facts.await {
-        Ok((schema, tables)) => {
-            log::debug!(
-                "schema and row counts of {} ({} tables) took {} ms",
-                path.display(),
-                tables.len(),
-                started.elapsed().as_millis()
-            );
-            counts.schema_sha256 = Some(schema);
-            counts.tables = tables;
-        }
-        Err(e) => log::warn!(
-            "cannot record the schema and row counts of {} for recovery drills: {e}; the archive is made without them",
-            path.display()
-        ),
-    }
-}
-
 /// Open the snapshot, waiting up to 30 s (cooperatively) while another
 /// connection holds a lock that keeps readers out (recovery, exclusive mode).
 /// Busy is told by SQLite's error code, never by message text.
-async fn open_snapshot(path: &Path) -> Result<DbSnapshot> {
+async fn open_snapshot(path: &Path) -> Result<(DbSnapshot, Option<Twin>)> {
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match DbSnapshot::open(path) {
+        let opened = if crate::workers::allowed() {
+            DbSnapshot::open_with_twin(path)
+        } else {
+            DbSnapshot::open(path).map(|s| (s, None))
+        };
+        match opened {
             Ok(s) => return Ok(s),
             Err(e) if e.is_busy() && Instant::now() < deadline => {
                 smol::Timer::after(std::time::Duration::from_millis(200)).await;

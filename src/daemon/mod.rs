@@ -187,9 +187,10 @@ impl Daemon {
 pub fn run(config_path: &Path) -> Result<i32> {
     let cfg = Config::load(config_path)?;
     crate::logger::init(cfg.log_level);
-    // The daemon's memory bound comes before a faster restore or verify:
-    // its archive passes read frames serially, on its one thread.
-    crate::format::ahead::set_allowed(false);
+    // The daemon's memory bound comes before a faster restore, verify or
+    // database backup: its jobs read frames and check the database
+    // serially, on its one thread.
+    crate::workers::set_allowed(false);
     let (session, _made_key) = Session::open_first_start(cfg)?;
     // First the socket: a second daemon must fail before it touches the
     // store or the audit log of the running one.

@@ -22,7 +22,6 @@
 //! the frame it is opening).
 
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,18 +29,6 @@ use std::thread::JoinHandle;
 use super::frame::{read_body, Decoded, FrameCodec, FrameHead, Opened, FRAME_HEADER_LEN};
 use super::FormatError;
 use crate::crypto::TAG_LEN;
-
-/// Whether sequential passes may read ahead on threads in this process.
-/// The daemon turns it off ([`set_allowed`]): it holds its memory bound
-/// (8 MiB resident while it backs up, ships the WAL and answers), and the
-/// read-ahead buffers and threads cost about a tenth of that; its jobs
-/// then read frames serially, as before. One-shot commands keep it on.
-static ALLOWED: AtomicBool = AtomicBool::new(true);
-
-/// Allow or forbid read-ahead threads for the rest of this process.
-pub fn set_allowed(on: bool) {
-    ALLOWED.store(on, Ordering::Relaxed);
-}
 
 /// Frames read ahead per worker.
 pub const DEPTH: usize = 2;
@@ -127,9 +114,10 @@ pub struct ReadAhead {
 impl ReadAhead {
     /// Start the worker for frames from `index` on (the source must be at
     /// that frame); `None` when no thread can be started or read-ahead is
-    /// not allowed in this process, and the caller reads serially.
+    /// not allowed in this process (`crate::workers`), and the caller reads
+    /// serially.
     pub fn start(codec: Arc<FrameCodec>, index: u64) -> Option<ReadAhead> {
-        if !ALLOWED.load(Ordering::Relaxed) {
+        if !crate::workers::allowed() {
             return None;
         }
         let mut workers = Vec::with_capacity(WORKERS);

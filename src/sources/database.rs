@@ -20,9 +20,13 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Rows, Statement};
 use sha2::{Digest, Sha256};
 
+use super::db_facts::Twin;
+
 /// Every page of the database in page-number order (the virtual table's
 /// own scan order, checked page by page in [`Pages`]).
 const PAGES_SQL: &str = "SELECT pgno, data FROM sqlite_dbpage";
+/// SQLite's page cache per connection of ours: 512 KiB.
+const CACHE_SIZE: &str = "PRAGMA cache_size = -512";
 /// One page by number (an incremental backup's second pass).
 const PAGE_SQL: &str = "SELECT data FROM sqlite_dbpage WHERE pgno = ?1";
 
@@ -164,22 +168,34 @@ impl DbSnapshot {
     /// [`DbError::is_busy`] holds, so a locked database never stalls the
     /// daemon's thread.
     pub fn open(path: &Path) -> Result<DbSnapshot, DbError> {
+        Ok(DbSnapshot::open_inner(path, false)?.0)
+    }
+
+    /// [`DbSnapshot::open`], and a second connection whose read transaction
+    /// sees the very same commit (a [`Twin`], for the checks of
+    /// `sources::db_facts` to run beside the page scan). Both read
+    /// transactions begin while a third connection holds the write lock
+    /// (`BEGIN IMMEDIATE`, given up at once afterwards), so no commit can
+    /// fall between them; a writer waits for that instant only (its own busy
+    /// timeout covers it). When the lock cannot be had within the short
+    /// busy wait, or the file is read-only, there is no twin: `None`, and
+    /// the snapshot is as [`DbSnapshot::open`] gives it.
+    pub fn open_with_twin(path: &Path) -> Result<(DbSnapshot, Option<Twin>), DbError> {
+        DbSnapshot::open_inner(path, true)
+    }
+
+    fn open_inner(path: &Path, twin: bool) -> Result<(DbSnapshot, Option<Twin>), DbError> {
         if !path.is_file() {
             return Err(DbError::Other(format!(
                 "database {} does not exist or is not a file; check [database] path",
                 path.display()
             )));
         }
-        // Read-write without CREATE: a WAL reader may need to create the
-        // -shm file; nothing is ever written by this connection.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let sql_err = |e: rusqlite::Error| DbError::Sqlite {
             what: format!("database {}", path.display()),
             source: e,
         };
-        let conn = Connection::open_with_flags(path, flags).map_err(sql_err)?;
-        conn.busy_timeout(Duration::from_millis(100))
-            .map_err(sql_err)?;
+        let conn = connect(path).map_err(sql_err)?;
         let journal_mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .map_err(sql_err)?;
@@ -189,12 +205,18 @@ impl DbSnapshot {
                 path.display()
             );
         }
-        conn.execute_batch("BEGIN DEFERRED").map_err(sql_err)?;
-        // The first read starts the transaction: from here on every query
-        // sees the same commit.
-        let _: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-            .map_err(sql_err)?;
+        let lock = if twin { write_lock(path) } else { None };
+        begin_read(&conn).map_err(sql_err)?;
+        let twin = match lock {
+            Some(lock) => {
+                let twin = twin_of(path);
+                // Given up before anything else happens: writers go on.
+                let _ = lock.execute_batch("ROLLBACK");
+                drop(lock);
+                twin
+            }
+            None => None,
+        };
         let page_size: u32 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(sql_err)?;
@@ -206,26 +228,20 @@ impl DbSnapshot {
                 what: "this rvm-backup was built without the sqlite_dbpage table; build it with the repository's .cargo/config.toml".into(),
                 source: e,
             })?;
-        Ok(DbSnapshot {
-            conn,
-            page_size,
-            page_count,
-            journal_mode,
-        })
+        Ok((
+            DbSnapshot {
+                conn,
+                page_size,
+                page_count,
+                journal_mode,
+            },
+            twin,
+        ))
     }
 
-    /// `PRAGMA quick_check(1)` inside the snapshot's read transaction: the
-    /// pages being backed up. `Ok("ok")`, or `Ok(first problem)`; SQLite
-    /// stops at the first problem, and only that one row is read. An `Err`
-    /// means the check itself could not run (SQLite gave up on a damaged
-    /// file).
-    pub fn quick_check(&self) -> Result<String, DbError> {
-        self.conn
-            .query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0))
-            .map_err(|e| DbError::Sqlite {
-                what: "PRAGMA quick_check".into(),
-                source: e,
-            })
+    /// The connection, in the snapshot's read transaction.
+    pub(super) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// [`schema_sha256`] inside the snapshot's read transaction.
@@ -272,6 +288,51 @@ impl DbSnapshot {
             source: e,
         })
     }
+}
+
+/// A connection of ours: read-write without CREATE (a WAL reader may need
+/// to create the -shm file; nothing is ever written through it), with a
+/// short busy wait.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_millis(100))?;
+    // Each page is read about once (the scan, the check's b-tree walk); the
+    // kernel's page cache holds the file. SQLite's own stays small, for the
+    // daemon's 8 MiB bound.
+    conn.execute_batch(CACHE_SIZE)?;
+    Ok(conn)
+}
+
+/// Begin a read transaction: the first read fixes the commit every later
+/// query of this connection sees.
+fn begin_read(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN DEFERRED")?;
+    let _: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    Ok(())
+}
+
+/// A connection holding the write lock (no commit can happen while it
+/// does), or `None` if it cannot be had within the busy wait.
+fn write_lock(path: &Path) -> Option<Connection> {
+    let conn = connect(path).ok()?;
+    match conn.execute_batch("BEGIN IMMEDIATE") {
+        Ok(()) => Some(conn),
+        Err(e) => {
+            log::debug!(
+                "no second connection for the checks of {} ({e}): they run after the page scan",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// The twin, begun while the write lock is held.
+fn twin_of(path: &Path) -> Option<Twin> {
+    let conn = connect(path).ok()?;
+    begin_read(&conn).ok()?;
+    Some(Twin { conn })
 }
 
 /// Every page of the image, in order, from one running statement

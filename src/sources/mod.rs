@@ -4,6 +4,7 @@
 //! bounded chunks; they never buffer a whole file or database.
 
 pub mod database;
+pub mod db_facts;
 pub mod exclude;
 pub mod fingerprint;
 pub mod tree;
