@@ -321,12 +321,15 @@ fn the_recovery_unit_is_a_bounded_oneshot_before_the_platform() {
         );
     }
     assert!(words(u, "Unit", "After").contains("local-fs.target"));
-    // Enabled, it makes the platform require it: a failed restore keeps the
-    // platform from starting on a half-restored or empty board.
-    assert!(
-        words(u, "Install", "RequiredBy").contains(PLATFORM_UNIT),
-        "{u} must be RequiredBy={PLATFORM_UNIT}"
-    );
+    // Enabled, it makes the platform and the daemon require it: a failed
+    // restore keeps the platform from starting on a half-restored or empty
+    // board, and the daemon from exporting that board onto the stick.
+    for needed in [PLATFORM_UNIT, "rvm-backup.service"] {
+        assert!(
+            words(u, "Install", "RequiredBy").contains(needed),
+            "{u} must be RequiredBy={needed}"
+        );
+    }
     // It must not pull in what it orders against, nor need the stick's mount.
     for key in ["Wants", "Requires", "BindsTo", "RequiresMountsFor"] {
         assert!(
@@ -392,9 +395,10 @@ fn the_export_unit_asks_the_daemon_once_and_never_loops() {
     assert!(entries(&read_board(u))
         .iter()
         .all(|(s, _, _)| s != "Install"));
-    // The daemon may write to the stick.
-    assert!(words("rvm-backup.service", "Service", "ReadWritePaths")
-        .contains(&format!("-{MOUNT_POINT}")));
+    // The daemon may write to the stick, and make a fresh card's master key.
+    let rw = words("rvm-backup.service", "Service", "ReadWritePaths");
+    assert!(rw.contains(&format!("-{MOUNT_POINT}")));
+    assert!(rw.contains("/etc/rvm-backup"), "{rw:?}");
 }
 
 #[test]

@@ -11,7 +11,11 @@
 #   dead-card  boot 2: a fresh image and that stick: restored before the platform starts
 #   left-in    boot 3: the stick stays in: nothing restored again, newer data stays
 #   power-cut  boot 4: qemu killed during the restore, then booted again: complete
-#   no-stick   boot 5: no stick: the boot goes on after recovery_timeout
+#   no-stick   boot 5: a board in service, no stick: the boot is not delayed
+#   fresh-no-stick  boot 5b: a fresh card, no stick: the recovery unit waits
+#              recovery_timeout, then the platform starts on the empty board
+#   restore-fails   boot 6: a fresh card and a stick whose set was changed: the
+#              recovery unit fails, the platform never starts, RESULT says FAILED
 # Each boot builds on the previous ones (healthy first).
 # env: RVM_ACCEPT_BINARY  the aarch64 binary (default target/board/rvm-backup, built
 #                         by cross/build-release.sh when missing)
@@ -24,7 +28,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-ALL_BOOTS=(healthy dead-card left-in power-cut no-stick)
+ALL_BOOTS=(healthy dead-card left-in power-cut no-stick fresh-no-stick restore-fails)
 # The line disaster-restore logs when every archive is verified and its journal is
 # about to be written: the restore proper begins. Seconds between that line and the
 # power cut, tried in turn until one lands inside the restore (config, the 32 MiB
@@ -262,6 +266,99 @@ run_no_stick() {
     boot no-stick "$work/cut.img" 600 -
 }
 
+# accept_state DISK NAME: what the harness and the platform wrote on the board NAME
+# (under $work/NAME/), and its recovery_timeout in seconds (the test sets "<N>s").
+accept_state() {
+    debugfs_dump "$1" /var/lib/rvm-accept "$work/$2/accept"
+    debugfs_dump "$1" /var/lib/myrvm "$work/$2/lib"
+    debugfs -R "cat /etc/rvm-backup/rvm-backup.toml" "$1" 2>/dev/null |
+        sed -n 's/^recovery_timeout = "\([0-9]*\)s".*/\1/p' >"$work/$2/recovery_timeout"
+}
+# rec_time NAME KEY: a value the harness recorded in /var/lib/rvm-accept/NAME.times.
+rec_time() { sed -n "s/^$2=//p" "$work/$1/accept/rvm-accept/$1.times" 2>/dev/null; }
+# le A B: A <= B (decimals)
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 <= b + 0) }'; }
+
+# Boot 5b: a fresh card (as provisioned, like dead-card's) and no stick. The recovery
+# unit must really wait recovery_timeout for a stick (a late one still counts), then
+# exit 0; the platform then starts on the empty board, no later than recovery_timeout
+# plus a margin after the recovery unit started.
+NO_STICK_MARGIN=15
+run_fresh_no_stick() {
+    local name=fresh-no-stick bound start done plat wait delay
+    "$here/image.sh" fresh "$base" "$work/fresh.img" "$binary" "$recovery_pub"
+    boot $name "$work/fresh.img" 600 -
+    accept_state "$work/fresh.img" $name
+    bound=$(cat "$work/$name/recovery_timeout")
+    [ -n "$bound" ] || die "$name: no recovery_timeout in the image's config"
+    start=$(rec_time $name rec_start) done=$(rec_time $name rec_done) plat=$(rec_time $name plat_start)
+    [ -n "$start" ] && [ -n "$plat" ] || die "$name: the harness recorded no times"
+    [ "$(rec_time $name rec_result)/$(rec_time $name rec_status)" = success/0 ] ||
+        bad "$name: the recovery unit did not succeed ($(rec_time $name rec_result)/$(rec_time $name rec_status))"
+    wait=$(awk -v a="$start" -v b="$done" 'BEGIN { printf "%.1f", b - a }')
+    delay=$(awk -v a="$start" -v b="$plat" 'BEGIN { printf "%.1f", b - a }')
+    log "$name: the recovery unit waited ${wait}s (${start}s to ${done}s after boot); the platform started ${delay}s after it began (recovery_timeout ${bound}s)"
+    le "$bound" "$wait" || bad "$name: the recovery unit waited ${wait}s, less than recovery_timeout ${bound}s"
+    le "$done" "$plat" && le "$delay" $((bound + NO_STICK_MARGIN)) ||
+        bad "$name: the platform started ${delay}s after the recovery unit, beyond recovery_timeout ${bound}s + ${NO_STICK_MARGIN}s"
+    grep -aq "no recovery stick at /media/rvm-recovery (after ${bound}s): nothing to do" "$work/$name.log" ||
+        bad "$name: the console does not say that no stick came within ${bound}s"
+    grep -q '^db none' "$work/$name/lib/myrvm/started.txt" 2>/dev/null ||
+        bad "$name: the platform did not start on the empty board ($(head -c 300 "$work/$name/lib/myrvm/started.txt" 2>&1))"
+    timings+=("$(printf '%-10s waited %ss, platform %ss after the recovery unit began' "" "$wait" "$delay")")
+}
+
+# tamper_stick OUT: a copy of the stick whose sets were changed after export: one
+# byte in the middle of every config archive part (sizes unchanged, so the sets
+# still look complete; only their hashes tell).
+tamper_stick() {
+    local part f n=0
+    cp --sparse=always "$work/stick.img" "$1"
+    part="$work/tamper.part"
+    while IFS= read -r f; do
+        rm -f "$part"
+        mcopy -n -i "$1" "$f" "$part"
+        printf 'X' | dd of="$part" bs=1 seek=$(($(stat -c %s "$part") / 2)) conv=notrunc status=none
+        mcopy -o -i "$1" "$part" "$f"
+        n=$((n + 1))
+    done < <(mdir -/ -b -i "$1" ::rvm-backup | grep '/pool/config/.*\.rvb$')
+    rm -f "$part"
+    [ "$n" -gt 0 ] || die "restore-fails: no config archive on the stick to change"
+}
+
+# Boot 6: the boot-time restore fails (a fresh card, the stick's set was changed).
+# The recovery unit fails, the platform never starts, and the stick and the journal
+# say in plain text what happened. The good stick stays as it was.
+run_restore_fails() {
+    local name=restore-fails s="$work/stick-tampered.img" before after boards_before boards_after
+    tamper_stick "$s"
+    before=$(mdir -b -i "$s" :: 2>/dev/null | grep -c 'RESULT-' || true)
+    boards_before=$(mdir -b -i "$s" ::rvm-backup 2>/dev/null | grep -c . || true)
+    "$here/image.sh" fresh "$base" "$work/failed.img" "$binary" "$recovery_pub"
+    boot $name "$work/failed.img" 600 "$s"
+    accept_state "$work/failed.img" $name
+    [ "$(rec_time $name rec_result)/$(rec_time $name rec_status)" = exit-code/1 ] ||
+        bad "$name: the recovery unit did not fail ($(rec_time $name rec_result)/$(rec_time $name rec_status))"
+    [ "$(rec_time $name plat_start)" = 0.0 ] || bad "$name: the platform started at $(rec_time $name plat_start)s"
+    [ ! -e "$work/$name/lib/myrvm/started.txt" ] || bad "$name: the platform recorded a start"
+    [ ! -e "$work/$name/lib/myrvm/rvm.sqlite" ] || bad "$name: the platform made a database"
+    after=$(mdir -b -i "$s" :: 2>/dev/null | grep -c 'RESULT-' || true)
+    [ "$after" -eq $((before + 1)) ] || bad "$name: $after result files on the stick, want $((before + 1))"
+    local r
+    r=$(mdir -b -i "$s" :: 2>/dev/null | grep 'RESULT-' | sort | tail -n 1)
+    if [ -n "$r" ] && mcopy -i "$s" "$r" - | grep -q 'RESULT: FAILED'; then
+        log "$name: the stick's newest result file ${r#::/}:"
+        mcopy -i "$s" "$r" - | sed 's/^/    | /'
+    else
+        bad "$name: the stick's newest result file does not say RESULT: FAILED"
+    fi
+    grep -aq 'rvm-backup: RESULT: FAILED' "$work/$name.log" || bad "$name: the console does not say RESULT: FAILED"
+    boards_after=$(mdir -b -i "$s" ::rvm-backup 2>/dev/null | grep -c . || true)
+    [ "$boards_after" -eq "$boards_before" ] ||
+        bad "$name: the failed board wrote sets of its own onto the stick ($boards_before board folder(s) before, $boards_after after): a retry would pick them"
+    log "$name: the recovery unit failed, the platform never started, the stick says FAILED"
+}
+
 for b in "${boots[@]}"; do
     case $b in
         smoke) run_smoke ;;
@@ -270,6 +367,8 @@ for b in "${boots[@]}"; do
         left-in) run_left_in ;;
         power-cut) run_power_cut ;;
         no-stick) run_no_stick ;;
+        fresh-no-stick) run_fresh_no_stick ;;
+        restore-fails) run_restore_fails ;;
         *) die "unknown boot '$b' (have: ${ALL_BOOTS[*]})" ;;
     esac
 done
