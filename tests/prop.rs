@@ -73,15 +73,43 @@ fn read_all(bytes: &[u8]) -> Result<usize, String> {
         serial,
         "read-ahead and serial reads differ"
     );
-    let n = serial?.len();
+    // Through the index, every entry or every second or third one, then
+    // back to the first: a chain's holder reads this way, with forward
+    // read-ahead, which must give what serial seeks give, damaged or not.
+    for stride in 1..=3 {
+        let seeks = by_index(bytes, false, stride);
+        assert_eq!(
+            by_index(bytes, true, stride),
+            seeks,
+            "forward read-ahead and serial seeks differ (every {stride} entries)"
+        );
+        if serial.is_ok() {
+            seeks?;
+        }
+    }
+    Ok(serial?.len())
+}
+
+/// Seek to every `stride`th entry by the index and read it, then to the
+/// first again; with `forward`, with forward read-ahead, switched off and
+/// on again halfway (as a chain's holders do). The entries' hashes.
+fn by_index(bytes: &[u8], forward: bool, stride: usize) -> Result<Vec<[u8; 32]>, String> {
     let k = key();
     let mut r = ArchiveReader::open(Cursor::new(bytes), Some(&k)).map_err(|e| e.to_string())?;
-    for rec in r.read_index().map_err(|e| e.to_string())? {
+    let index = r.read_index().map_err(|e| e.to_string())?;
+    r.read_ahead_forward(forward);
+    let mut seen = Vec::new();
+    let picked = index.iter().step_by(stride).chain(index.first());
+    for (n, rec) in picked.enumerate() {
+        if forward && n == index.len() / (2 * stride) {
+            r.read_ahead_forward(false);
+            r.read_ahead_forward(true);
+        }
         r.seek_to(rec.at).map_err(|e| e.to_string())?;
         r.next_entry().map_err(|e| e.to_string())?;
-        r.end_entry().map_err(|e| e.to_string())?;
+        seen.push(r.end_entry().map_err(|e| e.to_string())?.sha256);
     }
-    Ok(n)
+    Ok(seen)
 }
 
 #[test]
@@ -89,11 +117,10 @@ fn sample_reads() {
     assert_eq!(read_all(&sample_archive()), Ok(3));
 }
 
-/// Read-ahead over many frames, raw and deflated, and cut short or
-/// damaged in each of them: the same entries, or the same error, as a
-/// serial read.
-#[test]
-fn read_ahead_matches_serial_reads_frame_by_frame() {
+/// An archive of files of these sizes, frames of 4 KiB, each file's
+/// content pseudo-random (stored raw) or, where `compressible(i)`, a
+/// repeating pattern (deflated).
+fn archive_of(sizes: &[usize], compressible: impl Fn(usize) -> bool) -> Vec<u8> {
     let k = key();
     let header = Header {
         flags: FLAG_COMPRESSED | FLAG_ENCRYPTED,
@@ -110,23 +137,22 @@ fn read_ahead_matches_serial_reads_frame_by_frame() {
     )
     .unwrap();
     let mut x = 0x2545_f491_4f6c_dd1du64;
-    for i in 0..6 {
-        // Alternately incompressible (stored raw) and compressible.
-        let content: Vec<u8> = (0..(i + 1) * 7000)
+    for (i, &size) in sizes.iter().enumerate() {
+        let content: Vec<u8> = (0..size)
             .map(|j| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if i % 2 == 0 {
-                    x as u8
-                } else {
+                if compressible(i) {
                     (j % 7) as u8
+                } else {
+                    x as u8
                 }
             })
             .collect();
         let h = EntryHeader {
             kind: EntryKind::File,
-            path: format!("/var/f{i}").into_bytes(),
+            path: format!("/var/f{i:03}").into_bytes(),
             mode: 0o644,
             uid: 0,
             gid: 0,
@@ -138,15 +164,43 @@ fn read_ahead_matches_serial_reads_frame_by_frame() {
         w.write_content(&content).unwrap();
         w.end_entry(0).unwrap();
     }
-    let bytes = w.finish().unwrap().0;
-    assert_eq!(read_all(&bytes), Ok(6));
-    assert!(bytes.len() > 10 * 4096, "too few frames: {}", bytes.len());
-    for at in (0..bytes.len()).step_by(997) {
-        let mut bad = bytes.clone();
+    w.finish().unwrap().0
+}
+
+/// Every byte flipped (in steps of `step`) and every cut: each is found,
+/// the same way with and without read-ahead (`read_all` compares them).
+fn damage_is_found_everywhere(bytes: &[u8], step: usize) {
+    for at in (0..bytes.len()).step_by(step) {
+        let mut bad = bytes.to_vec();
         bad[at] ^= 0x40;
         assert!(read_all(&bad).is_err(), "flip at {at} not detected");
         assert!(read_all(&bytes[..at]).is_err(), "cut at {at} not detected");
     }
+}
+
+/// Read-ahead over many frames, raw and deflated, and cut short or
+/// damaged in each of them: the same entries, or the same error, as a
+/// serial read.
+#[test]
+fn read_ahead_matches_serial_reads_frame_by_frame() {
+    let sizes: Vec<usize> = (1..=6).map(|i| i * 7000).collect();
+    // Alternately incompressible (stored raw) and compressible.
+    let bytes = archive_of(&sizes, |i| i % 2 == 1);
+    assert_eq!(read_all(&bytes), Ok(6));
+    assert!(bytes.len() > 10 * 4096, "too few frames: {}", bytes.len());
+    damage_is_found_everywhere(&bytes, 997);
+}
+
+/// Files of about a frame each: seeks by the index skip one or two frames,
+/// which forward read-ahead walks through rather than jumping. The same
+/// entries, or the same error, as serial seeks, with damage in any frame
+/// (also in one walked through but not needed).
+#[test]
+fn forward_read_ahead_walks_short_seeks_like_serial_ones() {
+    let sizes: Vec<usize> = (0..40).map(|i| 1500 + (i * 1237) % 6000).collect();
+    let bytes = archive_of(&sizes, |i| i % 5 == 0);
+    assert_eq!(read_all(&bytes), Ok(40));
+    damage_is_found_everywhere(&bytes, 1499);
 }
 
 proptest! {

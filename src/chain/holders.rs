@@ -6,7 +6,10 @@
 //! every reference in one pass over that holder's index, and one content
 //! reader per holder reads the content (a seek within the current frame
 //! does not reopen it). At most [`MAX_CHAIN`] holders are opened; memory is
-//! two readers' frame buffers per holder, whatever the number of files.
+//! two readers' frame buffers per holder, whatever the number of files,
+//! and one read-ahead (`format::ahead`, forward mode) for the holder being
+//! read, so that the content of large unchanged files streams on both
+//! cores.
 
 use crate::crypto::KeyRing;
 use crate::error::{msg, Result};
@@ -127,6 +130,16 @@ impl<'a> Holders<'a> {
     ) -> Result<(&mut ArchiveReader<PartReader>, String)> {
         let i = self.check(path, reference, sha256)?;
         let id = reference.holder.clone();
+        // Frames are read ahead for one holder at a time (memory stays
+        // that of one read-ahead, whatever the chain's length): the one
+        // being read now.
+        for (n, h) in self.open.iter_mut().enumerate() {
+            if n != i {
+                if let Some(r) = h.content.as_mut() {
+                    r.read_ahead_forward(false);
+                }
+            }
+        }
         let holder = &mut self.open[i];
         let at = holder
             .cursor
@@ -140,6 +153,7 @@ impl<'a> Holders<'a> {
         let Some(r) = holder.content.as_mut() else {
             return Err(msg("internal error: no content reader"));
         };
+        r.read_ahead_forward(true);
         r.seek_to(at).map_err(|e| archive_err(&id, e))?;
         let h: Option<EntryHeader> = r.next_entry().map_err(|e| archive_err(&id, e))?;
         match h {

@@ -57,7 +57,17 @@ pub struct ArchiveReader<R> {
     seen: u64,
     seen_hash: Sha256,
     sequential: bool,
+    /// Random access that mostly moves forward (a chain's holder): frames
+    /// are read ahead once reading runs on into a following frame, and a
+    /// short forward seek walks through the read-ahead instead of jumping
+    /// ([`ArchiveReader::read_ahead_forward`]).
+    forward: bool,
 }
+
+/// A forward seek to a frame at most this many frames on walks through the
+/// read-ahead (opening the frames between) rather than jumping, which
+/// drops the frames in flight.
+const WALK_FRAMES: u64 = 4;
 
 impl<R: Read + Seek> ArchiveReader<R> {
     /// Read and check the header; `key` must be the archive's key if it is
@@ -89,6 +99,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
             seen: 0,
             seen_hash: Sha256::new(),
             sequential: true,
+            forward: false,
         })
     }
 
@@ -111,15 +122,42 @@ impl<R: Read + Seek> ArchiveReader<R> {
         }
     }
 
+    /// Turn forward read-ahead on or off for a reader used by seeks that
+    /// mostly go forward (see [`super::ahead`]): with it on, once reading
+    /// runs on from one frame into the next the following frames are
+    /// opened on other threads, and a seek a few frames on walks through
+    /// them. A seek further away, or back, drops them; they start again
+    /// only when reading runs on again, so scattered small reads open
+    /// nothing ahead. Off drops the frames in flight and their threads
+    /// (between entries only: the next seek then reopens its frame).
+    pub fn read_ahead_forward(&mut self, on: bool) {
+        self.forward = on;
+        if !on && self.ahead.is_some() && self.open.is_none() {
+            self.ahead = None;
+            // The current frame's plaintext went with the read-ahead.
+            self.started = false;
+        }
+    }
+
     fn plain(&self) -> &[u8] {
         plain_of(&self.ahead, &self.opener)
     }
 
     fn open_frame(&mut self) -> Result<(), FormatError> {
+        self.open_frame_from(true)
+    }
+
+    /// Open the next frame; `continuing`: reading runs on from the current
+    /// one (not a jump), which starts forward read-ahead.
+    fn open_frame_from(&mut self, continuing: bool) -> Result<(), FormatError> {
         if self.frame_is_last {
             return Err(FormatError::Corrupt("payload ends inside a record".into()));
         }
         let index = self.opener.next_index();
+        if self.forward && continuing && self.started && self.ahead.is_none() {
+            // The source is at this frame: a serial open leaves it there.
+            self.ahead = ReadAhead::start(self.opener.codec(), index);
+        }
         let info = match self.ahead.as_mut() {
             Some(ahead) => {
                 let info = ahead.next(&mut self.src)?;
@@ -385,7 +423,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
             && !self.frame_is_last
             && self.frame_index == at.frame_index
             && self.frame_offset == at.frame_offset;
-        if !same_frame {
+        if !same_frame && !self.walk_to(at)? {
             self.jump(at.frame_offset, at.frame_index)?;
         }
         if at.offset_in_frame as usize > self.len {
@@ -395,6 +433,31 @@ impl<R: Read + Seek> ArchiveReader<R> {
         }
         self.pos = at.offset_in_frame as usize;
         Ok(())
+    }
+
+    /// With frames read ahead and `at` a few frames on, open the frames up
+    /// to it from the read-ahead (each checked as any frame is). False when
+    /// that does not apply, a frame on the way does not open, or the frame
+    /// reached is not where `at` says: the caller jumps.
+    fn walk_to(&mut self, at: Location) -> Result<bool, FormatError> {
+        let next = self.opener.next_index();
+        if self.ahead.is_none()
+            || !self.started
+            || self.frame_is_last
+            || at.frame_index < next
+            || at.frame_index - next >= WALK_FRAMES
+        {
+            return Ok(false);
+        }
+        while self.frame_index != at.frame_index {
+            // A frame that does not open here (damaged, cut) is left to
+            // the jump: a serial reader skips the frames in between and
+            // fails, or not, exactly where this one must.
+            if self.frame_is_last || self.open_frame().is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(self.frame_offset == at.frame_offset && !self.frame_is_last)
     }
 
     fn jump(&mut self, offset: u64, index: u64) -> Result<(), FormatError> {
@@ -407,7 +470,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
         self.opener.reposition(index);
         self.next_offset = offset;
         self.frame_is_last = false;
-        self.open_frame()
+        self.open_frame_from(false)
     }
 }
 

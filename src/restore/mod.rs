@@ -356,6 +356,9 @@ async fn stage_db_chain(
         }
     }
     let mut r = open_reader(root, key)?;
+    // The chain's full image is read through from its first frame: its
+    // frames are opened on other threads (format::ahead), as in stage_all.
+    r.read_ahead();
     let mut images = 0;
     while let Some(h) = r.next_entry().map_err(arch(root))? {
         match h.kind {
