@@ -27,10 +27,19 @@ fn patience() -> Duration {
     }
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_for_or(what, done, String::new);
+}
+
+/// [`wait_for`], telling `context()` (a daemon's log) when it times out.
+fn wait_for_or(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + patience();
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -126,6 +135,8 @@ struct Got {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     status: u16,
+    /// When the receiver had read it all.
+    received: std::time::SystemTime,
 }
 
 impl Got {
@@ -246,6 +257,7 @@ fn serve(
         headers,
         body,
         status,
+        received: std::time::SystemTime::now(),
     });
     let _ = conn.write_all(
         format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -536,72 +548,292 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
     );
 }
 
-/// The whole path, rules to receiver: scheduled backups of a strategy
-/// start failing (its source directory is removed), the monitor's
-/// failures rule turns critical, and the webhook receives a critical
-/// alert naming the strategy and the reason; the directory comes back,
-/// the next scheduled backup succeeds, and the receiver gets the recovery
-/// notice (`resolved`) for the same finding.
-#[test]
-fn failing_scheduled_backups_reach_the_webhook_as_critical_then_resolved() {
+/// Unix seconds of an RFC 3339 UTC time as the daemon writes it
+/// (`2026-11-27T01:10:00Z`).
+fn unix_of(t: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| -> i64 { t[r].parse().unwrap_or_else(|_| panic!("{t}")) };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (proleptic Gregorian), as in timefmt.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// Unix seconds, with fractions, of `t`.
+fn unix_f(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The end-to-end timing rules of the failures test: the schedule and
+/// monitoring periods it configures, in seconds.
+const E2E_BACKUP_INTERVAL: u64 = 2;
+const E2E_BACKUP_JITTER: u64 = 1;
+const E2E_MONITORING_INTERVAL: u64 = 1;
+
+/// Room on top of the bound for a loaded machine or an emulated run.
+fn e2e_slack() -> f64 {
+    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        90.0
+    } else {
+        8.0
+    }
+}
+
+/// The whole path, rules to receiver, for one way of breaking backups:
+/// scheduled backups of `strategy` run (every other strategy's schedule
+/// is a year, so only this one keeps running); once one has succeeded,
+/// `cause` breaks them; the monitor's failures rule (critical at the first
+/// failure, believed after its two confirming evaluations) must bring a
+/// critical alert naming the strategy, and a reason holding `why`, to the
+/// webhook within two monitoring intervals plus one backup period (and
+/// some slack) of the end of the first failed job; `mend` undoes the
+/// cause, the next scheduled backup succeeds, and the receiver must get
+/// the recovery notice (`resolved`) for the same finding. `setup` runs
+/// before anything is written (it may mount `backup_dir`); what it returns
+/// lives until the daemon is gone.
+fn scheduled_failures_reach_the_webhook<G, C>(
+    name: &str,
+    strategy: &str,
+    why: &str,
+    setup: impl FnOnce(&Board) -> G,
+    cause: impl FnOnce(&Board) -> C,
+    mend: impl FnOnce(&Board, C),
+) {
     let port = free_port();
     let rx = Receiver::start(port, |_| 200, Duration::ZERO);
-    let b = Board::new("alert-e2e");
+    let b = Board::new(name);
+    let _setup = setup(&b);
     let socket = b.tmp.path().join("run/control.sock");
     b.write_config(&format!(
-        "socket = \"{}\"\nenvironment = \"development\"\nbackup_interval = \"2s\"\nbackup_jitter = \"1s\"\nbackup_monitoring_interval = \"1s\"\n",
+        "socket = \"{}\"\nenvironment = \"development\"\nbackup_interval = \"{E2E_BACKUP_INTERVAL}s\"\nbackup_jitter = \"{E2E_BACKUP_JITTER}s\"\nbackup_monitoring_interval = \"{E2E_MONITORING_INTERVAL}s\"\n",
         socket.display()
     ));
     let mut text = fs::read_to_string(&b.config).unwrap();
+    for other in ["database", "config", "logs", "application"] {
+        if other != strategy {
+            text = text.replace(
+                &format!("[{other}]\n"),
+                &format!("[{other}]\ninterval = \"366d\"\n"),
+            );
+        }
+    }
     text.push_str(&format!(
-        "\n[monitoring]\nfailures_warning = 1\nfailures_critical = 2\nfree_warning_percent = 0\nfree_critical_percent = 0\n\n\
+        "\n[monitoring]\nfailures_warning = 1\nfailures_critical = 1\nfree_warning_percent = 0\nfree_critical_percent = 0\n\n\
          [[alert]]\ntype = \"webhook\"\nname = \"platform\"\nurl = \"http://127.0.0.1:{port}/rvm\"\nmin_severity = \"warning\"\n"
     ));
     fs::write(&b.config, text).unwrap();
     b.populate();
-    let source = b.root.join("etc/myrvm");
-    let away = b.root.join("etc/myrvm.away");
     let d = Daemon::start(&b);
-    let alerts = |rule: &str, subject: &str| -> Vec<serde_json::Value> {
+    let alerts = || -> Vec<(serde_json::Value, std::time::SystemTime)> {
         rx.got()
             .iter()
             .filter(|g| g.status == 200)
-            .filter_map(|g| serde_json::from_slice::<serde_json::Value>(&g.body).ok())
-            .filter(|j| j["rule"] == rule && j["subject"] == subject)
+            .filter_map(|g| {
+                serde_json::from_slice::<serde_json::Value>(&g.body)
+                    .ok()
+                    .map(|j| (j, g.received))
+            })
+            .filter(|(j, _)| j["rule"] == "failures" && j["subject"] == strategy)
             .collect()
     };
-    // A good config backup first, so the failures are news.
-    wait_for("a successful scheduled config backup", || {
-        d.json("STATUS").to_string().contains("config")
-            && fs::read_dir(b.backups.join("config"))
-                .map(|r| r.count() > 0)
-                .unwrap_or(false)
-    });
-    fs::rename(&source, &away).unwrap();
-    wait_for("a critical failures/config alert at the webhook", || {
-        alerts("failures", "config")
+    // The jobs of this strategy that ended in `state`, with when.
+    let what = format!("backup {strategy}");
+    let ended = |state: &str| -> Vec<i64> {
+        d.json("HISTORY")["jobs"]
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|j| j["severity"] == "critical" && j["kind"] != "resolved")
+            .filter(|j| j["what"] == what.as_str() && j["state"] == state)
+            .filter_map(|j| j["finished"].as_str().map(unix_of))
+            .collect()
+    };
+    // A good scheduled backup first, so the failures are news.
+    wait_for("a successful scheduled backup", || {
+        !ended("done").is_empty()
     });
-    let critical = alerts("failures", "config")
+    let c = cause(&b);
+    // Every failed job seen (HISTORY is bounded: keep the first).
+    let mut first_failure: Option<i64> = None;
+    let mut note_failures = || {
+        if let Some(t) = ended("failed").into_iter().min() {
+            first_failure = Some(first_failure.map_or(t, |f| f.min(t)));
+        }
+    };
+    let context = || format!("HISTORY: {}\nlog:\n{}", d.json("HISTORY"), d.log_text());
+    wait_for_or(
+        "a critical failures alert at the webhook",
+        || {
+            note_failures();
+            alerts()
+                .iter()
+                .any(|(j, _)| j["severity"] == "critical" && j["kind"] != "resolved")
+        },
+        context,
+    );
+    note_failures();
+    let (critical, received) = alerts()
         .into_iter()
-        .find(|j| j["severity"] == "critical")
+        .find(|(j, _)| j["severity"] == "critical")
         .unwrap();
     let reason = critical["reason"].as_str().unwrap();
     assert!(
-        reason.contains("failed") && reason.contains("config"),
-        "the reason should say what failed: {critical}"
+        reason.contains("failed") && reason.contains(why),
+        "the reason should say what failed and why ({why}): {critical}"
     );
-    fs::rename(&away, &source).unwrap();
-    wait_for("the recovery notice for failures/config", || {
-        alerts("failures", "config")
-            .iter()
-            .any(|j| j["kind"] == "resolved")
-    });
-    let notice = alerts("failures", "config")
+    // When: the job's end is in whole seconds (rounded down), hence the 1.
+    let failed_at = first_failure.expect("no failed job in HISTORY") as f64;
+    let bound = (2 * E2E_MONITORING_INTERVAL + E2E_BACKUP_INTERVAL + E2E_BACKUP_JITTER) as f64
+        + 1.0
+        + e2e_slack();
+    let took = unix_f(received) - failed_at;
+    assert!(
+        took <= bound,
+        "the critical alert came {took:.1} s after the first failed job ended; the bound is {bound:.1} s: {critical}"
+    );
+    eprintln!("{name}: critical alert {took:.1} s after the first failure (bound {bound:.1} s)");
+    mend(&b, c);
+    wait_for_or(
+        "the recovery notice",
+        || alerts().iter().any(|(j, _)| j["kind"] == "resolved"),
+        context,
+    );
+    let (notice, _) = alerts()
         .into_iter()
-        .find(|j| j["kind"] == "resolved")
+        .find(|(j, _)| j["kind"] == "resolved")
         .unwrap();
     assert_eq!(notice["severity"], "ok", "{notice}");
+    assert!(
+        !ended("done").is_empty(),
+        "resolved without a successful backup"
+    );
     drop(d);
+}
+
+/// Its source directory removed: the config backups fail.
+#[test]
+fn failing_scheduled_backups_reach_the_webhook_as_critical_then_resolved() {
+    scheduled_failures_reach_the_webhook(
+        "alert-e2e",
+        "config",
+        "config",
+        |_| (),
+        |b| {
+            let source = b.root.join("etc/myrvm");
+            fs::rename(&source, b.root.join("etc/myrvm.away")).unwrap();
+        },
+        |b, ()| {
+            let source = b.root.join("etc/myrvm");
+            fs::rename(b.root.join("etc/myrvm.away"), &source).unwrap();
+        },
+    );
+}
+
+/// The database held exclusively by another program (the platform in
+/// exclusive locking mode, having written, inside a write transaction):
+/// the database backups wait their bounded time (30 s), then fail as
+/// locked. (It must have written: a database whose files are unchanged
+/// since the last archive is archived without being opened.)
+#[test]
+fn a_locked_database_reaches_the_webhook_as_critical_then_resolved() {
+    scheduled_failures_reach_the_webhook(
+        "alert-e2e-locked",
+        "database",
+        "locked",
+        |_| (),
+        |b| {
+            let c = rusqlite::Connection::open(b.db_path()).unwrap();
+            c.execute_batch(
+                "PRAGMA locking_mode = EXCLUSIVE; \
+                 INSERT INTO deposits(barcode, grams, cents) VALUES ('locked', 1.0, 25); \
+                 BEGIN EXCLUSIVE; \
+                 INSERT INTO deposits(barcode, grams, cents) VALUES ('held', 2.0, 25);",
+            )
+            .unwrap();
+            c
+        },
+        |_, c| {
+            c.execute_batch("COMMIT").unwrap();
+            drop(c);
+        },
+    );
+}
+
+/// `backup_dir` on a small tmpfs, unmounted (lazily: the daemon may still
+/// hold it) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full `backup_dir`: the file system has room left for the small
+/// files (state, outbox, monitor) but not for the next archive, which
+/// fails with ENOSPC; freeing the space lets the next backup succeed.
+#[test]
+fn a_full_backup_dir_reaches_the_webhook_as_critical_then_resolved() {
+    if !require_root("a_full_backup_dir_reaches_the_webhook_as_critical_then_resolved") {
+        return;
+    }
+    // What is left free: room for the small files, far less than the
+    // 1 MiB of new incompressible data the next archive must hold.
+    const LEFT: u64 = 192 << 10;
+    scheduled_failures_reach_the_webhook(
+        "alert-e2e-full",
+        "config",
+        "space",
+        |b| Tmpfs::mount(&b.backups, "48m"),
+        |b| {
+            fs::write(
+                b.root.join("etc/myrvm/new-firmware.bin"),
+                pseudo_random(1 << 20, 7),
+            )
+            .unwrap();
+            let filler = b.backups.join("filler");
+            let mut f = fs::File::create(&filler).unwrap();
+            let chunk = vec![0x5au8; 64 << 10];
+            let free = {
+                let s = rustix::fs::statvfs(&b.backups).unwrap();
+                s.f_bavail * s.f_frsize
+            };
+            let mut want = free.saturating_sub(LEFT);
+            while want > 0 {
+                let n = want.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n]).unwrap();
+                want -= n as u64;
+            }
+            f.sync_all().unwrap();
+            filler
+        },
+        |_, filler| fs::remove_file(filler).unwrap(),
+    );
 }
