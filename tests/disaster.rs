@@ -271,8 +271,10 @@ fn dead_board_comes_back_from_the_stick_and_the_recovery_key() {
 }
 
 /// No key anywhere, or another fleet's recovery key: nothing restored,
-/// and the message names the recovery key the set is sealed to. Then the
-/// key on the stick itself as rvm-recovery.key opens it.
+/// and the message names the recovery key the set is sealed to; the
+/// same for the wrong key as the config's `recovery_key_file`. Then the
+/// right key as `recovery_key_file` opens it, and on a board dead again
+/// the key on the stick itself as rvm-recovery.key does.
 #[test]
 fn without_the_right_recovery_key_nothing_is_restored() {
     let Some(stick) = Stick::new("disaster-nokey", MIB) else {
@@ -308,6 +310,43 @@ fn without_the_right_recovery_key_nothing_is_restored() {
     assert!(!f.b.root.join("etc").exists(), "nothing touched");
     assert!(!public.is_empty());
 
+    // The config's recovery_key_file is a key source of its own: the
+    // wrong key there is refused in the same way…
+    let configured = |key: &Path| {
+        f.b.write_config(&f.extra(
+            &public,
+            &format!("recovery_key_file = \"{}\"\n", key.display()),
+        ))
+    };
+    configured(&wrong);
+    let out = f.disaster(&stick.dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("not the one the set is sealed to") && said.contains("wrong.key"),
+        "{said}"
+    );
+    assert!(!f.b.root.join("etc").exists(), "nothing touched");
+    // … and the right one restores, with no key on the stick and none on
+    // the command line.
+    configured(&f.recovery);
+    let before = common::stick::results(&stick.dir);
+    let out = f.disaster(&stick.dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_restored(&f.b, &r);
+    let account = format!("{}{}", text(&out), new_result(&stick.dir, &before));
+    assert!(
+        account.contains(&f.recovery.display().to_string()),
+        "the account names the configured key file: {account}"
+    );
+
+    // Dead again, without recovery_key_file: the key on the stick.
+    f.b.write_config(&f.extra(&public, ""));
+    for d in ["etc", "opt", "var"] {
+        let _ = fs::remove_dir_all(f.b.root.join(d));
+    }
+    let _ = fs::remove_dir_all(&f.b.backups);
+    let _ = fs::remove_file(&f.b.key);
     fs::write(
         stick.dir.join("rvm-recovery.key"),
         fs::read(&f.recovery).unwrap(),
