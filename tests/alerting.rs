@@ -490,7 +490,8 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
     let port = free_port();
     let hb_port = free_port();
     // The webhook receiver holds every request a long while.
-    let slow = Receiver::start(port, |_| 200, Duration::from_secs(8));
+    let hold = Duration::from_secs(8);
+    let slow = Receiver::start(port, |_| 200, hold);
     let hb = Receiver::start(hb_port, |_| 200, Duration::ZERO);
     let b = board(
         "alert-slow",
@@ -504,14 +505,23 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
     wait_for("the receiver to hold the request", || {
         slow.holding.load(Ordering::SeqCst) > 0
     });
-    // While it is held, the daemon answers (many times over).
+    // While it is held, the daemon answers (many times over), each
+    // answer far quicker than the hold: the send does not block it.
+    let mut slowest = Duration::ZERO;
     for _ in 0..20 {
+        let t = Instant::now();
         d.json("STATUS");
+        slowest = slowest.max(t.elapsed());
     }
     assert!(
         slow.holding.load(Ordering::SeqCst) > 0,
         "the requests were slower than the receiver"
     );
+    assert!(
+        slowest < hold / 4,
+        "the slowest STATUS took {slowest:?} while the receiver held an alert for {hold:?}"
+    );
+    eprintln!("slowest STATUS while the receiver held an alert: {slowest:?}");
     // A backup pings start then success.
     let job = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
     wait_for("the backup", || {
