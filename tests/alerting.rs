@@ -595,6 +595,32 @@ fn e2e_slack() -> f64 {
     }
 }
 
+/// The end-to-end tests' config: `strategy` backed up every
+/// [`E2E_BACKUP_INTERVAL`] (the others once a year), monitoring every
+/// [`E2E_MONITORING_INTERVAL`], failures critical at the first, the free
+/// space percentages off, and a webhook sink at `port`.
+fn write_e2e_config(b: &Board, strategy: &str, port: u16) {
+    let socket = b.tmp.path().join("run/control.sock");
+    b.write_config(&format!(
+        "socket = \"{}\"\nenvironment = \"development\"\nbackup_interval = \"{E2E_BACKUP_INTERVAL}s\"\nbackup_jitter = \"{E2E_BACKUP_JITTER}s\"\nbackup_monitoring_interval = \"{E2E_MONITORING_INTERVAL}s\"\n",
+        socket.display()
+    ));
+    let mut text = fs::read_to_string(&b.config).unwrap();
+    for other in ["database", "config", "logs", "application"] {
+        if other != strategy {
+            text = text.replace(
+                &format!("[{other}]\n"),
+                &format!("[{other}]\ninterval = \"366d\"\n"),
+            );
+        }
+    }
+    text.push_str(&format!(
+        "\n[monitoring]\nfailures_warning = 1\nfailures_critical = 1\nfree_warning_percent = 0\nfree_critical_percent = 0\n\n\
+         [[alert]]\ntype = \"webhook\"\nname = \"platform\"\nurl = \"http://127.0.0.1:{port}/rvm\"\nmin_severity = \"warning\"\n"
+    ));
+    fs::write(&b.config, text).unwrap();
+}
+
 /// The whole path, rules to receiver, for one way of breaking backups:
 /// scheduled backups of `strategy` run (every other strategy's schedule
 /// is a year, so only this one keeps running); once one has succeeded,
@@ -619,25 +645,7 @@ fn scheduled_failures_reach_the_webhook<G, C>(
     let rx = Receiver::start(port, |_| 200, Duration::ZERO);
     let b = Board::new(name);
     let _setup = setup(&b);
-    let socket = b.tmp.path().join("run/control.sock");
-    b.write_config(&format!(
-        "socket = \"{}\"\nenvironment = \"development\"\nbackup_interval = \"{E2E_BACKUP_INTERVAL}s\"\nbackup_jitter = \"{E2E_BACKUP_JITTER}s\"\nbackup_monitoring_interval = \"{E2E_MONITORING_INTERVAL}s\"\n",
-        socket.display()
-    ));
-    let mut text = fs::read_to_string(&b.config).unwrap();
-    for other in ["database", "config", "logs", "application"] {
-        if other != strategy {
-            text = text.replace(
-                &format!("[{other}]\n"),
-                &format!("[{other}]\ninterval = \"366d\"\n"),
-            );
-        }
-    }
-    text.push_str(&format!(
-        "\n[monitoring]\nfailures_warning = 1\nfailures_critical = 1\nfree_warning_percent = 0\nfree_critical_percent = 0\n\n\
-         [[alert]]\ntype = \"webhook\"\nname = \"platform\"\nurl = \"http://127.0.0.1:{port}/rvm\"\nmin_severity = \"warning\"\n"
-    ));
-    fs::write(&b.config, text).unwrap();
+    write_e2e_config(&b, strategy, port);
     b.populate();
     let d = Daemon::start(&b);
     let alerts = || -> Vec<(serde_json::Value, std::time::SystemTime)> {
@@ -846,4 +854,86 @@ fn a_full_backup_dir_reaches_the_webhook_as_critical_then_resolved() {
         },
         |_, filler| fs::remove_file(filler).unwrap(),
     );
+}
+
+/// `backup_dir` with not one byte free: the outbox cannot store an alert
+/// (nor state.json a failure count), yet the alerts still reach the
+/// webhook, sent from memory: the storage finding (critical, saying how
+/// little is free) and a critical finding naming the strategy whose
+/// backups stopped; freed, the storage finding is resolved.
+#[test]
+fn a_backup_dir_without_a_byte_free_still_reaches_the_webhook() {
+    if !require_root("a_backup_dir_without_a_byte_free_still_reaches_the_webhook") {
+        return;
+    }
+    let port = free_port();
+    let rx = Receiver::start(port, |_| 200, Duration::ZERO);
+    let b = Board::new("alert-e2e-no-byte");
+    let _mount = Tmpfs::mount(&b.backups, "16m");
+    write_e2e_config(&b, "config", port);
+    b.populate();
+    let d = Daemon::start(&b);
+    let got = |rule: &str, subject: &str| -> Vec<serde_json::Value> {
+        rx.got()
+            .iter()
+            .filter_map(|g| serde_json::from_slice::<serde_json::Value>(&g.body).ok())
+            .filter(|j| j["rule"] == rule && j["subject"] == subject)
+            .collect()
+    };
+    wait_for("a first config archive", || {
+        fs::read_dir(b.backups.join("config")).is_ok_and(|r| r.count() > 0)
+    });
+    // Fill it to the last byte (the test's own file).
+    let filler = b.backups.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    let chunk = vec![0x5au8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let _ = f.sync_all();
+    let context = || format!("log:\n{}", d.log_text());
+    wait_for_or(
+        "a critical storage alert and a critical alert naming config",
+        || {
+            let storage = got("storage", "backup_dir");
+            let config = rx
+                .got()
+                .iter()
+                .filter_map(|g| serde_json::from_slice::<serde_json::Value>(&g.body).ok())
+                .any(|j| j["subject"] == "config" && j["severity"] == "critical");
+            storage.iter().any(|j| j["severity"] == "critical") && config
+        },
+        context,
+    );
+    let storage = got("storage", "backup_dir");
+    let critical = storage
+        .iter()
+        .find(|j| j["severity"] == "critical")
+        .unwrap();
+    assert!(
+        critical["reason"].as_str().unwrap().contains("free"),
+        "{critical}"
+    );
+    assert!(
+        d.log_text().contains("cannot store alert"),
+        "the outbox was not full after all: {}",
+        d.log_text()
+    );
+    drop(f);
+    fs::remove_file(&filler).unwrap();
+    wait_for_or(
+        "the storage finding resolved",
+        || {
+            got("storage", "backup_dir")
+                .iter()
+                .any(|j| j["kind"] == "resolved")
+        },
+        context,
+    );
+    drop(d);
 }
