@@ -814,6 +814,33 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Fill the file system of `dir` with a file of the test's own until at
+/// most `left` bytes are free (0: to the last byte); returns the file. The
+/// daemon may be writing meanwhile: a transient ENOSPC is waited out.
+fn fill(dir: &std::path::Path, left: u64) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    let chunk = vec![0x5au8; 64 << 10];
+    let deadline = Instant::now() + patience();
+    loop {
+        let s = rustix::fs::statvfs(dir).unwrap();
+        let free = s.f_bavail * s.f_frsize;
+        if free <= left {
+            break;
+        }
+        let n = (free - left).min(chunk.len() as u64) as usize;
+        match f.write(&chunk[..n]) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) && left == 0 => break,
+            Err(e) if e.raw_os_error() == Some(28) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+        assert!(Instant::now() < deadline, "cannot fill {}", dir.display());
+    }
+    let _ = f.sync_all();
+    filler
+}
+
 /// A full `backup_dir`: the file system has room left for the small
 /// files (state, outbox, monitor) but not for the next archive, which
 /// fails with ENOSPC; freeing the space lets the next backup succeed.
@@ -831,25 +858,14 @@ fn a_full_backup_dir_reaches_the_webhook_as_critical_then_resolved() {
         "space",
         |b| Tmpfs::mount(&b.backups, "48m"),
         |b| {
+            // Filled first (the backups meanwhile are small incrementals),
+            // then 1 MiB of new data that the next archive cannot hold.
+            let filler = fill(&b.backups, LEFT);
             fs::write(
                 b.root.join("etc/myrvm/new-firmware.bin"),
                 pseudo_random(1 << 20, 7),
             )
             .unwrap();
-            let filler = b.backups.join("filler");
-            let mut f = fs::File::create(&filler).unwrap();
-            let chunk = vec![0x5au8; 64 << 10];
-            let free = {
-                let s = rustix::fs::statvfs(&b.backups).unwrap();
-                s.f_bavail * s.f_frsize
-            };
-            let mut want = free.saturating_sub(LEFT);
-            while want > 0 {
-                let n = want.min(chunk.len() as u64) as usize;
-                f.write_all(&chunk[..n]).unwrap();
-                want -= n as u64;
-            }
-            f.sync_all().unwrap();
             filler
         },
         |_, filler| fs::remove_file(filler).unwrap(),
@@ -884,18 +900,7 @@ fn a_backup_dir_without_a_byte_free_still_reaches_the_webhook() {
         fs::read_dir(b.backups.join("config")).is_ok_and(|r| r.count() > 0)
     });
     // Fill it to the last byte (the test's own file).
-    let filler = b.backups.join("filler");
-    let mut f = fs::File::create(&filler).unwrap();
-    let chunk = vec![0x5au8; 64 << 10];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(28) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    let _ = f.sync_all();
+    let filler = fill(&b.backups, 0);
     let context = || format!("log:\n{}", d.log_text());
     wait_for_or(
         "a critical storage alert and a critical alert naming config",
@@ -924,7 +929,6 @@ fn a_backup_dir_without_a_byte_free_still_reaches_the_webhook() {
         "the outbox was not full after all: {}",
         d.log_text()
     );
-    drop(f);
     fs::remove_file(&filler).unwrap();
     wait_for_or(
         "the storage finding resolved",
