@@ -27,10 +27,19 @@ fn patience() -> Duration {
     }
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_for_or(what, done, String::new);
+}
+
+/// [`wait_for`], telling `context()` (a daemon's log) when it times out.
+fn wait_for_or(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + patience();
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -126,6 +135,8 @@ struct Got {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     status: u16,
+    /// When the receiver had read it all.
+    received: std::time::SystemTime,
 }
 
 impl Got {
@@ -246,6 +257,7 @@ fn serve(
         headers,
         body,
         status,
+        received: std::time::SystemTime::now(),
     });
     let _ = conn.write_all(
         format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -478,7 +490,8 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
     let port = free_port();
     let hb_port = free_port();
     // The webhook receiver holds every request a long while.
-    let slow = Receiver::start(port, |_| 200, Duration::from_secs(8));
+    let hold = Duration::from_secs(8);
+    let slow = Receiver::start(port, |_| 200, hold);
     let hb = Receiver::start(hb_port, |_| 200, Duration::ZERO);
     let b = board(
         "alert-slow",
@@ -492,14 +505,23 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
     wait_for("the receiver to hold the request", || {
         slow.holding.load(Ordering::SeqCst) > 0
     });
-    // While it is held, the daemon answers (many times over).
+    // While it is held, the daemon answers (many times over), each
+    // answer far quicker than the hold: the send does not block it.
+    let mut slowest = Duration::ZERO;
     for _ in 0..20 {
+        let t = Instant::now();
         d.json("STATUS");
+        slowest = slowest.max(t.elapsed());
     }
     assert!(
         slow.holding.load(Ordering::SeqCst) > 0,
         "the requests were slower than the receiver"
     );
+    assert!(
+        slowest < hold / 4,
+        "the slowest STATUS took {slowest:?} while the receiver held an alert for {hold:?}"
+    );
+    eprintln!("slowest STATUS while the receiver held an alert: {slowest:?}");
     // A backup pings start then success.
     let job = d.json("BACKUP config")["jobs"][0].as_u64().unwrap();
     wait_for("the backup", || {
@@ -536,72 +558,386 @@ fn status_answers_while_a_receiver_is_slow_and_the_heartbeat_follows_backups() {
     );
 }
 
-/// The whole path, rules to receiver: scheduled backups of a strategy
-/// start failing (its source directory is removed), the monitor's
-/// failures rule turns critical, and the webhook receives a critical
-/// alert naming the strategy and the reason; the directory comes back,
-/// the next scheduled backup succeeds, and the receiver gets the recovery
-/// notice (`resolved`) for the same finding.
-#[test]
-fn failing_scheduled_backups_reach_the_webhook_as_critical_then_resolved() {
-    let port = free_port();
-    let rx = Receiver::start(port, |_| 200, Duration::ZERO);
-    let b = Board::new("alert-e2e");
+/// Unix seconds of an RFC 3339 UTC time as the daemon writes it
+/// (`2026-11-27T01:10:00Z`).
+fn unix_of(t: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| -> i64 { t[r].parse().unwrap_or_else(|_| panic!("{t}")) };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (proleptic Gregorian), as in timefmt.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// Unix seconds, with fractions, of `t`.
+fn unix_f(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The end-to-end timing rules of the failures test: the schedule and
+/// monitoring periods it configures, in seconds.
+const E2E_BACKUP_INTERVAL: u64 = 2;
+const E2E_BACKUP_JITTER: u64 = 1;
+const E2E_MONITORING_INTERVAL: u64 = 1;
+
+/// Room on top of the bound for a loaded machine or an emulated run.
+fn e2e_slack() -> f64 {
+    if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
+        90.0
+    } else {
+        8.0
+    }
+}
+
+/// The end-to-end tests' config: `strategy` backed up every
+/// [`E2E_BACKUP_INTERVAL`] (the others once a year), monitoring every
+/// [`E2E_MONITORING_INTERVAL`], failures critical at the first, the free
+/// space percentages off, and a webhook sink at `port`.
+fn write_e2e_config(b: &Board, strategy: &str, port: u16) {
     let socket = b.tmp.path().join("run/control.sock");
     b.write_config(&format!(
-        "socket = \"{}\"\nenvironment = \"development\"\nbackup_interval = \"2s\"\nbackup_jitter = \"1s\"\nbackup_monitoring_interval = \"1s\"\n",
+        "socket = \"{}\"\nenvironment = \"development\"\nbackup_interval = \"{E2E_BACKUP_INTERVAL}s\"\nbackup_jitter = \"{E2E_BACKUP_JITTER}s\"\nbackup_monitoring_interval = \"{E2E_MONITORING_INTERVAL}s\"\n",
         socket.display()
     ));
     let mut text = fs::read_to_string(&b.config).unwrap();
+    for other in ["database", "config", "logs", "application"] {
+        if other != strategy {
+            text = text.replace(
+                &format!("[{other}]\n"),
+                &format!("[{other}]\ninterval = \"366d\"\n"),
+            );
+        }
+    }
     text.push_str(&format!(
-        "\n[monitoring]\nfailures_warning = 1\nfailures_critical = 2\nfree_warning_percent = 0\nfree_critical_percent = 0\n\n\
+        "\n[monitoring]\nfailures_warning = 1\nfailures_critical = 1\nfree_warning_percent = 0\nfree_critical_percent = 0\n\n\
          [[alert]]\ntype = \"webhook\"\nname = \"platform\"\nurl = \"http://127.0.0.1:{port}/rvm\"\nmin_severity = \"warning\"\n"
     ));
     fs::write(&b.config, text).unwrap();
+}
+
+/// The whole path, rules to receiver, for one way of breaking backups:
+/// scheduled backups of `strategy` run (every other strategy's schedule
+/// is a year, so only this one keeps running); once one has succeeded,
+/// `cause` breaks them; the monitor's failures rule (critical at the first
+/// failure, believed after its two confirming evaluations) must bring a
+/// critical alert naming the strategy, and a reason holding `why`, to the
+/// webhook within two monitoring intervals plus one backup period (and
+/// some slack) of the end of the first failed job; `mend` undoes the
+/// cause, the next scheduled backup succeeds, and the receiver must get
+/// the recovery notice (`resolved`) for the same finding. `setup` runs
+/// before anything is written (it may mount `backup_dir`); what it returns
+/// lives until the daemon is gone.
+fn scheduled_failures_reach_the_webhook<G, C>(
+    name: &str,
+    strategy: &str,
+    why: &str,
+    setup: impl FnOnce(&Board) -> G,
+    cause: impl FnOnce(&Board) -> C,
+    mend: impl FnOnce(&Board, C),
+) {
+    let port = free_port();
+    let rx = Receiver::start(port, |_| 200, Duration::ZERO);
+    let b = Board::new(name);
+    let _setup = setup(&b);
+    write_e2e_config(&b, strategy, port);
     b.populate();
-    let source = b.root.join("etc/myrvm");
-    let away = b.root.join("etc/myrvm.away");
     let d = Daemon::start(&b);
-    let alerts = |rule: &str, subject: &str| -> Vec<serde_json::Value> {
+    let alerts = || -> Vec<(serde_json::Value, std::time::SystemTime)> {
         rx.got()
             .iter()
             .filter(|g| g.status == 200)
+            .filter_map(|g| {
+                serde_json::from_slice::<serde_json::Value>(&g.body)
+                    .ok()
+                    .map(|j| (j, g.received))
+            })
+            .filter(|(j, _)| j["rule"] == "failures" && j["subject"] == strategy)
+            .collect()
+    };
+    // The jobs of this strategy that ended in `state`, with when.
+    let what = format!("backup {strategy}");
+    let ended = |state: &str| -> Vec<i64> {
+        d.json("HISTORY")["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["what"] == what.as_str() && j["state"] == state)
+            .filter_map(|j| j["finished"].as_str().map(unix_of))
+            .collect()
+    };
+    // A good scheduled backup first, so the failures are news.
+    wait_for("a successful scheduled backup", || {
+        !ended("done").is_empty()
+    });
+    let c = cause(&b);
+    // Every failed job seen (HISTORY is bounded: keep the first).
+    let mut first_failure: Option<i64> = None;
+    let mut note_failures = || {
+        if let Some(t) = ended("failed").into_iter().min() {
+            first_failure = Some(first_failure.map_or(t, |f| f.min(t)));
+        }
+    };
+    let context = || format!("HISTORY: {}\nlog:\n{}", d.json("HISTORY"), d.log_text());
+    wait_for_or(
+        "a critical failures alert at the webhook",
+        || {
+            note_failures();
+            alerts()
+                .iter()
+                .any(|(j, _)| j["severity"] == "critical" && j["kind"] != "resolved")
+        },
+        context,
+    );
+    note_failures();
+    let (critical, received) = alerts()
+        .into_iter()
+        .find(|(j, _)| j["severity"] == "critical")
+        .unwrap();
+    let reason = critical["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("failed") && reason.contains(why),
+        "the reason should say what failed and why ({why}): {critical}"
+    );
+    // When: the job's end is in whole seconds (rounded down), hence the 1.
+    let failed_at = first_failure.expect("no failed job in HISTORY") as f64;
+    let bound = (2 * E2E_MONITORING_INTERVAL + E2E_BACKUP_INTERVAL + E2E_BACKUP_JITTER) as f64
+        + 1.0
+        + e2e_slack();
+    let took = unix_f(received) - failed_at;
+    assert!(
+        took <= bound,
+        "the critical alert came {took:.1} s after the first failed job ended; the bound is {bound:.1} s: {critical}"
+    );
+    eprintln!("{name}: critical alert {took:.1} s after the first failure (bound {bound:.1} s)");
+    mend(&b, c);
+    wait_for_or(
+        "the recovery notice",
+        || alerts().iter().any(|(j, _)| j["kind"] == "resolved"),
+        context,
+    );
+    let (notice, _) = alerts()
+        .into_iter()
+        .find(|(j, _)| j["kind"] == "resolved")
+        .unwrap();
+    assert_eq!(notice["severity"], "ok", "{notice}");
+    assert!(
+        !ended("done").is_empty(),
+        "resolved without a successful backup"
+    );
+    drop(d);
+}
+
+/// Its source directory removed: the config backups fail.
+#[test]
+fn failing_scheduled_backups_reach_the_webhook_as_critical_then_resolved() {
+    scheduled_failures_reach_the_webhook(
+        "alert-e2e",
+        "config",
+        "config",
+        |_| (),
+        |b| {
+            let source = b.root.join("etc/myrvm");
+            fs::rename(&source, b.root.join("etc/myrvm.away")).unwrap();
+        },
+        |b, ()| {
+            let source = b.root.join("etc/myrvm");
+            fs::rename(b.root.join("etc/myrvm.away"), &source).unwrap();
+        },
+    );
+}
+
+/// The database held exclusively by another program (the platform in
+/// exclusive locking mode, having written, inside a write transaction):
+/// the database backups wait their bounded time (30 s), then fail as
+/// locked. (It must have written: a database whose files are unchanged
+/// since the last archive is archived without being opened.)
+#[test]
+fn a_locked_database_reaches_the_webhook_as_critical_then_resolved() {
+    scheduled_failures_reach_the_webhook(
+        "alert-e2e-locked",
+        "database",
+        "locked",
+        |_| (),
+        |b| {
+            let c = rusqlite::Connection::open(b.db_path()).unwrap();
+            c.execute_batch(
+                "PRAGMA locking_mode = EXCLUSIVE; \
+                 INSERT INTO deposits(barcode, grams, cents) VALUES ('locked', 1.0, 25); \
+                 BEGIN EXCLUSIVE; \
+                 INSERT INTO deposits(barcode, grams, cents) VALUES ('held', 2.0, 25);",
+            )
+            .unwrap();
+            c
+        },
+        |_, c| {
+            c.execute_batch("COMMIT").unwrap();
+            drop(c);
+        },
+    );
+}
+
+/// `backup_dir` on a small tmpfs, unmounted (lazily: the daemon may still
+/// hold it) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fill the file system of `dir` with a file of the test's own until at
+/// most `left` bytes are free (0: to the last byte); returns the file. The
+/// daemon may be writing meanwhile: a transient ENOSPC is waited out.
+fn fill(dir: &std::path::Path, left: u64) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    let chunk = vec![0x5au8; 64 << 10];
+    let deadline = Instant::now() + patience();
+    loop {
+        let s = rustix::fs::statvfs(dir).unwrap();
+        let free = s.f_bavail * s.f_frsize;
+        if free <= left {
+            break;
+        }
+        let n = (free - left).min(chunk.len() as u64) as usize;
+        match f.write(&chunk[..n]) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) && left == 0 => break,
+            Err(e) if e.raw_os_error() == Some(28) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+        assert!(Instant::now() < deadline, "cannot fill {}", dir.display());
+    }
+    let _ = f.sync_all();
+    filler
+}
+
+/// A full `backup_dir`: the file system has room left for the small
+/// files (state, outbox, monitor) but not for the next archive, which
+/// fails with ENOSPC; freeing the space lets the next backup succeed.
+#[test]
+fn a_full_backup_dir_reaches_the_webhook_as_critical_then_resolved() {
+    if !require_root("a_full_backup_dir_reaches_the_webhook_as_critical_then_resolved") {
+        return;
+    }
+    // What is left free: room for the small files, far less than the
+    // 1 MiB of new incompressible data the next archive must hold.
+    const LEFT: u64 = 192 << 10;
+    scheduled_failures_reach_the_webhook(
+        "alert-e2e-full",
+        "config",
+        "space",
+        |b| Tmpfs::mount(&b.backups, "48m"),
+        |b| {
+            // Filled first (the backups meanwhile are small incrementals),
+            // then 1 MiB of new data that the next archive cannot hold.
+            let filler = fill(&b.backups, LEFT);
+            fs::write(
+                b.root.join("etc/myrvm/new-firmware.bin"),
+                pseudo_random(1 << 20, 7),
+            )
+            .unwrap();
+            filler
+        },
+        |_, filler| fs::remove_file(filler).unwrap(),
+    );
+}
+
+/// `backup_dir` with not one byte free: the outbox cannot store an alert
+/// (nor state.json a failure count), yet the alerts still reach the
+/// webhook, sent from memory: the storage finding (critical, saying how
+/// little is free) and a critical finding naming the strategy whose
+/// backups stopped; freed, the storage finding is resolved.
+#[test]
+fn a_backup_dir_without_a_byte_free_still_reaches_the_webhook() {
+    if !require_root("a_backup_dir_without_a_byte_free_still_reaches_the_webhook") {
+        return;
+    }
+    let port = free_port();
+    let rx = Receiver::start(port, |_| 200, Duration::ZERO);
+    let b = Board::new("alert-e2e-no-byte");
+    let _mount = Tmpfs::mount(&b.backups, "16m");
+    write_e2e_config(&b, "config", port);
+    b.populate();
+    let d = Daemon::start(&b);
+    let got = |rule: &str, subject: &str| -> Vec<serde_json::Value> {
+        rx.got()
+            .iter()
             .filter_map(|g| serde_json::from_slice::<serde_json::Value>(&g.body).ok())
             .filter(|j| j["rule"] == rule && j["subject"] == subject)
             .collect()
     };
-    // A good config backup first, so the failures are news.
-    wait_for("a successful scheduled config backup", || {
-        d.json("STATUS").to_string().contains("config")
-            && fs::read_dir(b.backups.join("config"))
-                .map(|r| r.count() > 0)
-                .unwrap_or(false)
+    wait_for("a first config archive", || {
+        fs::read_dir(b.backups.join("config")).is_ok_and(|r| r.count() > 0)
     });
-    fs::rename(&source, &away).unwrap();
-    wait_for("a critical failures/config alert at the webhook", || {
-        alerts("failures", "config")
-            .iter()
-            .any(|j| j["severity"] == "critical" && j["kind"] != "resolved")
-    });
-    let critical = alerts("failures", "config")
-        .into_iter()
+    // Fill it to the last byte (the test's own file).
+    let filler = fill(&b.backups, 0);
+    let context = || format!("log:\n{}", d.log_text());
+    wait_for_or(
+        "a critical storage alert and a critical alert naming config",
+        || {
+            let storage = got("storage", "backup_dir");
+            let config = rx
+                .got()
+                .iter()
+                .filter_map(|g| serde_json::from_slice::<serde_json::Value>(&g.body).ok())
+                .any(|j| j["subject"] == "config" && j["severity"] == "critical");
+            storage.iter().any(|j| j["severity"] == "critical") && config
+        },
+        context,
+    );
+    let storage = got("storage", "backup_dir");
+    let critical = storage
+        .iter()
         .find(|j| j["severity"] == "critical")
         .unwrap();
-    let reason = critical["reason"].as_str().unwrap();
     assert!(
-        reason.contains("failed") && reason.contains("config"),
-        "the reason should say what failed: {critical}"
+        critical["reason"].as_str().unwrap().contains("free"),
+        "{critical}"
     );
-    fs::rename(&away, &source).unwrap();
-    wait_for("the recovery notice for failures/config", || {
-        alerts("failures", "config")
-            .iter()
-            .any(|j| j["kind"] == "resolved")
-    });
-    let notice = alerts("failures", "config")
-        .into_iter()
-        .find(|j| j["kind"] == "resolved")
-        .unwrap();
-    assert_eq!(notice["severity"], "ok", "{notice}");
+    assert!(
+        d.log_text().contains("cannot store alert"),
+        "the outbox was not full after all: {}",
+        d.log_text()
+    );
+    fs::remove_file(&filler).unwrap();
+    wait_for_or(
+        "the storage finding resolved",
+        || {
+            got("storage", "backup_dir")
+                .iter()
+                .any(|j| j["kind"] == "resolved")
+        },
+        context,
+    );
     drop(d);
 }

@@ -271,8 +271,10 @@ fn dead_board_comes_back_from_the_stick_and_the_recovery_key() {
 }
 
 /// No key anywhere, or another fleet's recovery key: nothing restored,
-/// and the message names the recovery key the set is sealed to. Then the
-/// key on the stick itself as rvm-recovery.key opens it.
+/// and the message names the recovery key the set is sealed to; the
+/// same for the wrong key as the config's `recovery_key_file`. Then the
+/// right key as `recovery_key_file` opens it, and on a board dead again
+/// the key on the stick itself as rvm-recovery.key does.
 #[test]
 fn without_the_right_recovery_key_nothing_is_restored() {
     let Some(stick) = Stick::new("disaster-nokey", MIB) else {
@@ -308,6 +310,43 @@ fn without_the_right_recovery_key_nothing_is_restored() {
     assert!(!f.b.root.join("etc").exists(), "nothing touched");
     assert!(!public.is_empty());
 
+    // The config's recovery_key_file is a key source of its own: the
+    // wrong key there is refused in the same way…
+    let configured = |key: &Path| {
+        f.b.write_config(&f.extra(
+            &public,
+            &format!("recovery_key_file = \"{}\"\n", key.display()),
+        ))
+    };
+    configured(&wrong);
+    let out = f.disaster(&stick.dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("not the one the set is sealed to") && said.contains("wrong.key"),
+        "{said}"
+    );
+    assert!(!f.b.root.join("etc").exists(), "nothing touched");
+    // … and the right one restores, with no key on the stick and none on
+    // the command line.
+    configured(&f.recovery);
+    let before = common::stick::results(&stick.dir);
+    let out = f.disaster(&stick.dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_restored(&f.b, &r);
+    let account = format!("{}{}", text(&out), new_result(&stick.dir, &before));
+    assert!(
+        account.contains(&f.recovery.display().to_string()),
+        "the account names the configured key file: {account}"
+    );
+
+    // Dead again, without recovery_key_file: the key on the stick.
+    f.b.write_config(&f.extra(&public, ""));
+    for d in ["etc", "opt", "var"] {
+        let _ = fs::remove_dir_all(f.b.root.join(d));
+    }
+    let _ = fs::remove_dir_all(&f.b.backups);
+    let _ = fs::remove_file(&f.b.key);
     fs::write(
         stick.dir.join("rvm-recovery.key"),
         fs::read(&f.recovery).unwrap(),
@@ -389,8 +428,28 @@ fn a_tampered_set_is_refused_before_anything_is_touched() {
     untouched(&f);
 }
 
+/// The process ids in the restore journal (`disaster-restore.json` in
+/// backup_dir): the runs that worked on the restore it records. Empty
+/// without a journal.
+fn journal_pids(b: &Board) -> Vec<u64> {
+    fs::read(b.backups.join("disaster-restore.json"))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+        .and_then(|j| {
+            j["pids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_u64()).collect())
+        })
+        .unwrap_or_default()
+}
+
 /// A SIGKILL at random instants, then a rerun: the board ends complete
-/// and correct.
+/// and correct. Every other kill is aimed at the restore proper: a random
+/// instant after the run's restore journal appears (its share of an
+/// uninterrupted run, measured first), and the test proves that
+/// at least one landed mid-restore: after the kill, the journal is there
+/// and names the killed run (not only verification, which touches
+/// nothing, was cut short).
 #[test]
 fn sigkill_at_random_instants_then_rerun() {
     let Some(stick) = Stick::new("disaster-kill", MIB) else {
@@ -410,13 +469,37 @@ fn sigkill_at_random_instants_then_rerun() {
         fs::read(&f.recovery).unwrap(),
     )
     .unwrap();
-    // How long one uninterrupted run takes here (the kills land within
-    // it, whatever the machine's speed).
+    let spawn = || {
+        bin()
+            .arg("--config")
+            .arg(&f.b.config)
+            .args(["--quiet", "disaster-restore", "--from"])
+            .arg(&stick.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long one uninterrupted run takes here, and when its journal
+    // appears (the kills land within it, whatever the machine's speed).
     let t0 = std::time::Instant::now();
-    let out = f.disaster(&stick.dir, &[]);
+    let mut child = spawn();
+    let mut journal_at = None;
+    let st = loop {
+        if journal_at.is_none() && f.b.backups.join("disaster-restore.json").exists() {
+            journal_at = Some(t0.elapsed());
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
     let full = t0.elapsed();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(st.success(), "the uninterrupted run failed");
     assert_restored(&f.b, &r);
+    // Not seen (a restore faster than the polling): aim at the second half.
+    let journal_at = journal_at.unwrap_or(full / 2);
+    eprintln!("an uninterrupted run took {full:?}, its journal appeared after {journal_at:?}");
     let mut x = seed | 1;
     let mut next = move || {
         x ^= x << 13;
@@ -425,8 +508,11 @@ fn sigkill_at_random_instants_then_rerun() {
         x
     };
     let mut interrupted = 0;
-    // The window shrinks to the fastest run seen (warm caches).
+    let mut mid_restore = 0;
+    // The windows shrink to the fastest runs seen (warm caches): the
+    // whole run, and the part of it after the journal appears.
     let mut window = full;
+    let mut rest = full.saturating_sub(journal_at);
     for round in 0..8 {
         // A fresh disaster each round; up to three kills, then a rerun.
         for d in ["etc", "opt", "var"] {
@@ -434,26 +520,48 @@ fn sigkill_at_random_instants_then_rerun() {
         }
         let _ = fs::remove_dir_all(&f.b.backups);
         for kill in 0..3 {
-            let delay = window.mul_f64((next() % 1000) as f64 / 1000.0);
-            let started = std::time::Instant::now();
-            let mut child = bin()
-                .arg("--config")
-                .arg(&f.b.config)
-                .args(["--quiet", "disaster-restore", "--from"])
-                .arg(&stick.dir)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
+            // Every other kill is aimed at the restore itself: it waits
+            // for this run's journal, then a random part of the rest.
+            let u = (next() % 1000) as f64 / 1000.0;
+            let aimed = (round + kill) % 2 == 0;
+            let mut started = std::time::Instant::now();
+            let mut child = spawn();
+            let delay = if aimed {
+                let pid = u64::from(child.id());
+                while !journal_pids(&f.b).contains(&pid) && child.try_wait().unwrap().is_none() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                started = std::time::Instant::now();
+                rest.mul_f64(u)
+            } else {
+                window.mul_f64(u)
+            };
             std::thread::sleep(delay);
             let _ = child.kill();
             let st = child.wait().unwrap();
-            eprintln!("round {round}, kill {kill} after {delay:?}: {st}");
+            let in_restore = journal_pids(&f.b).contains(&u64::from(child.id()));
+            eprintln!(
+                "round {round}, kill {kill} {}after {delay:?}: {st}{}",
+                if aimed {
+                    "(aimed: once the journal is there) "
+                } else {
+                    ""
+                },
+                if in_restore { ", mid-restore" } else { "" }
+            );
             if st.success() {
-                window = window.min(started.elapsed()).mul_f64(0.9);
+                let took = started.elapsed().mul_f64(0.9);
+                if aimed {
+                    rest = rest.min(took);
+                } else {
+                    window = window.min(took);
+                }
                 break;
             }
             interrupted += 1;
+            if in_restore {
+                mid_restore += 1;
+            }
         }
         let out = f.disaster(&stick.dir, &[]);
         assert!(
@@ -467,8 +575,14 @@ fn sigkill_at_random_instants_then_rerun() {
             "seed {seed}, round {round}: journal left"
         );
     }
-    eprintln!("{interrupted} runs were killed before they finished");
+    eprintln!(
+        "{interrupted} runs were killed before they finished, {mid_restore} of them mid-restore"
+    );
     assert!(interrupted > 0, "seed {seed}: no run was interrupted");
+    assert!(
+        mid_restore > 0,
+        "seed {seed}: no kill landed after the restore journal was written"
+    );
     // And once more: nothing to do.
     let out = f.disaster(&stick.dir, &[]);
     assert!(out.status.success());

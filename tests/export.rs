@@ -2,8 +2,10 @@
 //! (MANIFEST, key.sealed, pool) with FAT-safe names and several parts per
 //! archive; re-export copies only what changed; `export_keep` drops old
 //! sets and collects the pool; a pulled stick, a full stick, a read-only
-//! stick, a directory that is no stick and a tampered pool file; and the
-//! daemon's `EXPORT` verb.
+//! stick, a directory that is no stick and a tampered pool file; SIGKILL
+//! at random instants; after each failure the set left on the stick
+//! restores on a dead board with only the recovery key; and the daemon's
+//! `EXPORT` verb.
 
 mod common;
 
@@ -312,6 +314,7 @@ fn a_stick_pulled_mid_export_leaves_the_previous_set_complete() {
         return;
     };
     export(&b, &s);
+    let exported = expected(&b);
     let before = complete_sets(&s.dir);
     assert_eq!(before.len(), 1);
     // A big new application archive, so the export takes a while.
@@ -361,6 +364,7 @@ fn a_stick_pulled_mid_export_leaves_the_previous_set_complete() {
     assert_eq!(complete_sets(&s.dir), before, "no new set counts");
     check_set(&b, &s.dir, &before[0]);
     verify_pool(&b, &s.dir);
+    assert_restorable(&b, &s.dir, &exported);
     // Plugged in again: the next export finishes the job and cleans up.
     export(&b, &s);
     let after = complete_sets(&s.dir);
@@ -383,6 +387,7 @@ fn a_full_stick_is_a_clear_error_and_the_previous_set_stays() {
     // Someone else's file fills most of the stick.
     fs::write(s.dir.join("FILLER.BIN"), vec![0u8; 24 << 20]).unwrap();
     export(&b, &s);
+    let exported = expected(&b);
     let before = complete_sets(&s.dir);
     assert_eq!(before.len(), 1);
     fs::write(
@@ -402,6 +407,7 @@ fn a_full_stick_is_a_clear_error_and_the_previous_set_stays() {
     assert_eq!(complete_sets(&s.dir), before);
     check_set(&b, &s.dir, &before[0]);
     verify_pool(&b, &s.dir);
+    assert_restorable(&b, &s.dir, &exported);
     let tmp: Vec<String> = fs::read_dir(board_dir(&s.dir).join("pool/application"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -636,4 +642,192 @@ fn the_daemon_exports_on_its_own_when_a_stick_is_there() {
     let sets = complete_sets(&s.dir);
     assert!(!sets.is_empty());
     check_set(&b, &s.dir, sets.last().unwrap());
+}
+
+/// What the board's trees and database hold now: what a set exported now
+/// must restore (excluded names left out).
+struct Expected {
+    trees: Vec<(PathBuf, std::collections::BTreeMap<PathBuf, String>)>,
+    db: Vec<String>,
+}
+
+const TREES: [&str; 3] = ["etc/myrvm", "opt/myrvm", "var/log/myrvm"];
+
+fn expected(b: &Board) -> Expected {
+    let trees = TREES
+        .iter()
+        .map(|t| {
+            let src = b.root.join(t);
+            let mut snap = snapshot(&src);
+            snap.retain(|p, _| {
+                let p = p.to_string_lossy();
+                !p.contains("__pycache__") && !p.ends_with(".pyc")
+            });
+            (src, snap)
+        })
+        .collect();
+    Expected {
+        trees,
+        db: db_dump(&b.db_path()),
+    }
+}
+
+/// The newest complete set on the stick is really restorable, as on a
+/// dead board: `disaster-restore --target T --from STICK --recovery-key
+/// KEY` with a config whose master key and backup_dir are gone (only the
+/// fleet's recovery key opens the set) puts back exactly `e`.
+fn assert_restorable(b: &Board, stick: &Path, e: &Expected) {
+    let scratch = TempDir::new("export-restorable");
+    let text = fs::read_to_string(&b.config).unwrap();
+    let dead = text
+        .replace(
+            &format!("key_file = \"{}\"", b.key.display()),
+            &format!(
+                "key_file = \"{}\"",
+                scratch.path().join("gone.key").display()
+            ),
+        )
+        .replace(
+            &format!("backup_dir = \"{}\"", b.backups.display()),
+            &format!(
+                "backup_dir = \"{}\"",
+                scratch.path().join("backups").display()
+            ),
+        );
+    assert_ne!(dead, text);
+    let cfg = scratch.path().join("dead.toml");
+    fs::write(&cfg, dead).unwrap();
+    let target = scratch.path().join("target");
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["disaster-restore", "--from"])
+        .arg(stick)
+        .arg("--recovery-key")
+        .arg(b.tmp.path().join("rvm-recovery.key"))
+        .arg("--target")
+        .arg(&target);
+    let out = output_within(cmd, "disaster-restore --target");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "disaster-restore: {said}");
+    assert!(!said.contains("panicked"), "{said}");
+    for (src, snap) in &e.trees {
+        let restored = b.in_target(&target, src);
+        assert_eq!(
+            &snapshot(&restored),
+            snap,
+            "{} as restored from the stick",
+            src.display()
+        );
+    }
+    assert_eq!(
+        db_dump(&b.in_target(&target, &b.db_path())),
+        e.db,
+        "database rows restored from the stick"
+    );
+}
+
+/// SIGKILL of `export` at random instants (seeded, printed): after each,
+/// every complete set on the stick is whole (each file its manifest's
+/// size and hash) and the set before the killed export is still there;
+/// the set left newest restores on a dead board; a rerun completes.
+#[test]
+fn export_killed_at_random_instants_leaves_the_previous_set_whole() {
+    let b = board("export-kill", "");
+    let Some(s) = stick("export-kill", 96) else {
+        return;
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("seed {seed}");
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    // The first window: the first export's time (it copies everything).
+    let t0 = Instant::now();
+    export(&b, &s);
+    let mut window = t0.elapsed();
+    let mut previous = complete_sets(&s.dir);
+    assert_eq!(previous.len(), 1);
+    let mut exported = expected(&b);
+    let mut interrupted = 0;
+    for round in 0..8 {
+        // Something new to copy: a fresh application archive.
+        fs::write(
+            b.root.join(format!("opt/myrvm/new-{round}.bin")),
+            pseudo_random(512 << 10, seed ^ round),
+        )
+        .unwrap();
+        b.ok(&["backup", "application"]);
+        let new_id = b.ids("application").last().unwrap().clone();
+        let now = expected(&b);
+        let delay = window.mul_f64((next() % 1000) as f64 / 1000.0);
+        let started = Instant::now();
+        let mut child = bin()
+            .arg("--config")
+            .arg(&b.config)
+            .args(["--quiet", "export", "--to"])
+            .arg(&s.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let st = child.wait().unwrap();
+        let sets = complete_sets(&s.dir);
+        eprintln!(
+            "round {round}: killed after {delay:?}: {st}; {} files of the new archive on the stick; complete sets {sets:?}",
+            pool_files_of(&s.dir, "application", &new_id).len()
+        );
+        let last = previous.last().unwrap();
+        assert!(
+            sets.contains(last),
+            "seed {seed}, round {round}: the previous set {last} is gone: {sets:?}"
+        );
+        for set in &sets {
+            check_set(&b, &s.dir, set);
+        }
+        if sets.last() != Some(last) {
+            // The kill came after the new set was complete.
+            exported = now;
+        } else {
+            interrupted += 1;
+        }
+        // Kills that all land early widen the window; a finished export
+        // bounds it.
+        if st.success() {
+            window = started.elapsed().mul_f64(0.9);
+        } else {
+            window = window.mul_f64(1.8);
+        }
+        previous = sets;
+    }
+    eprintln!("{interrupted} of 8 exports were killed before their set was complete");
+    assert!(interrupted > 0, "seed {seed}: no export was interrupted");
+    // The newest complete set restores what the board held when it was
+    // exported.
+    assert_restorable(&b, &s.dir, &exported);
+    // A rerun completes, with nothing half-written left behind.
+    export(&b, &s);
+    let sets = complete_sets(&s.dir);
+    assert_ne!(sets.last(), previous.last(), "no new set");
+    check_set(&b, &s.dir, sets.last().unwrap());
+    let tmp: Vec<String> = fs::read_dir(board_dir(&s.dir).join("pool/application"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    assert_restorable(&b, &s.dir, &expected(&b));
 }

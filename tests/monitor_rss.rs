@@ -1,8 +1,11 @@
 //! The daemon's peak RSS with monitoring on stays under 8 MiB (issue 8):
 //! a daemon with `backup_monitoring_enabled`, the shortest monitoring
-//! interval and a node_exporter textfile backs up every strategy a few
-//! times and answers `METRICS`, `STATUS` and `HEALTH` in between; its
-//! `VmHWM` (peak resident set, from `/proc/PID/status`) is read at the end.
+//! interval the config allows (1s), a node_exporter textfile and a webhook
+//! sink whose receiver holds every request a while (so the outbox and the
+//! HTTP client are busy while alerts, raised with `TEST-ALERT`, wait their
+//! turn) backs up every strategy a few times and answers `METRICS`,
+//! `STATUS` and `HEALTH` in between; once the receiver has every alert,
+//! its `VmHWM` (peak resident set, from `/proc/PID/status`) is read.
 //!
 //! The bound is for the optimised build the board runs (`cargo test
 //! --release`, what CI runs natively). A debug build maps more code and
@@ -14,9 +17,12 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -57,6 +63,82 @@ fn ok_json(socket: &std::path::Path, line: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap()
 }
 
+/// An HTTP receiver that holds every request `hold` before it answers
+/// 200; counts the requests it answered. Stops when dropped.
+struct SlowReceiver {
+    port: u16,
+    answered: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowReceiver {
+    fn start(hold: Duration) -> SlowReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (answered.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                    // The head, then as many body bytes as it announces.
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    std::thread::sleep(hold);
+                    if conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .is_ok()
+                    {
+                        a.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        SlowReceiver {
+            port,
+            answered,
+            stop,
+        }
+    }
+}
+
+impl Drop for SlowReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Peak resident set of `pid`, KiB.
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -73,11 +155,18 @@ fn daemon_peak_rss_stays_under_8_mib_with_monitoring_on() {
     let socket = b.tmp.path().join("run/control.sock");
     let prom = b.tmp.path().join("prom");
     fs::create_dir_all(&prom).unwrap();
+    let rx = SlowReceiver::start(Duration::from_secs(2));
     b.write_config(&format!(
-        "socket = \"{}\"\nbackup_monitoring_enabled = true\nbackup_monitoring_interval = \"1m\"\ntextfile_dir = \"{}\"\n",
+        "socket = \"{}\"\nbackup_monitoring_enabled = true\nbackup_monitoring_interval = \"1s\"\ntextfile_dir = \"{}\"\n",
         socket.display(),
         prom.display()
     ));
+    let mut text = fs::read_to_string(&b.config).unwrap();
+    text.push_str(&format!(
+        "\n[[alert]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"http://127.0.0.1:{}/hook\"\n",
+        rx.port
+    ));
+    fs::write(&b.config, text).unwrap();
     b.populate();
     let log = fs::File::create(b.tmp.path().join("daemon.log")).unwrap();
     let child = bin()
@@ -99,7 +188,14 @@ fn daemon_peak_rss_stays_under_8_mib_with_monitoring_on() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let mut raised = 0;
     for round in 0..3 {
+        // Alerts for the slow receiver: they wait in the outbox while one
+        // is being sent.
+        for sev in ["warning", "critical"] {
+            ok_json(&socket, &format!("TEST-ALERT {sev}"));
+            raised += 1;
+        }
         let ids = ok_json(&socket, "BACKUP all")["jobs"].clone();
         for id in ids.as_array().unwrap() {
             let deadline = Instant::now() + patience() * 3;
@@ -120,6 +216,17 @@ fn daemon_peak_rss_stays_under_8_mib_with_monitoring_on() {
         }
         ok_json(&socket, "HEALTH");
         ok_json(&socket, "LIST");
+    }
+    // Every alert delivered (the HTTP path ran), the outbox drained.
+    let deadline = Instant::now() + patience() * 3;
+    while rx.answered.load(Ordering::SeqCst) < raised {
+        ok_json(&socket, "STATUS");
+        assert!(
+            Instant::now() < deadline,
+            "the slow receiver got {} of {raised} alerts",
+            rx.answered.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let text = fs::read_to_string(prom.join("rvm_backup.prom")).unwrap();
     assert!(

@@ -27,6 +27,9 @@ use crate::monitor::Alert;
 
 /// Longest sleep between looks at the outbox.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Longest sleep while alerts wait in memory (the outbox could not store
+/// them).
+const UNSTORED_LOOK: Duration = Duration::from_secs(1);
 
 pub fn now_ms() -> i64 {
     let (s, ns) = crate::timefmt::now_precise();
@@ -67,15 +70,24 @@ pub async fn run(a: Rc<Alerting>) {
             smol::future::yield_now().await;
             continue;
         }
+        if let Some((alert, sink)) = a.take_unstored(now) {
+            attempt_unstored(&a, alert, sink).await;
+            smol::future::yield_now().await;
+            continue;
+        }
         let wake_at = {
             let held = a.held.borrow();
             a.outbox
                 .borrow()
                 .next_wake(|s| held.get(s).copied().unwrap_or(i64::MIN))
         };
-        let sleep = wake_at.map_or(MAX_SLEEP, |t| {
+        let mut sleep = wake_at.map_or(MAX_SLEEP, |t| {
             Duration::from_millis(u64::try_from(t.saturating_sub(now)).unwrap_or(0)).min(MAX_SLEEP)
         });
+        if !a.unstored.borrow().is_empty() {
+            // Alerts in memory: look again soon (their sinks are held).
+            sleep = sleep.min(UNSTORED_LOOK);
+        }
         smol::future::or(
             async {
                 let _ = a.wake_rx.recv().await;
@@ -147,6 +159,50 @@ async fn attempt(a: &Alerting, seq: u64) {
                 log::warn!("{line}");
             } else {
                 log::info!("{line}");
+            }
+        }
+    }
+}
+
+/// One try of an alert the outbox could not store. Delivered: done.
+/// Failed: its sink is held by the backoff, and it goes to the outbox if
+/// that can store it now, else back to memory.
+async fn attempt_unstored(a: &Alerting, alert: Alert, name: String) {
+    let sink = a.sinks.borrow().iter().find(|s| s.name == name).cloned();
+    let Some(sink) = sink else {
+        log::warn!(
+            "alert {} was for sink {name:?}, which is no longer configured: dropped",
+            alert.id
+        );
+        return;
+    };
+    match deliver(&sink, &alert).await {
+        Ok(()) => {
+            a.held.borrow_mut().remove(&sink.name);
+            log::info!(
+                "alert {} delivered to {} (from memory: the outbox could not store it)",
+                alert.id,
+                sink.name
+            );
+        }
+        Err(e) => {
+            let now = now_ms();
+            let delay = backoff::delay_ms(1, a.jitter.borrow_mut().draw());
+            a.held.borrow_mut().insert(
+                sink.name.clone(),
+                now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX)),
+            );
+            log::warn!(
+                "alert {} to {} (held in memory): try failed: {e}",
+                alert.id,
+                sink.name
+            );
+            let added = a
+                .outbox
+                .borrow_mut()
+                .add(&alert, std::slice::from_ref(&name), now);
+            if added.is_err() {
+                a.keep_unstored(alert, name);
             }
         }
     }

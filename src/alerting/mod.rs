@@ -14,6 +14,11 @@
 //! de-duplicate on the alert's id, which every retry keeps); the outbox is
 //! bounded (`outbox_max`, the oldest dropped and counted); nothing here
 //! blocks the executor; borrows are never held across an `.await`.
+//! An alert the outbox cannot store (a full or broken `backup_dir`, which
+//! is itself what an alert must say) is kept in memory instead, at most
+//! [`MAX_UNSTORED`] (sink, alert) pairs, and sent from there with the same
+//! retries, moving to the outbox as soon as it can be stored: lost only if
+//! the daemon stops before either.
 
 pub mod backoff;
 pub mod delivery;
@@ -28,7 +33,7 @@ pub mod url;
 pub mod webhook;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use self::heartbeat::Ping;
@@ -41,6 +46,9 @@ use crate::monitor::{Alert, AlertKind, Finding, Severity};
 
 /// The rule name of `alert test` alerts; they go to every sink.
 pub const TEST_RULE: &str = "test";
+/// The most (alert, sink) pairs kept in memory while the outbox cannot
+/// store them (the oldest dropped first).
+pub const MAX_UNSTORED: usize = 64;
 
 /// The daemon's alert delivery: outbox, sinks, wake-ups, heartbeat.
 pub struct Alerting {
@@ -49,6 +57,8 @@ pub struct Alerting {
     heartbeat_url: RefCell<Option<HttpUrl>>,
     /// Per sink: not tried again before this (Unix ms), after a failure.
     held: RefCell<HashMap<String, i64>>,
+    /// Alerts the outbox could not store, with their sink, oldest first.
+    unstored: RefCell<VecDeque<(Alert, String)>>,
     jitter: RefCell<backoff::Jitter>,
     wake_tx: smol::channel::Sender<()>,
     wake_rx: smol::channel::Receiver<()>,
@@ -83,6 +93,7 @@ impl Alerting {
             sinks: RefCell::new(Rc::new(cfg.alerts.clone())),
             heartbeat_url: RefCell::new(cfg.heartbeat_url.clone()),
             held: RefCell::new(HashMap::new()),
+            unstored: RefCell::new(VecDeque::new()),
             jitter: RefCell::new(backoff::Jitter::new(seed)),
             wake_tx,
             wake_rx,
@@ -128,19 +139,49 @@ impl Alerting {
             if names.is_empty() {
                 continue;
             }
-            match self.outbox.borrow_mut().add(&alert, &names, now) {
+            let added = self.outbox.borrow_mut().add(&alert, &names, now);
+            match added {
                 Ok(seqs) => stored += seqs.len(),
-                Err(e) => log::error!(
-                    "cannot store alert {} in the outbox ({e}); it is not delivered: {}",
-                    alert.id,
-                    alert.summary()
-                ),
+                Err(e) => {
+                    log::error!(
+                        "cannot store alert {} in the outbox ({e}); it is sent from memory, and lost if the daemon stops first: {}",
+                        alert.id,
+                        alert.summary()
+                    );
+                    for name in names {
+                        self.keep_unstored(alert.clone(), name);
+                    }
+                }
             }
         }
-        if stored > 0 {
+        if stored > 0 || !self.unstored.borrow().is_empty() {
             let _ = self.wake_tx.try_send(());
         }
         stored
+    }
+
+    /// Keep an alert the outbox could not store (bounded, oldest dropped).
+    fn keep_unstored(&self, alert: Alert, sink: String) {
+        let mut u = self.unstored.borrow_mut();
+        if u.len() >= MAX_UNSTORED {
+            if let Some((old, s)) = u.pop_front() {
+                log::error!(
+                    "alert {} for {s} dropped: {MAX_UNSTORED} alerts already wait in memory for a writable outbox",
+                    old.id
+                );
+            }
+        }
+        u.push_back((alert, sink));
+    }
+
+    /// The oldest alert kept in memory whose sink is not held at `now_ms`.
+    fn take_unstored(&self, now_ms: i64) -> Option<(Alert, String)> {
+        let held = self.held.borrow();
+        let mut u = self.unstored.borrow_mut();
+        let i = u
+            .iter()
+            .position(|(_, s)| held.get(s).is_none_or(|&t| t <= now_ms))?;
+        u.remove(i)
     }
 
     /// Raise a test alert (rule `test`, of `severity`) that goes to every
