@@ -36,12 +36,15 @@ impl Drop for Twin {
     }
 }
 
+/// The schema hash and the row count of each table, by name.
+pub type DrillFacts = ([u8; 32], Vec<(String, u64)>);
+
 /// What was found.
 pub struct Facts {
     /// `"ok"`, SQLite's first problem, or why the check could not run.
     pub check: String,
     /// The schema hash and the row counts, or why they could not be read.
-    pub drill: Result<([u8; 32], Vec<(String, u64)>), DbError>,
+    pub drill: Result<DrillFacts, DbError>,
     /// How long the check and the counting took, for the debug log.
     pub check_ms: u128,
     pub drill_ms: u128,
@@ -134,7 +137,7 @@ fn gather(conn: &Connection) -> Facts {
     }
 }
 
-fn drill_facts(conn: &Connection) -> Result<([u8; 32], Vec<(String, u64)>), DbError> {
+fn drill_facts(conn: &Connection) -> Result<DrillFacts, DbError> {
     let sql = |what: String| move |e| DbError::Sqlite { what, source: e };
     let schema = schema_sha256(conn).map_err(sql("cannot read the schema".into()))?;
     let mut tables = Vec::new();
