@@ -841,6 +841,20 @@ fn fill(dir: &std::path::Path, left: u64) -> PathBuf {
     filler
 }
 
+/// Append to `filler` until its file system has no byte free.
+fn top_up(filler: &std::path::Path) {
+    let Ok(mut f) = fs::OpenOptions::new().append(true).open(filler) else {
+        return;
+    };
+    let chunk = vec![0x5au8; 64 << 10];
+    for _ in 0..1024 {
+        match f.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// A full `backup_dir`: the file system has room left for the small
 /// files (state, outbox, monitor) but not for the next archive, which
 /// fails with ENOSPC; freeing the space lets the next backup succeed.
@@ -899,12 +913,15 @@ fn a_backup_dir_without_a_byte_free_still_reaches_the_webhook() {
     wait_for("a first config archive", || {
         fs::read_dir(b.backups.join("config")).is_ok_and(|r| r.count() > 0)
     });
-    // Fill it to the last byte (the test's own file).
+    // Fill it to the last byte (the test's own file), and keep it full
+    // while waiting: a failed archive's cleanup frees its bytes again, and
+    // an outbox write could then succeed (seen under the emulator).
     let filler = fill(&b.backups, 0);
     let context = || format!("log:\n{}", d.log_text());
     wait_for_or(
         "a critical storage alert and a critical alert naming config",
         || {
+            top_up(&filler);
             let storage = got("storage", "backup_dir");
             let config = rx
                 .got()

@@ -521,3 +521,36 @@ fn a_symlinked_live_database_is_not_followed() {
         .unwrap();
     assert!(rows > 0);
 }
+
+/// `restore --all` whose newest database archive holds an image that fails
+/// `PRAGMA integrity_check` (the check runs on its own thread while the
+/// logs stage after it): the restore fails naming the check, and nothing
+/// of any strategy is published, in a target or in place.
+#[test]
+fn restore_all_publishes_nothing_when_the_database_image_fails_its_check() {
+    let b = Board::new("rall-badimage");
+    b.populate();
+    b.ok(&["backup", "--all"]);
+    let db = b.db_path();
+    let image = damaged_db(&b);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let bad = craft(
+        &b,
+        Strategy::Database,
+        &[&db],
+        &[(EntryKind::Database, db.clone(), image)],
+        Some("ok"),
+    );
+    let target = b.tmp.path().join("all");
+    let err = b.fails(&["restore", "--all", "--target", target.to_str().unwrap()]);
+    assert!(
+        err.contains(&bad) && err.contains("integrity check"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was restored"), "{err}");
+    assert!(!target.exists(), "something was left in {target:?}");
+    let before = snapshot(&b.root);
+    let err = b.fails(&["restore", "--all"]);
+    assert!(err.contains("integrity check"), "{err}");
+    assert_eq!(snapshot(&b.root), before, "the live board was touched");
+}

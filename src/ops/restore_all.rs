@@ -445,6 +445,21 @@ impl Session {
             })?;
             staged.0.push(Some((s, t.elapsed().as_secs_f64())));
         }
+        // A database image's integrity check runs on its own thread while
+        // the archives after it stage; every check has passed before
+        // anything is published.
+        for (a, entry) in chosen.iter().zip(staged.0.iter_mut()) {
+            if let Some((s, secs)) = entry.as_mut() {
+                let t = Instant::now();
+                s.checked().await.map_err(|e| {
+                    msg(format!(
+                        "{label}: the {} archive {} fails verification ({e}); nothing was restored",
+                        a.meta.strategy, a.meta.id
+                    ))
+                })?;
+                *secs += t.elapsed().as_secs_f64();
+            }
+        }
         Ok(())
     }
 }

@@ -60,7 +60,63 @@ fn with_suffix(name: &[u8], suffix: &str) -> Vec<u8> {
 /// `PRAGMA integrity_check` of the staged image `name` in `dir`. A failure
 /// is an error, or only a warning with `accept_damaged`.
 pub fn check_staged(dir: &Dir, name: &[u8], accept_damaged: bool, id: &str) -> Result<()> {
+    check_image(&dir.proc_path(name), accept_damaged, id)
+}
+
+/// [`check_staged`] on a thread of its own (where `crate::workers` allows
+/// threads; else right here), so that staging goes on meanwhile: the
+/// check's result is waited for with [`PendingCheck::wait`] before anything
+/// staged is published. `dir` must stay open until then (the thread reads
+/// the image through it).
+pub fn check_staged_soon(
+    dir: &Dir,
+    name: &[u8],
+    accept_damaged: bool,
+    id: &str,
+) -> Result<Option<PendingCheck>> {
+    if !crate::workers::allowed() {
+        return check_staged(dir, name, accept_damaged, id).map(|()| None);
+    }
     let path = dir.proc_path(name);
+    let id_owned = id.to_string();
+    let (tx, rx) = smol::channel::bounded(1);
+    let started = std::thread::Builder::new()
+        .name("rvb-image-check".into())
+        .spawn(move || {
+            let _ = tx.send_blocking(check_image(&path, accept_damaged, &id_owned));
+        });
+    match started {
+        Ok(_) => Ok(Some(PendingCheck {
+            rx,
+            id: id.to_string(),
+        })),
+        // No thread: check here and now.
+        Err(_) => check_staged(dir, name, accept_damaged, id).map(|()| None),
+    }
+}
+
+/// A staged image's check running on its own thread.
+pub struct PendingCheck {
+    rx: smol::channel::Receiver<Result<()>>,
+    id: String,
+}
+
+impl PendingCheck {
+    /// The check's verdict (waiting cooperatively); a thread that ended
+    /// without one is an error, never a pass.
+    pub async fn wait(self) -> Result<()> {
+        match self.rx.recv().await {
+            Ok(r) => r,
+            Err(_) => Err(damaged(
+                &self.id,
+                "the integrity check of the restored image did not finish; nothing was restored"
+                    .into(),
+            )),
+        }
+    }
+}
+
+fn check_image(path: &Path, accept_damaged: bool, id: &str) -> Result<()> {
     let uri = format!("file:{}?immutable=1", path.display());
     let check = || -> rusqlite::Result<String> {
         let conn = rusqlite::Connection::open_with_flags(

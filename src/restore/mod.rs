@@ -180,6 +180,14 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
+    /// Wait for the checks still running on what was staged (a database
+    /// image's `integrity_check`, on its own thread while the next archive
+    /// stages): `restore --all` calls this for every archive before it
+    /// publishes any; [`Staged::publish`] does it too.
+    pub(crate) async fn checked(&mut self) -> Result<()> {
+        self.stage.checked().await
+    }
+
     /// Phase 2: put the staged archive in place.
     pub(crate) async fn publish(mut self) -> Result<Restored> {
         self.done.previous_database = self.stage.publish().await?;

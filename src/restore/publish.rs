@@ -76,6 +76,8 @@ impl Stage {
 
     /// Phase 2. Returns where a replaced live database was kept.
     pub async fn publish(&mut self) -> Result<Option<PathBuf>> {
+        // The staged images' checks come first: nothing unchecked goes live.
+        self.checked().await?;
         self.stack.clear();
         self.flush_all(When::BeforePublish)?;
         let mut previous = None;

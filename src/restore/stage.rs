@@ -84,6 +84,10 @@ pub struct Stage {
     pub(super) finished: bool,
     /// Every sync of the restore goes through this ([`super::durable`]).
     pub(super) flush: Box<dyn super::durable::Flush>,
+    /// Staged database images' integrity checks still running on their
+    /// own threads; [`Stage::checked`] waits for them, and publishing
+    /// begins with it.
+    pub(super) pending: Vec<super::database::PendingCheck>,
 }
 
 /// The staged name number `n` of the restore with `token`. Keeps the
@@ -170,7 +174,17 @@ impl Stage {
             order: Order::default(),
             finished: false,
             flush: Box::new(super::durable::Kernel),
+            pending: Vec::new(),
         })
+    }
+
+    /// Wait for every staged image's integrity check: the first failure,
+    /// or Ok once all passed. Nothing staged is published before this.
+    pub(crate) async fn checked(&mut self) -> Result<()> {
+        for p in std::mem::take(&mut self.pending) {
+            p.wait().await?;
+        }
+        Ok(())
     }
 
     pub(super) fn arch(&self, source: FormatError) -> Error {
@@ -537,12 +551,13 @@ impl Stage {
                     }
                 }
                 if h.kind == EntryKind::Database || h.kind == EntryKind::DbPages {
-                    super::database::check_staged(
+                    let pending = super::database::check_staged_soon(
                         self.top()?,
                         &tmp,
                         self.accept_damaged,
                         &self.id,
                     )?;
+                    self.pending.extend(pending);
                 }
                 safefs::set_meta(f.as_fd(), h.uid, h.gid, h.mode, h.mtime, h.mtime_nsec)
                     .at("set owner, mode and time of", &shown)?;
