@@ -33,16 +33,7 @@ fn sigkill_at_random_instants_never_leaves_a_listed_partial_archive() {
         })
         .collect();
     // RVM_BACKUP_SEED=N repeats a run; the seed is printed either way.
-    let seed = std::env::var("RVM_BACKUP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-        });
-    eprintln!("sigkill_at_random_instants: seed {seed} (repeat with RVM_BACKUP_SEED={seed})");
+    let seed = test_seed("sigkill_at_random_instants");
     let delays = pseudo_random(10, seed);
     for (round, d) in delays.iter().enumerate() {
         let mut child = bin()

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::stick::{new_result, results, Stick};
-use common::{bin, db_dump, recovery_keygen, Board, TempDir};
+use common::{bin, db_dump, recovery_keygen, test_seed, xorshift, Board, TempDir};
 
 const MIB: u64 = 64;
 
@@ -455,11 +455,7 @@ fn sigkill_at_random_instants_then_rerun() {
     let Some(stick) = Stick::new("disaster-kill", MIB) else {
         return;
     };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("seed {seed}");
+    let seed = test_seed("sigkill_at_random_instants_then_rerun");
     let f = Fixture::new("disaster-kill", MID_A);
     f.export_to(&stick.dir);
     let r = reference(&f.b);
@@ -500,13 +496,7 @@ fn sigkill_at_random_instants_then_rerun() {
     // Not seen (a restore faster than the polling): aim at the second half.
     let journal_at = journal_at.unwrap_or(full / 2);
     eprintln!("an uninterrupted run took {full:?}, its journal appeared after {journal_at:?}");
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(seed);
     let mut interrupted = 0;
     let mut mid_restore = 0;
     // The windows shrink to the fastest runs seen (warm caches): the

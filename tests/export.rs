@@ -741,18 +741,8 @@ fn export_killed_at_random_instants_leaves_the_previous_set_whole() {
     let Some(s) = stick("export-kill", 96) else {
         return;
     };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("seed {seed}");
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let seed = test_seed("export_killed_at_random_instants");
+    let mut next = xorshift(seed);
     // The first window: the first export's time (it copies everything).
     let t0 = Instant::now();
     export(&b, &s);

@@ -4,6 +4,7 @@
 
 pub mod craft;
 pub mod daemon;
+pub mod http;
 pub mod prom;
 pub mod stick;
 pub mod writer;
@@ -319,6 +320,33 @@ pub fn make_tree(dir: &Path, seed: u64) {
     std::os::unix::fs::symlink("plain.env", dir.join("link-relative")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/absolute target", dir.join("link-absolute")).unwrap();
     fs::set_permissions(dir.join("sub dir"), fs::Permissions::from_mode(0o750)).unwrap();
+}
+
+/// The seed of a random test: `RVM_BACKUP_SEED` if set (to repeat a run),
+/// else the clock; printed either way, with how to repeat it.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("RVM_BACKUP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed {seed} (repeat with RVM_BACKUP_SEED={seed})");
+    seed
+}
+
+/// A xorshift64 generator from `seed` (never stuck at zero).
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
 }
 
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
