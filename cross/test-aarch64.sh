@@ -23,7 +23,7 @@ command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || die "aarch64-linux-gnu-gcc m
 [ -e "$SYSROOT/lib/ld-linux-aarch64.so.1" ] || die "$SYSROOT has no aarch64 libc: apt-get install libc6-dev-arm64-cross"
 command -v qemu-aarch64 >/dev/null 2>&1 || die "qemu-aarch64 missing: apt-get install qemu-user"
 if command -v rustup >/dev/null 2>&1; then
-    rustup target list --installed | grep -qx "$TARGET" || die "rust target missing: rustup target add $TARGET"
+    rustup target list --installed | grep -x "$TARGET" >/dev/null || die "rust target missing: rustup target add $TARGET"
 fi
 
 # qemu-user only emulates the process it was started with: when a test spawns the

@@ -178,8 +178,8 @@ run_healthy() {
         die "healthy: cannot read the board's database"
     [ "$rows" -gt 0 ] || die "healthy: the platform wrote no rows"
     log "healthy: the board's database has $rows rows; on the stick:"
-    mdir -/ -b -i "$work/stick.img" ::rvm-backup | sed 's/^/    /' | head -n 20
-    mdir -/ -b -i "$work/stick.img" ::rvm-backup | grep -q '/set-.*/MANIFEST$' ||
+    mdir -/ -b -i "$work/stick.img" ::rvm-backup | awk 'NR <= 20 { print "    " $0 }'
+    mdir -/ -b -i "$work/stick.img" ::rvm-backup | grep '/set-.*/MANIFEST$' >/dev/null ||
         die "healthy: no complete recovery set on the stick"
 }
 
@@ -346,7 +346,7 @@ run_restore_fails() {
     [ "$after" -eq $((before + 1)) ] || bad "$name: $after result files on the stick, want $((before + 1))"
     local r
     r=$(mdir -b -i "$s" :: 2>/dev/null | grep 'RESULT-' | sort | tail -n 1)
-    if [ -n "$r" ] && mcopy -i "$s" "$r" - | grep -q 'RESULT: FAILED'; then
+    if [ -n "$r" ] && mcopy -i "$s" "$r" - | grep 'RESULT: FAILED' >/dev/null; then
         log "$name: the stick's newest result file ${r#::/}:"
         mcopy -i "$s" "$r" - | sed 's/^/    | /'
     else
