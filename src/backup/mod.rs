@@ -128,7 +128,7 @@ pub async fn run(
     w.spill_index_with(crate::store::spill::index_spill(&dir, &id));
     let mut counts = Counts::default();
     progress.start(&format!("backup {strategy}"), None);
-    let sources = match &spec {
+    let (written, sources) = match &spec {
         SourceSpec::Tree { paths, exclude } => {
             w.index_stats();
             let written = write_tree(
@@ -141,12 +141,7 @@ pub async fn run(
                 progress,
             )
             .await;
-            if let Some(why) = counts.parent_failed.take() {
-                progress.finish();
-                return Ok(Outcome::ParentFailed(why));
-            }
-            written?;
-            paths.clone()
+            (written, paths.clone())
         }
         SourceSpec::Database { path } => {
             let spill_at = database::SpillAt { dir: &dir, id: &id };
@@ -159,14 +154,16 @@ pub async fn run(
                 progress,
             )
             .await;
-            if let Some(why) = counts.parent_failed.take() {
-                progress.finish();
-                return Ok(Outcome::ParentFailed(why));
-            }
-            written?;
-            vec![path.clone()]
+            (written, vec![path.clone()])
         }
     };
+    // A parent that could not be used comes first: the caller redoes the
+    // run as a full backup, whatever error it caused.
+    if let Some(why) = counts.parent_failed.take() {
+        progress.finish();
+        return Ok(Outcome::ParentFailed(why));
+    }
+    written?;
     progress.finish();
     let (parts, summary) = w.finish().map_err(archive_err)?;
     let parts = parts.finish()?;
