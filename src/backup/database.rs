@@ -354,30 +354,20 @@ async fn write_full(
         snap.total_bytes(),
     ))
     .map_err(write_err(path))?;
-    // One statement steps over all pages; each page goes straight from
-    // SQLite's buffer into the archive's frame. Progress and a yield to the
-    // other tasks come once per CHUNK.
-    let mut stmt = snap.page_statement().map_err(|e| msg(e.to_string()))?;
-    let mut pages = Pages::new(snap, &mut stmt).map_err(|e| msg(e.to_string()))?;
-    let mut since_yield = 0usize;
-    let mut pgno = 0u32;
+    // Each page goes straight from SQLite's buffer into the archive's frame.
     let mut rec = [0u8; 20];
-    while let Some(page) = pages.next_page().map_err(|e| msg(e.to_string()))? {
-        pgno += 1;
-        w.write_content(page).map_err(write_err(path))?;
-        rec[..4].copy_from_slice(&pgno.to_le_bytes());
-        rec[4..].copy_from_slice(&digest(key, page));
-        digests.push(&rec).map_err(spill_err)?;
-        since_yield += page.len();
-        if since_yield >= CHUNK {
-            progress.add(since_yield as u64);
-            since_yield = 0;
-            smol::future::yield_now().await;
-        }
-    }
-    progress.add(since_yield as u64);
-    drop(pages);
-    drop(stmt);
+    each_page(
+        snap,
+        progress,
+        |e| e,
+        |pgno, page| {
+            w.write_content(page).map_err(write_err(path))?;
+            rec[..4].copy_from_slice(&pgno.to_le_bytes());
+            rec[4..].copy_from_slice(&digest(key, page));
+            digests.push(&rec).map_err(spill_err)
+        },
+    )
+    .await?;
     w.end_entry(STATUS_CLEAN).map_err(write_err(path))?;
     Ok(())
 }
@@ -403,15 +393,8 @@ async fn compare(
         parent: None,
         other: e,
     };
-    let mut stmt = snap
-        .page_statement()
-        .map_err(|e| other(msg(e.to_string())))?;
-    let mut pages = Pages::new(snap, &mut stmt).map_err(|e| other(msg(e.to_string())))?;
-    let mut since_yield = 0usize;
-    let mut pgno = 0u32;
     let mut rec = [0u8; 20];
-    while let Some(page) = pages.next_page().map_err(|e| other(msg(e.to_string())))? {
-        pgno += 1;
+    each_page(snap, progress, other, |pgno, page| {
         let d = digest(key, page);
         let before = chain.lookup(pgno).map_err(|e| CompareError {
             parent: Some(e.to_string()),
@@ -425,6 +408,28 @@ async fn compare(
                 .push(&pgno.to_le_bytes())
                 .map_err(|e| other(spill_err(e)))?;
         }
+        Ok(())
+    })
+    .await
+}
+
+/// Every page of the snapshot in page order, from one statement, handed
+/// to `f` with its number; progress and a yield to the other tasks come
+/// once per CHUNK. `wrap` turns a failed read into the caller's error.
+async fn each_page<E>(
+    snap: &DbSnapshot,
+    progress: &mut Progress,
+    wrap: impl Fn(crate::error::Error) -> E,
+    mut f: impl FnMut(u32, &[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let read_err = |e: crate::sources::database::DbError| wrap(msg(e.to_string()));
+    let mut stmt = snap.page_statement().map_err(read_err)?;
+    let mut pages = Pages::new(snap, &mut stmt).map_err(read_err)?;
+    let mut since_yield = 0usize;
+    let mut pgno = 0u32;
+    while let Some(page) = pages.next_page().map_err(read_err)? {
+        pgno += 1;
+        f(pgno, page)?;
         since_yield += page.len();
         if since_yield >= CHUNK {
             progress.add(since_yield as u64);
