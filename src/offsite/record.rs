@@ -1,0 +1,122 @@
+//! The local record of the offsite store: which objects are confirmed
+//! remotely (key and size), and the multipart upload in progress, if any,
+//! so a rerun after a power cut resumes it instead of starting over.
+//!
+//! Kept as `<backup_dir>/offsite.json` (mode 0600), rewritten crash-safely
+//! (temporary name, fsync, rename, fsync of the directory) after every
+//! confirmed object and every new upload id, so the worst a power cut
+//! costs is sending one object again (which the server then refuses with
+//! 412 and a HEAD confirms).
+//!
+//! Invariants: the record belongs to one store (endpoint, bucket and
+//! prefix): a record of another one is set aside, not trusted; it names
+//! only files that exist locally (entries of files pruned since are dropped
+//! on each sync), so it stays bounded by the backup directory; it is read
+//! with a size bound ([`MAX_RECORD`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{msg, Result};
+use crate::fsutil::{read_regular, write_atomic, Follow};
+
+pub const FILE: &str = "offsite.json";
+/// Largest record read.
+pub const MAX_RECORD: usize = 32 << 20;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    /// `endpoint bucket prefix` the record is about.
+    pub store: String,
+    /// Confirmed objects: key suffix under the prefix -> size.
+    pub confirmed: BTreeMap<String, u64>,
+    pub upload: Option<Upload>,
+}
+
+/// A multipart upload started and not yet completed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub key: String,
+    pub upload_id: String,
+    pub size: u64,
+    pub part_size: u64,
+}
+
+pub fn path(backup_dir: &Path) -> PathBuf {
+    backup_dir.join(FILE)
+}
+
+/// Load the record for `store`; a missing file, or a record of another
+/// store, gives an empty one.
+pub fn load(backup_dir: &Path, store: &str) -> Result<Record> {
+    let p = path(backup_dir);
+    let bytes = match read_regular(&p, MAX_RECORD, Follow::No) {
+        Ok((_, b)) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(fresh(store));
+        }
+        Err(e) => {
+            return Err(msg(format!(
+                "cannot read the offsite record {}: {e}; if it is damaged, remove it (the next sync then checks every object with the store)",
+                p.display()
+            )))
+        }
+    };
+    let r: Record = serde_json::from_slice(&bytes).map_err(|e| {
+        msg(format!(
+            "the offsite record {} is damaged ({e}); remove it (the next sync then checks every object with the store)",
+            p.display()
+        ))
+    })?;
+    if r.version != 1 || r.store != store {
+        log::warn!(
+            "offsite record {} is about another store ({:?}); starting a new one",
+            p.display(),
+            r.store
+        );
+        return Ok(fresh(store));
+    }
+    Ok(r)
+}
+
+fn fresh(store: &str) -> Record {
+    Record {
+        version: 1,
+        store: store.to_string(),
+        ..Record::default()
+    }
+}
+
+pub fn save(backup_dir: &Path, r: &Record) -> Result<()> {
+    let bytes = serde_json::to_vec(r).map_err(|e| msg(format!("offsite record: {e}")))?;
+    write_atomic(&path(backup_dir), &bytes, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_other_stores() {
+        let dir = std::env::temp_dir().join(format!("rvm-offsite-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = load(&dir, "s").unwrap();
+        assert!(r.confirmed.is_empty() && r.upload.is_none());
+        r.confirmed.insert("database/x.meta".into(), 5);
+        r.upload = Some(Upload {
+            key: "k".into(),
+            upload_id: "u".into(),
+            size: 9,
+            part_size: 5,
+        });
+        save(&dir, &r).unwrap();
+        assert_eq!(load(&dir, "s").unwrap(), r);
+        assert!(load(&dir, "other").unwrap().confirmed.is_empty());
+        std::fs::write(path(&dir), b"{").unwrap();
+        assert!(load(&dir, "s").unwrap_err().to_string().contains("damaged"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
