@@ -72,7 +72,7 @@ pub fn load(backup_dir: &Path, store: &str) -> Result<Record> {
         ))
     })?;
     if r.version != 1 || r.store != store {
-        log::warn!(
+        log::info!(
             "offsite record {} is about another store ({:?}); starting a new one",
             p.display(),
             r.store

@@ -120,7 +120,10 @@ impl Session {
     pub async fn offsite_sync(&self) -> Result<SyncReport> {
         let mut t = self.offsite_target()?;
         let dir = self.cfg.backup_dir.clone();
+        // Credentials, clock and bucket are checked once, up front.
+        t.s3.list_page(&t.prefix, None).await.map_err(s3_err)?;
         let mut rec = record::load(&dir, &self.store_id(&t))?;
+        let loaded = rec.clone();
         let (items, problems) = local::items(&self.store, self.key.as_ref(), &dir);
         let mut report = SyncReport {
             problems,
@@ -129,7 +132,6 @@ impl Session {
         // Forget files that are gone locally (pruned): the record stays
         // bounded by the backup directory.
         let keys: BTreeSet<String> = items.iter().map(Item::key).collect();
-        let before = rec.confirmed.len();
         rec.confirmed.retain(|k, _| keys.contains(k));
         // A recorded upload of a file that is not to be sent any more.
         if let Some(u) = rec.upload.clone() {
@@ -142,11 +144,9 @@ impl Session {
                 rec.upload = None;
             }
         }
-        if rec.confirmed.len() != before || rec.upload.is_none() {
+        if rec != loaded {
             record::save(&dir, &rec)?;
         }
-        // Credentials, clock and bucket are checked once, up front.
-        t.s3.list_page(&t.prefix, None).await.map_err(s3_err)?;
         let root = Dir::open_path(&dir).map_err(|e| {
             msg(format!(
                 "cannot open backup directory {}: {e}",

@@ -5,6 +5,7 @@
 pub mod craft;
 pub mod daemon;
 pub mod prom;
+pub mod s3;
 pub mod stick;
 pub mod writer;
 
