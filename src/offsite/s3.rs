@@ -749,3 +749,200 @@ impl S3 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback server answering one scripted reply per connection
+    /// (each request's head and body are read first); the requests seen.
+    fn server(replies: Vec<&'static str>) -> (HttpUrl, std::thread::JoinHandle<Vec<String>>) {
+        server_with(replies, false)
+    }
+
+    /// With `keep`, every reply goes over the first connection.
+    fn server_with(
+        replies: Vec<&'static str>,
+        keep: bool,
+    ) -> (HttpUrl, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut conn: Option<std::net::TcpStream> = None;
+            for reply in replies {
+                let mut c = match conn.take() {
+                    Some(c) => c,
+                    None => l.accept().unwrap().0,
+                };
+                let mut got = Vec::new();
+                let mut b = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&b[..n]),
+                    }
+                }
+                seen.push(String::from_utf8_lossy(&got).into_owned());
+                let _ = c.write_all(reply.as_bytes());
+                if keep {
+                    conn = Some(c);
+                }
+            }
+            seen
+        });
+        (
+            HttpUrl::parse_endpoint(&format!("http://127.0.0.1:{port}")).unwrap(),
+            t,
+        )
+    }
+
+    fn client(u: HttpUrl) -> S3 {
+        let mut s = S3::new(
+            u,
+            "bkt",
+            "us-east-1",
+            Credentials {
+                access_key_id: "AK".into(),
+                secret: zeroize::Zeroizing::new("SK".into()),
+            },
+            Timeouts::new(Duration::from_secs(30), Duration::from_secs(60)),
+        );
+        s.backoff = Duration::from_millis(10);
+        s
+    }
+
+    fn error(status: &str, code: &str) -> String {
+        let body = format!(
+            "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>"
+        );
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+
+    #[test]
+    fn slow_down_is_retried_then_succeeds() {
+        let (u, t) = server(vec![
+            leak(error("503 Slow Down", "SlowDown")),
+            leak(error("500 Internal Server Error", "InternalError")),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ]);
+        let mut c = client(u);
+        let r = smol::block_on(c.put_new("k/a b", Body::Bytes(b"hello"), &mut Pacer::new(None)));
+        assert_eq!(r.unwrap(), Put::Created);
+        let seen = t.join().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(
+            seen[2].starts_with("PUT /bkt/k/a%20b HTTP/1.1\r\n"),
+            "{}",
+            seen[2]
+        );
+        assert!(
+            seen[2].contains("if-none-match: *\r\n")
+                && seen[2].contains("Authorization: AWS4-HMAC-SHA256 Credential=AK/"),
+            "{}",
+            seen[2]
+        );
+        assert!(seen[2].contains(&format!(
+            "x-amz-content-sha256: {}\r\n",
+            sigv4::sha256_hex(b"hello")
+        )));
+    }
+
+    #[test]
+    fn errors_are_told_apart() {
+        for (reply, says) in [
+            (
+                error("403 Forbidden", "SignatureDoesNotMatch"),
+                "rejected the credentials",
+            ),
+            (
+                error("403 Forbidden", "InvalidAccessKeyId"),
+                "rejected the credentials",
+            ),
+            (
+                error("403 Forbidden", "RequestTimeTooSkewed"),
+                "clock is skewed",
+            ),
+            (
+                error("404 Not Found", "NoSuchBucket"),
+                "bucket \"bkt\" does not exist",
+            ),
+            (
+                error("400 Bad Request", "InvalidArgument"),
+                "HTTP 400 InvalidArgument: m",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n<a></b>".to_string(),
+                "listing",
+            ),
+            ("garbage\r\n\r\n".to_string(), "not an HTTP response"),
+        ] {
+            let (u, t) = server(vec![leak(reply)]);
+            let e = smol::block_on(client(u).list_page("p/", None))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{says}: {e}");
+            t.join().unwrap();
+        }
+        // 503 for ever: given up after the retries, with the status.
+        let (u, t) = server(vec![
+            leak(error("503 Slow Down", "SlowDown"));
+            RETRIES as usize + 1
+        ]);
+        let e = smol::block_on(client(u).head("k")).unwrap_err().to_string();
+        assert!(e.contains("HTTP 503"), "{e}");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn listings_and_parts_parse() {
+        let list = "<ListBucketResult><Contents><Key>p/a</Key><Size>3</Size><ETag>\"e\"</ETag></Contents><IsTruncated>true</IsTruncated><NextContinuationToken>n1</NextContinuationToken></ListBucketResult>";
+        let parts = "<ListPartsResult><Part><PartNumber>1</PartNumber><ETag>\"x\"</ETag><Size>5</Size></Part><IsTruncated>false</IsTruncated></ListPartsResult>";
+        let ok = |b: &str| {
+            leak(format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            ))
+        };
+        let (u, t) = server_with(vec![ok(list), ok(parts)], true);
+        let mut c = client(u);
+        let (objs, next) = smol::block_on(c.list_page("p/", None)).unwrap();
+        assert_eq!(
+            (objs.len(), objs[0].size, next.as_deref()),
+            (1, 3, Some("n1"))
+        );
+        let p = smol::block_on(c.list_parts("p/a", "u1")).unwrap().unwrap();
+        assert_eq!(
+            p,
+            vec![Part {
+                number: 1,
+                size: 5,
+                etag: "\"x\"".into()
+            }]
+        );
+        // Both requests went over one kept-alive connection (the server
+        // accepts only one).
+        assert_eq!(t.join().unwrap().len(), 2);
+        // A server that closes kept-alive connections silently: the second
+        // call finds its connection dead and goes again on a fresh one.
+        let (u, t) = server(vec![ok(list), ok(parts)]);
+        let mut c = client(u);
+        smol::block_on(c.list_page("p/", None)).unwrap();
+        assert_eq!(
+            smol::block_on(c.list_parts("p/a", "u1"))
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(t.join().unwrap().len(), 2);
+    }
+}
