@@ -305,3 +305,58 @@ fn a_server_killed_mid_multipart_upload_resumes_without_resending() {
     );
     assert!(s3.get(&key) == fs::read(b.backups.join(&part.0)).unwrap());
 }
+
+#[test]
+fn wal_segments_are_shipped_after_the_archives() {
+    let Some(s3) = Seaweed::new("wal") else {
+        return;
+    };
+    let b = Board::with_config("offsite-wal", "backup_enabled = false");
+    let socket = b.tmp.path().join("rvm.sock");
+    let cfg = fs::read_to_string(&b.config).unwrap().replacen(
+        "pitr = false\n",
+        "pitr = true\npitr_sync_interval = \"200ms\"\n",
+        1,
+    );
+    fs::write(
+        &b.config,
+        format!("socket = \"{}\"\n{cfg}", socket.display()),
+    )
+    .unwrap();
+    b.populate();
+    let mut w = common::writer::Writer::open(&b.db_path());
+    w.commit(20);
+    b.ok(&["backup", "--all"]);
+    let d = common::daemon::Daemon::start(&b, &socket);
+    // Commit until the daemon has shipped at least two segments.
+    let t0 = Instant::now();
+    while shippable(&b.backups)
+        .iter()
+        .filter(|(k, _)| k.ends_with(".rvw"))
+        .count()
+        < 2
+    {
+        assert!(
+            t0.elapsed() < common::run_limit(),
+            "no WAL segments shipped"
+        );
+        w.commit(10);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.terminate();
+    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    ok(&b, &["offsite", "sync"]);
+    let local = shippable(&b.backups);
+    let remote: Vec<String> = s3.objects(PREFIX).into_iter().map(|o| o.key).collect();
+    for (k, _) in &local {
+        assert!(
+            remote.contains(&format!("{PREFIX}{k}")),
+            "{k} not shipped: {remote:?}"
+        );
+    }
+    assert!(remote
+        .iter()
+        .any(|k| k.contains("/database-wal/") && k.ends_with(".rvw")));
+    let out = ok(&b, &["offsite", "verify", "--read"]);
+    assert!(out.contains("0 problem(s)"), "{out}");
+}

@@ -23,6 +23,8 @@ use crate::error::{msg, Result};
 use crate::fsutil::{read_regular, write_atomic, Follow};
 
 pub const FILE: &str = "offsite.json";
+/// The lock file one sync holds.
+pub const LOCK: &str = ".offsite.lock";
 /// Largest record read.
 pub const MAX_RECORD: usize = 32 << 20;
 
@@ -87,6 +89,43 @@ fn fresh(store: &str) -> Record {
         version: 1,
         store: store.to_string(),
         ..Record::default()
+    }
+}
+
+/// Hold `<backup_dir>/.offsite.lock` (one sync at a time; released
+/// when the returned file is dropped). A second sync fails at once.
+pub fn lock(backup_dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = backup_dir.join(LOCK);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(
+            (rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::NONBLOCK
+                | rustix::fs::OFlags::CLOEXEC)
+                .bits() as i32,
+        )
+        .open(&p)
+        .map_err(|e| msg(format!("cannot open the offsite lock {}: {e}", p.display())))?;
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(msg(format!(
+            "offsite lock {} is not a regular file: remove it",
+            p.display()
+        )));
+    }
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(msg(format!(
+            "another offsite sync is running on {}; wait for it to finish",
+            backup_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(msg(format!("cannot lock {}: {e}", p.display())))
+        }
     }
 }
 

@@ -120,6 +120,7 @@ impl Session {
     pub async fn offsite_sync(&self) -> Result<SyncReport> {
         let mut t = self.offsite_target()?;
         let dir = self.cfg.backup_dir.clone();
+        let _lock = record::lock(&dir)?;
         // Credentials, clock and bucket are checked once, up front.
         t.s3.list_page(&t.prefix, None).await.map_err(s3_err)?;
         let mut rec = record::load(&dir, &self.store_id(&t))?;

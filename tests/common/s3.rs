@@ -105,8 +105,16 @@ impl Seaweed {
             child: None,
             weed,
         };
-        s.start();
-        Some(s)
+        // A port picked here may be taken by someone else before the
+        // server binds it: then again with other ports.
+        for _ in 0..5 {
+            match s.try_start() {
+                Ok(()) => return Some(s),
+                Err(e) if e.contains("address already in use") => s.ports = free_ports(12),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("weed mini: no free ports after 5 tries: {}", s.log_tail())
     }
 
     pub fn port(&self) -> u16 {
@@ -117,9 +125,23 @@ impl Seaweed {
         format!("http://127.0.0.1:{}", self.port())
     }
 
-    /// Start (again, with the data it held) and wait until the bucket
-    /// answers a signed listing.
+    /// Start again, with the data it held and on the same ports.
     pub fn start(&mut self) {
+        for _ in 0..20 {
+            match self.try_start() {
+                Ok(()) => return,
+                // The killed server's sockets may linger a moment.
+                Err(e) if e.contains("address already in use") => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("weed mini: its ports stay taken: {}", self.log_tail());
+    }
+
+    /// Start and wait until the bucket answers a signed listing.
+    fn try_start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none());
         let data = self.tmp.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -161,10 +183,11 @@ impl Seaweed {
         let t0 = Instant::now();
         loop {
             if smol::block_on(self.client().list_page("", None)).is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("weed mini exited ({st}): {}", self.log_tail());
+                self.child = None;
+                return Err(format!("weed mini exited ({st}): {}", self.log_tail()));
             }
             assert!(
                 t0.elapsed() < super::run_limit(),
