@@ -4,7 +4,7 @@
 //! - [`config`]: the `[offsite]` section;
 //! - [`sigv4`]: request signing; [`xml`]: the bounded reader of S3's
 //!   answers; [`s3`]: the calls, on the shared HTTP client (`crate::net`);
-//! - [`pace`]: `bandwidth_limit`;
+//! - [`pace`], `bandwidth_limit`;
 //! - [`record`]: the local, crash-safe record of what is confirmed remotely
 //!   and of an unfinished multipart upload;
 //! - [`local`]: what there is to ship, oldest first.

@@ -84,6 +84,9 @@ impl std::fmt::Display for S3Error {
     }
 }
 
+/// Where a streamed answer body goes, piece by piece.
+pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<(), NetError> + 'a;
+
 /// What a request sends.
 pub enum Body<'a> {
     Empty,
@@ -230,7 +233,7 @@ impl S3 {
         extra: &[(&str, &str)],
         body: Body<'_>,
         pacer: &mut Pacer,
-        mut sink: Option<&mut dyn FnMut(&[u8]) -> Result<(), NetError>>,
+        mut sink: Option<&mut Sink<'_>>,
         what: &str,
     ) -> Result<Reply, S3Error> {
         let payload = body.sha256()?;
@@ -348,7 +351,7 @@ impl S3 {
         body: &Body<'_>,
         payload: &str,
         pacer: &mut Pacer,
-        sink: Option<&mut (dyn FnMut(&[u8]) -> Result<(), NetError> + '_)>,
+        sink: Option<&mut Sink<'_>>,
         reused: bool,
     ) -> Result<Reply, NetError> {
         if !reused {
