@@ -208,16 +208,6 @@ fn wrong_credentials_missing_bucket_and_no_server_are_one_clear_line() {
     );
     let err = one_error_line(&run(&b, &["offsite", "sync"]));
     assert!(err.contains("cannot reach the offsite store"), "{err}");
-    // https is refused clearly until TLS is built in.
-    configure(
-        &b,
-        "https://127.0.0.1:1",
-        &s3.bucket,
-        common::s3::SECRET,
-        "",
-    );
-    let err = one_error_line(&run(&b, &["offsite", "sync"]));
-    assert!(err.contains("https:// is not supported"), "{err}");
     assert!(s3.objects("").is_empty());
 }
 
@@ -359,4 +349,43 @@ fn wal_segments_are_shipped_after_the_archives() {
         .any(|k| k.contains("/database-wal/") && k.ends_with(".rvw")));
     let out = ok(&b, &["offsite", "verify", "--read"]);
     assert!(out.contains("0 problem(s)"), "{out}");
+}
+
+#[test]
+fn https_with_the_fleet_ca_and_refused_without_it() {
+    let Some(s3) = Seaweed::new_tls("tls") else {
+        return;
+    };
+    let ca = s3.ca.clone().unwrap();
+    let b = Board::new("offsite-tls");
+    b.populate();
+    b.ok(&["backup", "config"]);
+    // The test CA is in no system bundle: the certificate is refused.
+    configure(&b, &s3.https_endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let err = one_error_line(&run(&b, &["offsite", "sync"]));
+    assert!(err.contains("TLS with") && err.contains("ca_file"), "{err}");
+    assert!(s3.objects("").is_empty());
+    // With the CA as ca_file: shipped over TLS, read back over TLS.
+    let extra = format!("ca_file = \"{}\"", ca.display());
+    configure(
+        &b,
+        &s3.https_endpoint(),
+        &s3.bucket,
+        common::s3::SECRET,
+        &extra,
+    );
+    ok(&b, &["offsite", "sync"]);
+    let local = shippable(&b.backups);
+    assert_eq!(s3.objects(PREFIX).len(), local.len());
+    let out = ok(&b, &["offsite", "verify", "--read"]);
+    assert!(
+        out.contains(&format!("{} object(s) checked and read back", local.len()))
+            && out.contains("0 problem(s)"),
+        "{out}"
+    );
+    // Plain HTTP to the TLS port: a clear error, no hang.
+    let plain = s3.https_endpoint().replace("https://", "http://");
+    configure(&b, &plain, &s3.bucket, common::s3::SECRET, "");
+    let err = one_error_line(&run(&b, &["offsite", "list"]));
+    assert!(err.contains("offsite store"), "{err}");
 }

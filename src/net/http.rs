@@ -167,8 +167,17 @@ pub struct Conn {
 
 impl Conn {
     pub async fn open(url: &HttpUrl, t: Timeouts) -> Result<Conn, NetError> {
+        Self::open_with(url, t, None).await
+    }
+
+    /// With a TLS config, `https://` URLs are spoken too.
+    pub async fn open_with(
+        url: &HttpUrl,
+        t: Timeouts,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Conn, NetError> {
         let deadline = Instant::now() + t.total;
-        let io = Transport::connect(url, t.connect).await?;
+        let io = Transport::connect(url, t.connect, tls).await?;
         Ok(Conn {
             io,
             host: url.host_header(),

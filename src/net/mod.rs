@@ -1,8 +1,10 @@
 //! Networking shared by the alert sinks and the offsite store: URLs
-//! ([`url`]), the byte stream under a connection ([`transport`]) and a
+//! ([`url`]), the byte stream under a connection ([`transport`], with
+//! [`tls`]) and a
 //! small HTTP/1.1 client ([`http`]).
 
 pub mod http;
+pub mod tls;
 pub mod transport;
 pub mod url;
 
@@ -18,8 +20,10 @@ pub enum NetError {
     Io(String),
     /// The answer is not HTTP as expected (or larger than allowed).
     Protocol(String),
-    /// Something this build cannot do (https without TLS support).
+    /// Something this client cannot do (https for the alert sinks).
     Unsupported(String),
+    /// The TLS handshake failed (certificate, protocol).
+    Tls(String),
 }
 
 impl std::fmt::Display for NetError {
@@ -29,7 +33,8 @@ impl std::fmt::Display for NetError {
             | NetError::Timeout(m)
             | NetError::Io(m)
             | NetError::Protocol(m)
-            | NetError::Unsupported(m) => f.write_str(m),
+            | NetError::Unsupported(m)
+            | NetError::Tls(m) => f.write_str(m),
         }
     }
 }

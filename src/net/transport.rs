@@ -1,10 +1,9 @@
 //! The byte stream under an HTTP connection: resolving and connecting with
 //! a timeout, then reading and writing.
 //!
-//! [`Transport`] is an enum so that a TLS stream (rustls over the same TCP
-//! stream) can be added as a second variant without changing the HTTP
-//! layer above it; until then an `https://` URL is refused here with a
-//! message that says so.
+//! [`Transport`] is plain TCP or TLS (rustls over the same TCP stream,
+//! see [`super::tls`]); the HTTP layer above does not tell them apart. An
+//! `https://` URL without a TLS config (the alert sinks) is refused.
 //!
 //! Invariants: connecting is bounded in time per address and tries at most
 //! [`MAX_ADDRS`] addresses; name resolution runs on smol's blocking pool
@@ -13,6 +12,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,18 +28,55 @@ pub const MAX_ADDRS: usize = 8;
 /// One connection's byte stream.
 pub enum Transport {
     Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Transport {
     /// Resolve `url`'s host and connect to the first address that
     /// answers within `timeout`.
-    pub async fn connect(url: &HttpUrl, timeout: Duration) -> Result<Transport, NetError> {
-        if url.tls {
-            return Err(NetError::Unsupported(format!(
-                "{}: https:// is not supported by this build yet; use an http:// endpoint on a trusted network (or a local TLS proxy)",
+    /// With `tls`, the TLS handshake (bounded by `timeout` too) follows.
+    pub async fn connect(
+        url: &HttpUrl,
+        timeout: Duration,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Transport, NetError> {
+        let tls = match (url.tls, tls) {
+            (true, None) => {
+                return Err(NetError::Unsupported(format!(
+                    "{}: https:// is not supported here",
+                    url.host_header()
+                )))
+            }
+            (true, Some(c)) => Some(c),
+            (false, _) => None,
+        };
+        let tcp = Self::connect_tcp(url, timeout).await?;
+        let Some(cfg) = tls else {
+            return Ok(Transport::Plain(tcp));
+        };
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|_| NetError::Connect(format!("{}: not a TLS server name", url.host)))?;
+        let hs = futures_rustls::TlsConnector::from(Arc::clone(cfg)).connect(name, tcp);
+        let r = smol::future::or(async { Some(hs.await) }, async {
+            smol::Timer::after(timeout).await;
+            None
+        })
+        .await;
+        match r {
+            Some(Ok(s)) => Ok(Transport::Tls(Box::new(s))),
+            Some(Err(e)) => Err(NetError::Tls(format!(
+                "TLS with {} failed: {e}",
                 url.host_header()
-            )));
+            ))),
+            None => Err(NetError::Timeout(format!(
+                "TLS with {}: no handshake within {}s",
+                url.host_header(),
+                timeout.as_secs()
+            ))),
         }
+    }
+
+    async fn connect_tcp(url: &HttpUrl, timeout: Duration) -> Result<TcpStream, NetError> {
         let addrs: Vec<SocketAddr> = match url.host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, url.port)],
             Err(_) => smol::net::resolve((url.host.as_str(), url.port))
@@ -60,7 +97,7 @@ impl Transport {
                 Ok(s) => {
                     // Small writes (a request head) go out at once.
                     let _ = s.set_nodelay(true);
-                    return Ok(Transport::Plain(s));
+                    return Ok(s);
                 }
                 Err(Some(e)) => last = NetError::Connect(format!("cannot connect to {addr}: {e}")),
                 Err(None) => {
@@ -83,6 +120,7 @@ impl AsyncRead for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -95,18 +133,21 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }

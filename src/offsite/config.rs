@@ -10,7 +10,7 @@
 //! `secret_key_file` (mode 0600, read with the same checks as the key
 //! file, see [`load_secret`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -221,9 +221,4 @@ pub fn load_secret(path: &Path) -> Result<Zeroizing<String>> {
         )));
     }
     Ok(secret)
-}
-
-/// `ca_file` as a path, if set.
-pub fn ca_file(s: &OffsiteSection) -> Option<PathBuf> {
-    s.ca_file.as_ref().map(|p| p.0.clone())
 }

@@ -183,8 +183,10 @@ pub struct S3 {
     creds: Credentials,
     t: Timeouts,
     conn: Option<Conn>,
-    /// The first pause after a 503 (tests shorten nothing: it is 1s).
+    /// The first pause after a 503 (1s; unit tests shorten it).
     backoff: Duration,
+    /// For `https://` endpoints.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl S3 {
@@ -203,7 +205,14 @@ impl S3 {
             t,
             conn: None,
             backoff: Duration::from_secs(1),
+            tls: None,
         }
+    }
+
+    /// Speak TLS with this config to an `https://` endpoint.
+    pub fn with_tls(mut self, cfg: std::sync::Arc<rustls::ClientConfig>) -> S3 {
+        self.tls = Some(cfg);
+        self
     }
 
     pub fn bucket(&self) -> &str {
@@ -280,6 +289,9 @@ impl S3 {
                             self.endpoint
                         )),
                         NetError::Unsupported(m) => S3Error::Other(m),
+                        NetError::Tls(m) => S3Error::Other(format!(
+                            "{m}; check the endpoint's certificate and [offsite] ca_file"
+                        )),
                         NetError::Io(m) | NetError::Protocol(m) => {
                             S3Error::Other(format!("offsite store {}: {what}: {m}", self.endpoint))
                         }
@@ -355,7 +367,7 @@ impl S3 {
         reused: bool,
     ) -> Result<Reply, NetError> {
         if !reused {
-            self.conn = Some(Conn::open(&self.endpoint, self.t).await?);
+            self.conn = Some(Conn::open_with(&self.endpoint, self.t, self.tls.as_ref()).await?);
         }
         let host = self.endpoint.host_header();
         let amz_date = crate::timefmt::compact(crate::timefmt::now_unix());

@@ -95,17 +95,23 @@ impl Session {
             io: Duration::from_secs(60),
             total: Duration::from_secs(300u64.saturating_add(part_secs.saturating_mul(2))),
         };
+        let mut s3 = S3::new(
+            o.endpoint.0.clone(),
+            &o.bucket.0,
+            o.region(),
+            Credentials {
+                access_key_id: o.access_key_id.0.clone(),
+                secret,
+            },
+            t,
+        );
+        if o.endpoint.0.tls {
+            let cfg = crate::net::tls::client_config(o.ca_file.as_ref().map(|p| p.0.as_path()))
+                .map_err(msg)?;
+            s3 = s3.with_tls(cfg);
+        }
         Ok(Target {
-            s3: S3::new(
-                o.endpoint.0.clone(),
-                &o.bucket.0,
-                o.region(),
-                Credentials {
-                    access_key_id: o.access_key_id.0.clone(),
-                    secret,
-                },
-                t,
-            ),
+            s3,
             prefix: o.prefix()?,
             part_size,
             rate,

@@ -27,6 +27,8 @@ pub const SECRET: &str = "rvmtestsecret0123456789";
 pub struct Seaweed {
     pub tmp: TempDir,
     pub bucket: String,
+    /// With TLS: the test CA's certificate (PEM), trusted by nothing else.
+    pub ca: Option<PathBuf>,
     ports: Vec<u16>,
     child: Option<Child>,
     weed: PathBuf,
@@ -94,6 +96,16 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl Seaweed {
     /// A fresh server with one bucket, answering. `None`: skipped.
     pub fn new(name: &str) -> Option<Seaweed> {
+        Self::build(name, false)
+    }
+
+    /// Also serving HTTPS ([`Seaweed::https_endpoint`]) with a certificate
+    /// for 127.0.0.1 from a test CA made here with `openssl` ([`Seaweed::ca`]).
+    pub fn new_tls(name: &str) -> Option<Seaweed> {
+        Self::build(name, true)
+    }
+
+    fn build(name: &str, tls: bool) -> Option<Seaweed> {
         let weed = match weed() {
             Ok(w) => w,
             Err(e) => return unavailable(name, &e),
@@ -101,16 +113,20 @@ impl Seaweed {
         let mut s = Seaweed {
             tmp: TempDir::new(&format!("s3-{name}")),
             bucket: "rvm-fleet".into(),
-            ports: free_ports(12),
+            ca: None,
+            ports: free_ports(13),
             child: None,
             weed,
         };
+        if tls {
+            s.ca = Some(make_certs(s.tmp.path()));
+        }
         // A port picked here may be taken by someone else before the
         // server binds it: then again with other ports.
         for _ in 0..5 {
             match s.try_start() {
                 Ok(()) => return Some(s),
-                Err(e) if e.contains("address already in use") => s.ports = free_ports(12),
+                Err(e) if e.contains("address already in use") => s.ports = free_ports(13),
                 Err(e) => panic!("{e}"),
             }
         }
@@ -123,6 +139,10 @@ impl Seaweed {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port())
+    }
+
+    pub fn https_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports[12])
     }
 
     /// Start again, with the data it held and on the same ports.
@@ -173,6 +193,14 @@ impl Seaweed {
             ])
             .arg(format!("-bucket={}", self.bucket))
             .args(flags.iter().map(|(k, v)| format!("-{k}={v}")))
+            .args(self.ca.iter().flat_map(|_| {
+                let d = self.tmp.path();
+                [
+                    format!("-s3.port.https={}", self.ports[12]),
+                    format!("-s3.cert.file={}", d.join("srv.pem").display()),
+                    format!("-s3.key.file={}", d.join("srv.key").display()),
+                ]
+            }))
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET)
             .current_dir(self.tmp.path())
@@ -266,6 +294,85 @@ impl Seaweed {
         )
         .unwrap();
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 (`srv.pem`, `srv.key`)
+/// in `dir`; the CA certificate's path.
+fn make_certs(dir: &Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=rvm test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    dir.join("ca.pem")
 }
 
 impl Drop for Seaweed {
