@@ -27,6 +27,8 @@ pub struct Item {
     /// Directories under `backup_dir`, then the file name.
     pub dirs: Vec<String>,
     pub name: String,
+    /// A WAL segment: its generation and sequence number.
+    pub segment: Option<(String, u64)>,
 }
 
 impl Item {
@@ -66,11 +68,13 @@ pub fn items(store: &Store, key: Option<&KeyRing>, backup_dir: &Path) -> (Vec<It
             out.push(Item {
                 dirs: vec![dir.clone()],
                 name: p.name.clone(),
+                segment: None,
             });
         }
         out.push(Item {
             dirs: vec![dir],
             name: format!("{}{SIDECAR_EXT}", a.meta.id),
+            segment: None,
         });
     }
     for g in crate::pitr::store::generations(backup_dir) {
@@ -78,6 +82,7 @@ pub fn items(store: &Store, key: Option<&KeyRing>, backup_dir: &Path) -> (Vec<It
             out.push(Item {
                 dirs: vec![crate::pitr::store::WAL_DIR.to_string(), g.id.clone()],
                 name: crate::pitr::segment::file_name(*seq),
+                segment: Some((g.id.clone(), *seq)),
             });
         }
     }

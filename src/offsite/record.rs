@@ -2,6 +2,10 @@
 //! remotely (key and size), and the multipart upload in progress, if any,
 //! so a rerun after a power cut resumes it instead of starting over.
 //!
+//! WAL segments, shipped in order and many, are recorded per generation
+//! as the next sequence number to ship (everything below it is
+//! confirmed), so the record does not grow with their number.
+//!
 //! Kept as `<backup_dir>/offsite.json` (mode 0600), rewritten crash-safely
 //! (temporary name, fsync, rename, fsync of the directory) after every
 //! confirmed object and every new upload id, so the worst a power cut
@@ -14,11 +18,12 @@
 //! on each sync), so it stays bounded by the backup directory; it is read
 //! with a size bound ([`MAX_RECORD`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::local::Item;
 use crate::error::{msg, Result};
 use crate::fsutil::{read_regular, write_atomic, Follow};
 
@@ -33,9 +38,49 @@ pub struct Record {
     pub version: u32,
     /// `endpoint bucket prefix` the record is about.
     pub store: String,
-    /// Confirmed objects: key suffix under the prefix -> size.
+    /// Confirmed archive parts and sidecars: key under the prefix -> size.
     pub confirmed: BTreeMap<String, u64>,
+    /// WAL segments: generation -> the first sequence number not confirmed.
+    #[serde(default)]
+    pub wal: BTreeMap<String, u64>,
     pub upload: Option<Upload>,
+}
+
+impl Record {
+    pub fn is_confirmed(&self, item: &Item) -> bool {
+        match &item.segment {
+            Some((g, seq)) => self.wal.get(g).is_some_and(|next| seq < next),
+            None => self.confirmed.contains_key(&item.key()),
+        }
+    }
+
+    /// Record `item` as confirmed (segments are confirmed in order).
+    pub fn confirm(&mut self, item: &Item, size: u64) {
+        match &item.segment {
+            Some((g, seq)) => {
+                let next = self.wal.entry(g.clone()).or_insert(0);
+                *next = (*next).max(seq.saturating_add(1));
+            }
+            None => {
+                self.confirmed.insert(item.key(), size);
+            }
+        }
+    }
+
+    /// Forget what is not in `items` any more (pruned locally).
+    pub fn retain(&mut self, items: &[Item]) {
+        let keys: BTreeSet<String> = items
+            .iter()
+            .filter(|i| i.segment.is_none())
+            .map(Item::key)
+            .collect();
+        let gens: BTreeSet<&str> = items
+            .iter()
+            .filter_map(|i| i.segment.as_ref().map(|(g, _)| g.as_str()))
+            .collect();
+        self.confirmed.retain(|k, _| keys.contains(k));
+        self.wal.retain(|g, _| gens.contains(g.as_str()));
+    }
 }
 
 /// A multipart upload started and not yet completed.
@@ -157,5 +202,30 @@ mod tests {
         std::fs::write(path(&dir), b"{").unwrap();
         assert!(load(&dir, "s").unwrap_err().to_string().contains("damaged"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segments_are_confirmed_by_generation_and_sequence() {
+        let seg = |g: &str, seq: u64| Item {
+            dirs: vec!["database-wal".into(), g.into()],
+            name: format!("{seq:012}.rvw"),
+            segment: Some((g.into(), seq)),
+        };
+        let part = Item {
+            dirs: vec!["config".into()],
+            name: "x.000.rvb".into(),
+            segment: None,
+        };
+        let mut r = Record::default();
+        assert!(!r.is_confirmed(&seg("g1", 0)));
+        r.confirm(&seg("g1", 0), 9);
+        r.confirm(&seg("g1", 1), 9);
+        r.confirm(&part, 7);
+        assert!(r.is_confirmed(&seg("g1", 1)) && !r.is_confirmed(&seg("g1", 2)));
+        assert!(!r.is_confirmed(&seg("g2", 0)) && r.is_confirmed(&part));
+        r.retain(&[seg("g1", 5)]);
+        assert!(r.is_confirmed(&seg("g1", 0)) && !r.is_confirmed(&part));
+        r.retain(&[]);
+        assert!(r.wal.is_empty());
     }
 }

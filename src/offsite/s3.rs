@@ -276,11 +276,11 @@ impl S3 {
                 .await;
             let reply = match r {
                 Ok(reply) => reply,
-                Err(e) => {
+                Err((e, answered)) => {
                     self.conn = None;
-                    // A kept-alive connection the server closed meanwhile:
-                    // once more on a fresh one.
-                    if reused && matches!(e, NetError::Io(_)) && attempt == 1 {
+                    // A kept-alive connection the server closed meanwhile
+                    // (no answer began): once more on a fresh one.
+                    if reused && !answered && matches!(e, NetError::Io(_)) && attempt == 1 {
                         continue;
                     }
                     return Err(match e {
@@ -365,9 +365,13 @@ impl S3 {
         pacer: &mut Pacer,
         sink: Option<&mut Sink<'_>>,
         reused: bool,
-    ) -> Result<Reply, NetError> {
+    ) -> Result<Reply, (NetError, bool)> {
         if !reused {
-            self.conn = Some(Conn::open_with(&self.endpoint, self.t, self.tls.as_ref()).await?);
+            self.conn = Some(
+                Conn::open_with(&self.endpoint, self.t, self.tls.as_ref())
+                    .await
+                    .map_err(|e| (e, false))?,
+            );
         }
         let host = self.endpoint.host_header();
         let amz_date = crate::timefmt::compact(crate::timefmt::now_unix());
@@ -394,7 +398,7 @@ impl S3 {
         sent.push(("Authorization", &auth));
         let head = head_text(method, target, &host, &sent, Some(body.len()), true);
         let Some(conn) = self.conn.as_mut() else {
-            return Err(NetError::Io("no connection".into()));
+            return Err((NetError::Io("no connection".into()), false));
         };
         conn.begin();
         let sending = async {
@@ -426,15 +430,20 @@ impl S3 {
         // its answer says more than the broken pipe.
         let head = match conn.read_head(method).await {
             Ok(h) => h,
-            Err(e) => return Err(sent_ok.err().unwrap_or(e)),
+            Err(e) => return Err((sent_ok.err().unwrap_or(e), false)),
         };
         let ok = (200..300).contains(&head.status);
         let body = match (ok, sink) {
             (true, Some(sink)) => {
-                conn.read_body(head.framing, sink).await?;
+                conn.read_body(head.framing, sink)
+                    .await
+                    .map_err(|e| (e, true))?;
                 Vec::new()
             }
-            _ => conn.read_body_bounded(head.framing, MAX_ANSWER).await?,
+            _ => conn
+                .read_body_bounded(head.framing, MAX_ANSWER)
+                .await
+                .map_err(|e| (e, true))?,
         };
         if sent_ok.is_err() {
             self.conn = None;

@@ -21,7 +21,6 @@
 //! - a sidecar is shipped after its archive's parts, so a remote sidecar
 //!   means its parts are there.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -30,7 +29,7 @@ use super::Session;
 use crate::error::{msg, Result};
 use crate::net::http::Timeouts;
 use crate::offsite::config::{load_secret, OffsiteSection};
-use crate::offsite::local::{self, Item};
+use crate::offsite::local;
 use crate::offsite::pace::Pacer;
 use crate::offsite::record::{self, Record, Upload};
 use crate::offsite::s3::{self, Body, Object, Part, Put, S3Error, S3};
@@ -138,14 +137,12 @@ impl Session {
         };
         // Forget files that are gone locally (pruned): the record stays
         // bounded by the backup directory.
-        let keys: BTreeSet<String> = items.iter().map(Item::key).collect();
-        rec.confirmed.retain(|k, _| keys.contains(k));
+        rec.retain(&items);
         // A recorded upload of a file that is not to be sent any more.
         if let Some(u) = rec.upload.clone() {
-            let wanted = u
-                .key
-                .strip_prefix(&t.prefix)
-                .is_some_and(|k| keys.contains(k) && !rec.confirmed.contains_key(k));
+            let wanted = items
+                .iter()
+                .any(|i| format!("{}{}", t.prefix, i.key()) == u.key && !rec.is_confirmed(i));
             if !wanted || u.part_size != t.part_size {
                 t.s3.abort(&u.key, &u.upload_id).await.map_err(s3_err)?;
                 rec.upload = None;
@@ -163,7 +160,7 @@ impl Session {
         let mut pacer = Pacer::new(t.rate);
         for item in &items {
             let key = item.key();
-            if rec.confirmed.contains_key(&key) {
+            if rec.is_confirmed(item) {
                 report.already += 1;
                 continue;
             }
@@ -189,7 +186,7 @@ impl Session {
             } else {
                 report.found += 1;
             }
-            rec.confirmed.insert(key, size);
+            rec.confirm(item, size);
             record::save(&dir, &rec)?;
         }
         Ok(report)
@@ -251,7 +248,7 @@ impl Session {
                 .map_err(|e| msg(format!("cannot stat {key}: {e}")))?
                 .len();
             let Some(obj) = t.s3.head(&full).await.map_err(s3_err)? else {
-                if rec.confirmed.contains_key(&key) {
+                if rec.is_confirmed(item) {
                     report.failures.push(format!(
                         "{full}: recorded as shipped but missing from the store"
                     ));
