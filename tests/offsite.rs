@@ -389,3 +389,86 @@ fn https_with_the_fleet_ca_and_refused_without_it() {
     let err = one_error_line(&run(&b, &["offsite", "list"]));
     assert!(err.contains("offsite store"), "{err}");
 }
+
+#[test]
+fn bandwidth_limit_paces_the_upload() {
+    let Some(s3) = Seaweed::new("pace") else {
+        return;
+    };
+    let b = Board::new("offsite-pace");
+    b.populate();
+    fs::write(
+        b.root.join("opt/myrvm/blob.bin"),
+        common::pseudo_random(3 << 20, 11),
+    )
+    .unwrap();
+    b.ok(&["backup", "application"]);
+    configure(
+        &b,
+        &s3.endpoint(),
+        &s3.bucket,
+        common::s3::SECRET,
+        "bandwidth_limit = \"1M\"",
+    );
+    let total: u64 = shippable(&b.backups).iter().map(|(_, n)| n).sum();
+    let t0 = Instant::now();
+    ok(&b, &["offsite", "sync"]);
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = total as f64 / secs;
+    eprintln!(
+        "shipped {total} bytes in {secs:.2}s: {rate:.0} B/s (limit {})",
+        1 << 20
+    );
+    // Never faster than the limit (a slow machine only makes it slower);
+    // 250 ms of credit may go out at once.
+    assert!(
+        secs + 0.3 >= total as f64 / f64::from(1 << 20),
+        "{total} bytes in {secs:.2}s is faster than 1M/s"
+    );
+}
+
+#[test]
+fn a_file_that_cannot_be_read_holds_back_its_archive_only() {
+    let Some(s3) = Seaweed::new("held") else {
+        return;
+    };
+    let b = Board::new("offsite-held");
+    b.populate();
+    b.ok(&["backup", "config"]);
+    b.ok(&["backup", "logs"]);
+    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    // The config archive's part is replaced by a symbolic link (never
+    // followed in the backup directory).
+    let local = shippable(&b.backups);
+    let (part, _) = local
+        .iter()
+        .find(|(k, _)| k.starts_with("config/") && k.ends_with(".rvb"))
+        .unwrap();
+    let path = b.backups.join(part);
+    let saved = fs::read(&path).unwrap();
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+    let o = run(&b, &["offsite", "sync"]);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("not shipped:") && out.contains(part.as_str()),
+        "{out}"
+    );
+    let remote: Vec<String> = s3.objects(PREFIX).into_iter().map(|o| o.key).collect();
+    // Its sidecar waits; the logs archive went.
+    assert!(
+        remote
+            .iter()
+            .all(|k| !k.starts_with(&format!("{PREFIX}config/"))),
+        "{remote:?}"
+    );
+    assert!(remote
+        .iter()
+        .any(|k| k.starts_with(&format!("{PREFIX}logs/")) && k.ends_with(".meta")));
+    // Put back, the next sync ships the rest.
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, saved).unwrap();
+    ok(&b, &["offsite", "sync"]);
+    assert_eq!(s3.objects(PREFIX).len(), local.len());
+}

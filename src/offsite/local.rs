@@ -29,6 +29,10 @@ pub struct Item {
     pub name: String,
     /// A WAL segment: its generation and sequence number.
     pub segment: Option<(String, u64)>,
+    /// The archive id or generation it belongs to: when one file of a
+    /// group cannot be shipped, the rest of the group waits (a sidecar
+    /// never goes before its parts, a segment never before the one before).
+    pub group: String,
 }
 
 impl Item {
@@ -69,12 +73,14 @@ pub fn items(store: &Store, key: Option<&KeyRing>, backup_dir: &Path) -> (Vec<It
                 dirs: vec![dir.clone()],
                 name: p.name.clone(),
                 segment: None,
+                group: a.meta.id.clone(),
             });
         }
         out.push(Item {
             dirs: vec![dir],
             name: format!("{}{SIDECAR_EXT}", a.meta.id),
             segment: None,
+            group: a.meta.id.clone(),
         });
     }
     for g in crate::pitr::store::generations(backup_dir) {
@@ -83,6 +89,7 @@ pub fn items(store: &Store, key: Option<&KeyRing>, backup_dir: &Path) -> (Vec<It
                 dirs: vec![crate::pitr::store::WAL_DIR.to_string(), g.id.clone()],
                 name: crate::pitr::segment::file_name(*seq),
                 segment: Some((g.id.clone(), *seq)),
+                group: g.id.clone(),
             });
         }
     }

@@ -210,11 +210,13 @@ mod tests {
             dirs: vec!["database-wal".into(), g.into()],
             name: format!("{seq:012}.rvw"),
             segment: Some((g.into(), seq)),
+            group: g.into(),
         };
         let part = Item {
             dirs: vec!["config".into()],
             name: "x.000.rvb".into(),
             segment: None,
+            group: "x".into(),
         };
         let mut r = Record::default();
         assert!(!r.is_confirmed(&seg("g1", 0)));

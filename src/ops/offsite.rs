@@ -158,18 +158,23 @@ impl Session {
             ))
         })?;
         let mut pacer = Pacer::new(t.rate);
+        let mut held: Option<&str> = None;
         for item in &items {
             let key = item.key();
             if rec.is_confirmed(item) {
                 report.already += 1;
                 continue;
             }
+            if held == Some(item.group.as_str()) {
+                continue;
+            }
             let file = match item.open(&root) {
                 Ok(f) => f,
                 Err(e) => {
-                    // Pruned since it was listed, or damaged: the next sync
-                    // sees it again if it is still there.
+                    // Pruned since it was listed, or damaged: the rest of
+                    // its group waits; the next sync sees it again.
                     report.problems.push(e.to_string());
+                    held = Some(item.group.as_str());
                     continue;
                 }
             };
