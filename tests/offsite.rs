@@ -144,6 +144,25 @@ fn sync_ships_every_archive_as_ciphertext_once() {
             && out.contains("0 problem(s)"),
         "{out}"
     );
+    // A local file whose bytes differ from the object's (same size):
+    // `verify` (sizes) passes, `verify --read` fails and names it.
+    let (part, _) = local.iter().find(|(k, _)| k.ends_with(".rvb")).unwrap();
+    let path = b.backups.join(part);
+    let saved = fs::read(&path).unwrap();
+    let mut bad = saved.clone();
+    bad[saved.len() / 2] ^= 1;
+    fs::write(&path, &bad).unwrap();
+    ok(&b, &["offsite", "verify"]);
+    let o = run(&b, &["offsite", "verify", "--read"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success()
+            && out.contains(&format!(
+                "FAILED {PREFIX}{part}: the store's content differs"
+            )),
+        "{out}"
+    );
+    fs::write(&path, &saved).unwrap();
     // With the record lost, a sync finds everything there and sends nothing.
     fs::remove_file(b.backups.join("offsite.json")).unwrap();
     let out = ok(&b, &["offsite", "sync"]);
