@@ -2,7 +2,7 @@
 //! shipped to S3-compatible object storage.
 //!
 //! - [`config`]: the `[offsite]` section;
-//! - [`sigv4`]: request signing; [`xml`]: the bounded reader of S3's
+//! - [`sigv4`]: request signing; [`md5`]: `Content-MD5` of bodies; [`xml`]: the bounded reader of S3's
 //!   answers; [`s3`]: the calls, on the shared HTTP client (`crate::net`);
 //! - [`pace`], `bandwidth_limit`;
 //! - [`record`]: the local, crash-safe record of what is confirmed remotely
@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod local;
+pub mod md5;
 pub mod pace;
 pub mod record;
 pub mod s3;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::md5::{self, Md5};
 use super::pace::Pacer;
 use super::sigv4::{self, Credentials};
 use super::xml;
@@ -108,23 +109,30 @@ impl Body<'_> {
         }
     }
 
-    /// The hex SHA-256 of the body (a pass over a file range).
-    fn sha256(&self) -> Result<String, S3Error> {
+    /// The hex SHA-256 (for the signature) and the base64 MD5 (for
+    /// `Content-MD5`, which the server checks) of the body: one pass over
+    /// a file range.
+    fn digests(&self) -> Result<(String, Option<String>), S3Error> {
+        let mut h = Sha256::new();
+        let mut m = Md5::new();
         match self {
-            Body::Empty => Ok(sigv4::EMPTY_SHA256.to_string()),
-            Body::Bytes(b) => Ok(sigv4::sha256_hex(b)),
+            Body::Empty => return Ok((sigv4::EMPTY_SHA256.to_string(), None)),
+            Body::Bytes(b) => {
+                h.update(b);
+                m.update(b);
+            }
             Body::File { file, offset, len } => {
-                let mut h = Sha256::new();
                 let mut buf = vec![0u8; CHUNK];
                 let mut done = 0u64;
                 while done < *len {
                     let n = read_range(file, offset + done, len - done, &mut buf)?;
                     h.update(&buf[..n]);
+                    m.update(&buf[..n]);
                     done += n as u64;
                 }
-                Ok(sigv4::hex(&h.finalize()))
             }
         }
+        Ok((sigv4::hex(&h.finalize()), Some(md5::base64(&m.finish()))))
     }
 }
 
@@ -245,7 +253,12 @@ impl S3 {
         mut sink: Option<&mut Sink<'_>>,
         what: &str,
     ) -> Result<Reply, S3Error> {
-        let payload = body.sha256()?;
+        let (payload, content_md5) = body.digests()?;
+        let mut extra: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(m) = &content_md5 {
+            extra.push(("content-md5", m));
+        }
+        let extra = &extra[..];
         let path = self.path(key);
         let target = {
             let q = sigv4::canonical_query(query);
@@ -304,8 +317,10 @@ impl S3 {
             let events = xml::parse(&reply.body).unwrap_or_default();
             let code = xml::first(&events, "Code").unwrap_or_default();
             let message = xml::first(&events, "Message").unwrap_or_default();
+            // BadDigest: the body was damaged on the way; send it again.
             let busy = reply.status == 503
                 || code == "SlowDown"
+                || code == "BadDigest"
                 || (reply.status == 500 && code != "NotImplemented");
             if busy && attempt <= RETRIES {
                 log::info!(
@@ -878,6 +893,11 @@ mod tests {
             "x-amz-content-sha256: {}\r\n",
             sigv4::sha256_hex(b"hello")
         )));
+        assert!(
+            seen[2].contains("content-md5: XUFAKrxLKna5cZ2REBfFkg==\r\n"),
+            "{}",
+            seen[2]
+        );
     }
 
     #[test]
