@@ -304,7 +304,7 @@ impl Conn {
             let have = &self.buf[self.start..self.end];
             // Fail early on garbage, before waiting for a whole head.
             status_line(have).map_err(NetError::Protocol)?;
-            if let Some(len) = find(have, b"\r\n\r\n").map(|i| i + 4) {
+            if let Some(len) = head_end(have) {
                 let head = parse_head(&have[..len], method).map_err(NetError::Protocol)?;
                 self.start += len;
                 if (100..200).contains(&head.0) {
@@ -548,6 +548,20 @@ pub fn parse_head(
     Ok((status, headers, framing, close))
 }
 
+/// Where a head ends: after its first empty line (CRLF or bare LF line
+/// ends, as lenient servers send them).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
+        let line = &buf[start..start + i];
+        if line.is_empty() || line == b"\r" {
+            return Some(start + i + 1);
+        }
+        start += i + 1;
+    }
+    None
+}
+
 fn shown(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..b.len().min(60)])
         .chars()
@@ -736,6 +750,8 @@ mod tests {
         assert_eq!(b, b"abcde");
         let (_, b) = body_of(b"HTTP/1.1 200 OK\r\n\r\nuntil close", "GET").unwrap();
         assert_eq!(b, b"until close");
+        let (h, b) = body_of(b"HTTP/1.0 200 OK\nContent-Length: 2\n\nokEXTRA", "GET").unwrap();
+        assert_eq!((h.status, b.as_slice()), (200, &b"ok"[..]));
         let (h, b) = body_of(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", "HEAD").unwrap();
         assert_eq!((h.framing, b.len()), (Framing::Length(0), 0));
         for bad in [
