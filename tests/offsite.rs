@@ -201,6 +201,12 @@ fn wrong_credentials_missing_bucket_and_no_server_are_one_clear_line() {
     let b = Board::new("offsite-refuse");
     b.populate();
     b.ok(&["backup", "config"]);
+    // No [offsite] section; a wrong subcommand (a usage error, exit 2).
+    let err = one_error_line(&run(&b, &["offsite", "sync"]));
+    assert!(err.contains("has no [offsite] section"), "{err}");
+    let o = run(&b, &["offsite", "upload"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(one_error_line(&o).contains("unknown offsite subcommand"));
     configure(&b, &s3.endpoint(), &s3.bucket, "wrong-secret", "");
     let err = one_error_line(&run(&b, &["offsite", "sync"]));
     assert!(err.contains("rejected the credentials"), "{err}");
