@@ -191,6 +191,16 @@ fn an_object_of_another_size_is_never_overwritten() {
         "{err}"
     );
     assert_eq!(s3.get(&key), b"not the archive");
+    // The same size with other bytes: refused too (its ETag is an MD5).
+    let b2 = Board::new("offsite-clash2");
+    b2.populate();
+    b2.ok(&["backup", "config"]);
+    configure(&b2, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let (first, size) = shippable(&b2.backups).into_iter().next().unwrap();
+    let key = format!("{PREFIX}{first}");
+    s3.put(&key, &vec![0u8; usize::try_from(size).unwrap()]);
+    let err = one_error_line(&run(&b2, &["offsite", "sync"]));
+    assert!(err.contains("other content") && err.contains(&key), "{err}");
 }
 
 #[test]

@@ -9,8 +9,8 @@
 //! Invariants:
 //! - nothing is ever overwritten remotely: a HEAD before each upload, and
 //!   `If-None-Match: *` on every PUT and completion; an object that exists
-//!   with the local size counts as confirmed, one with another size is an
-//!   error that names it;
+//!   with the local size (and, for a single-PUT object, the local MD5 as
+//!   its ETag) counts as confirmed, any other is an error that names it;
 //! - an object is confirmed in the record only after the server accepted
 //!   it whole (a PUT or a completed multipart upload), and the record is
 //!   saved crash-safely after each one, and after each new upload id;
@@ -328,7 +328,7 @@ async fn ship(
     let resuming = rec.upload.as_ref().is_some_and(|u| u.key == full);
     if !resuming {
         if let Some(obj) = t.s3.head(full).await.map_err(s3_err)? {
-            return same_size(full, &obj, size).map(|()| false);
+            return same_object(full, &obj, file, size).map(|()| false);
         }
     }
     if size <= t.part_size {
@@ -339,7 +339,7 @@ async fn ship(
         };
         return match t.s3.put_new(full, body, pacer).await.map_err(s3_err)? {
             Put::Created => Ok(true),
-            Put::Exists => found(t, full, size).await,
+            Put::Exists => found(t, full, file, size).await,
         };
     }
     // Multipart: resume the recorded upload if the server still knows it.
@@ -427,18 +427,54 @@ async fn ship(
         }
         Put::Exists => {
             t.s3.abort(full, &id).await.map_err(s3_err)?;
-            found(t, full, size).await
+            found(t, full, file, size).await
         }
     }
 }
 
-/// After a 412: the object is there; it counts if its size is ours.
-async fn found(t: &mut Target, full: &str, size: u64) -> Result<bool> {
+/// After a 412: the object is there; it counts if it is ours (see
+/// [`same_object`]).
+async fn found(t: &mut Target, full: &str, file: &std::fs::File, size: u64) -> Result<bool> {
     match t.s3.head(full).await.map_err(s3_err)? {
-        Some(obj) => same_size(full, &obj, size).map(|()| false),
+        Some(obj) => same_object(full, &obj, file, size).map(|()| false),
         None => Err(msg(format!(
             "{full}: the store refused to overwrite it but does not show it; sync again"
         ))),
+    }
+}
+
+/// An object found in the store counts as this file's when the sizes
+/// match and, where its ETag is a plain MD5 (a single PUT; a multipart
+/// ETag ends in `-N`), the local file's MD5 is that ETag.
+fn same_object(full: &str, obj: &Object, file: &std::fs::File, size: u64) -> Result<()> {
+    same_size(full, obj, size)?;
+    let etag = obj.etag.trim_matches('"');
+    if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    use std::os::unix::fs::FileExt;
+    let mut m = crate::offsite::md5::Md5::new();
+    let mut buf = vec![0u8; s3::CHUNK];
+    let mut at = 0u64;
+    while at < size {
+        let want = buf
+            .len()
+            .min(usize::try_from(size - at).unwrap_or(usize::MAX));
+        let n = file
+            .read_at(&mut buf[..want], at)
+            .map_err(|e| msg(format!("cannot read a local file: {e}")))?;
+        if n == 0 {
+            return Err(msg("a local file became shorter while it was read"));
+        }
+        m.update(&buf[..n]);
+        at += n as u64;
+    }
+    if crate::offsite::sigv4::hex(&m.finish()).eq_ignore_ascii_case(etag) {
+        Ok(())
+    } else {
+        Err(msg(format!(
+            "{full} exists in the offsite store with other content than the local file (same size, other MD5): it is never overwritten; check which board writes to this prefix"
+        )))
     }
 }
 
