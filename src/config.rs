@@ -295,7 +295,7 @@ struct RawConfig {
     machine_id_file: Option<AbsPath>,
     /// `[[alert]]` tables: where alerts are delivered.
     alert: Option<Vec<crate::alerting::sink::CheckedSink>>,
-    heartbeat_url: Option<crate::alerting::url::HttpUrl>,
+    heartbeat_url: Option<crate::net::url::HttpUrl>,
     outbox_max: Option<
         BoundedCount<{ crate::alerting::outbox::MIN_MAX }, { crate::alerting::outbox::MAX_MAX }>,
     >,
@@ -304,6 +304,8 @@ struct RawConfig {
     logs: Option<TreeSection>,
     application: Option<TreeSection>,
     access: Option<AccessSection>,
+    /// `[offsite]`: the S3-compatible store.
+    offsite: Option<crate::offsite::config::OffsiteSection>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -520,7 +522,7 @@ pub struct Config {
     /// The alert sinks (`[[alert]]` tables), named and checked.
     pub alerts: Vec<crate::alerting::sink::Sink>,
     /// Pinged around each backup job (healthchecks style), if set.
-    pub heartbeat_url: Option<crate::alerting::url::HttpUrl>,
+    pub heartbeat_url: Option<crate::net::url::HttpUrl>,
     /// Most entries the alert outbox holds (default 1000, 16 to 100000).
     pub outbox_max: u32,
     pub database: Option<DatabaseSection>,
@@ -528,6 +530,8 @@ pub struct Config {
     pub logs: Option<TreeSection>,
     pub application: Option<TreeSection>,
     pub access: AccessSection,
+    /// `[offsite]`: the S3-compatible store, if configured.
+    pub offsite: Option<crate::offsite::config::OffsiteSection>,
 }
 
 /// `full_every_count` when absent: at most 30 incrementals after a full
@@ -729,6 +733,7 @@ impl Config {
             logs: raw.logs,
             application: raw.application,
             access: raw.access.unwrap_or_default(),
+            offsite: raw.offsite,
         })
     }
 
@@ -1360,5 +1365,69 @@ exclude = ["*.pyc", "__pycache__"]
             let e = with(bad).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("line 3"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn offsite_keys_are_checked_with_key_and_line() {
+        let with = |lines: &str| {
+            Config::parse(
+                &format!("backup_dir = \"/var/lib/rvm-backup\"\n[offsite]\n{lines}\n"),
+                Path::new("/etc/rvm-backup/rvm-backup.toml"),
+            )
+        };
+        let good = "endpoint = \"http://127.0.0.1:8333\"\nbucket = \"rvm-fleet\"\naccess_key_id = \"AKID\"\nsecret_key_file = \"/etc/rvm-backup/s3.secret\"";
+        let c = with(good).unwrap();
+        let o = c.offsite.unwrap();
+        assert_eq!((o.region(), o.part_size()), ("us-east-1", 8 << 20));
+        assert_eq!(o.interval(), Duration::from_secs(900));
+        assert!(o.bandwidth_limit.is_none() && o.prefix.is_none());
+        let c = with(&format!("{good}\nprefix = \"fleet/b-1\"\nbandwidth_limit = \"256K\"\nregion = \"eu-west-1\"\ninterval = \"10m\"\nca_file = \"/etc/ssl/ca.pem\"\nmultipart_size = \"5M\"")).unwrap();
+        let o = c.offsite.unwrap();
+        assert_eq!(o.prefix().unwrap(), "fleet/b-1/");
+        assert_eq!(o.bandwidth_limit.unwrap().0, 256 << 10);
+        assert!(
+            with(&good.replace("http://127.0.0.1:8333", "https://s3.example.com"))
+                .unwrap()
+                .offsite
+                .unwrap()
+                .endpoint
+                .0
+                .tls
+        );
+        for (bad, says, line) in [
+            ("endpoint = \"ftp://x\"", "not an http", 3),
+            ("endpoint = \"http://x/bucket\"", "without a path", 3),
+            ("bucket = \"Bad_Bucket\"", "not an S3 bucket name", 4),
+            ("prefix = \"../x\"", "must be segments", 7),
+            ("bandwidth_limit = \"fast\"", "invalid size", 7),
+            ("bandwidth_limit = 10", "out of range", 7),
+            ("secret_key_file = \"s3.secret\"", "must be absolute", 6),
+            ("multipart_size = \"1M\"", "out of range", 7),
+            ("access_key_id = \"a b\"", "printable ASCII", 5),
+            ("colour = 1", "unknown field", 7),
+        ] {
+            let key = bad.split(' ').next().unwrap();
+            let text = if good.contains(&format!("{key} =")) {
+                good.lines()
+                    .map(|l| {
+                        if l.starts_with(&format!("{key} =")) {
+                            bad
+                        } else {
+                            l
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else {
+                format!("{good}\n{bad}")
+            };
+            let e = with(&text).unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.contains(&format!("line {line}")),
+                "{bad}: {e}"
+            );
+        }
+        let e = with("bucket = \"b12\"").unwrap_err().to_string();
+        assert!(e.contains("missing field") && e.contains("endpoint"), "{e}");
     }
 }

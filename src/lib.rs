@@ -25,6 +25,8 @@ pub mod hooks;
 pub mod keys;
 pub mod logger;
 pub mod monitor;
+pub mod net;
+pub mod offsite;
 pub mod ops;
 pub mod out;
 pub mod pitr;

@@ -11,15 +11,12 @@
 
 use std::time::Duration;
 
-use super::http::{self, Timeouts};
-use super::url::HttpUrl;
+use crate::net::http::{self, Timeouts};
+use crate::net::url::HttpUrl;
 
 /// Pings waiting at most.
 pub const QUEUE: usize = 16;
-pub const TIMEOUTS: Timeouts = Timeouts {
-    connect: Duration::from_secs(5),
-    total: Duration::from_secs(10),
-};
+pub const TIMEOUTS: Timeouts = Timeouts::new(Duration::from_secs(5), Duration::from_secs(10));
 
 /// What a ping says.
 #[derive(Clone, Debug, PartialEq, Eq)]

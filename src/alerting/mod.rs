@@ -25,11 +25,9 @@ pub mod delivery;
 pub mod email;
 pub mod exec;
 pub mod heartbeat;
-pub mod http;
 pub mod journal;
 pub mod outbox;
 pub mod sink;
-pub mod url;
 pub mod webhook;
 
 use std::cell::{Cell, RefCell};
@@ -39,10 +37,10 @@ use std::rc::Rc;
 use self::heartbeat::Ping;
 use self::outbox::Outbox;
 use self::sink::{Sink, SinkKind};
-use self::url::HttpUrl;
 use crate::config::Config;
 use crate::error::{msg, Result};
 use crate::monitor::{Alert, AlertKind, Finding, Severity};
+use crate::net::url::HttpUrl;
 
 /// The rule name of `alert test` alerts; they go to every sink.
 pub const TEST_RULE: &str = "test";

@@ -10,9 +10,9 @@
 
 use serde::Deserialize;
 
-use super::url::HttpUrl;
 use crate::hooks::HookCommand;
 use crate::monitor::{Alert, AlertKind, Severity};
+use crate::net::url::HttpUrl;
 
 /// At most this many `[[alert]]` tables.
 pub const MAX_SINKS: usize = 16;

@@ -7,14 +7,11 @@
 
 use std::time::Duration;
 
-use super::http::{self, Timeouts};
-use super::url::HttpUrl;
 use crate::monitor::Alert;
+use crate::net::http::{self, Timeouts};
+use crate::net::url::HttpUrl;
 
-pub const TIMEOUTS: Timeouts = Timeouts {
-    connect: Duration::from_secs(10),
-    total: Duration::from_secs(30),
-};
+pub const TIMEOUTS: Timeouts = Timeouts::new(Duration::from_secs(10), Duration::from_secs(30));
 
 pub async fn send(url: &HttpUrl, alert: &Alert) -> Result<(), String> {
     let body = serde_json::to_vec(alert).map_err(|e| e.to_string())?;

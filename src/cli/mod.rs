@@ -10,6 +10,7 @@ mod check;
 mod commands;
 mod ctl;
 mod disaster;
+mod offsite;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ commands:
                                      scratch space, check and time them; exits 1 on a failure
   export [--to DIR]                  write a verified recovery set onto the stick mounted at DIR
                                      (default: export_dir); re-export copies only what changed
+  offsite sync                       ship archives, sidecars and WAL segments to the [offsite]
+                                     S3 store (resumable; never overwrites)
+  offsite list [--json]              the objects under this board's prefix
+  offsite verify [--read]            check every local file's object (size; --read: content)
   metrics                            the metrics in the Prometheus text format (what METRICS gives)
   daemon                             scheduler, jobs and control socket, in the foreground
   ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR
@@ -112,7 +117,7 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
         "alert" => ctl::alert(global.config.as_deref(), args, out),
         "check" => check::run(global.config.as_deref(), args, out),
         "backup" | "list" | "verify" | "restore" | "prune" | "drill" | "export" | "daemon"
-        | "audit" | "disaster-restore" | "metrics" => {
+        | "audit" | "disaster-restore" | "metrics" | "offsite" => {
             let cfg = Config::load(&Config::locate(global.config.as_deref()))?;
             crate::logger::init(if global.quiet {
                 cfg.log_level.min(log::LevelFilter::Warn)
@@ -127,6 +132,10 @@ fn run(args: Vec<String>, out: &mut Out) -> Result<i32> {
                 }
                 "audit" => commands::audit(&cfg, args, out),
                 "disaster-restore" => disaster::run(cfg, args, global.quiet, out),
+                "offsite" => {
+                    let session = crate::ops::Session::open(cfg)?;
+                    offsite::run(session, args, global.quiet, out)
+                }
                 _ => {
                     let session = crate::ops::Session::open(cfg)?;
                     let ctx = commands::Ctx {

@@ -27,6 +27,7 @@ mod backup;
 mod disaster;
 mod drill;
 mod export;
+mod offsite;
 mod pitr;
 mod prune;
 mod restore;
@@ -52,6 +53,7 @@ pub use disaster::{
 };
 pub use drill::{DrillOutcome, DrillReport};
 pub use export::{ExportReport, ExportedArchive};
+pub use offsite::{OffsiteVerifyReport, SyncReport};
 pub use pitr::PitrRange;
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;

@@ -6,6 +6,7 @@ pub mod craft;
 pub mod daemon;
 pub mod http;
 pub mod prom;
+pub mod s3;
 pub mod stick;
 pub mod writer;
 

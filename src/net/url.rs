@@ -1,10 +1,11 @@
 //! `http://host[:port][/path][?query]` URLs: the only ones the webhook sink
-//! and the heartbeat speak (HTTPS goes through an `exec` sink with curl).
+//! and the heartbeat speak (HTTPS goes through an `exec` sink with curl);
+//! the offsite store's endpoint may also be `https://` ([`HttpUrl::parse_endpoint`]).
 //!
 //! Invariants: a parsed URL holds only printable ASCII without spaces (so
 //! nothing it holds can break a request line or a header); the host is a
 //! DNS name, an IPv4 address or a bracketed IPv6 literal; the port is
-//! 1–65535 (80 when absent); user info (`user@`) and fragments are refused.
+//! 1–65535 (80, or 443 for https, when absent); user info (`user@`) and fragments are refused.
 
 use std::fmt;
 
@@ -19,6 +20,8 @@ pub struct HttpUrl {
     pub host: String,
     pub ipv6: bool,
     pub port: u16,
+    /// `https://`: the connection must be TLS.
+    pub tls: bool,
     /// Path and query, starting with `/`.
     pub target: String,
 }
@@ -30,18 +33,33 @@ impl fmt::Display for HttpUrl {
 }
 
 impl HttpUrl {
+    /// An `http://` URL (alert sinks, the heartbeat).
     pub fn parse(text: &str) -> Result<HttpUrl, String> {
+        Self::parse_with(text, false)
+    }
+
+    /// An `http://` or `https://` URL (the offsite store's endpoint).
+    pub fn parse_endpoint(text: &str) -> Result<HttpUrl, String> {
+        Self::parse_with(text, true)
+    }
+
+    fn parse_with(text: &str, https: bool) -> Result<HttpUrl, String> {
         let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
-        if lower.starts_with("https://") {
+        let tls = https && lower.starts_with("https://");
+        if lower.starts_with("https://") && !https {
             return Err(format!(
                 "{text:?}: only http:// is spoken here; for HTTPS use an exec sink running curl, e.g. command = [\"/usr/bin/curl\", \"-fsS\", \"--max-time\", \"20\", \"-H\", \"Content-Type: application/json\", \"--data-binary\", \"@-\", \"https://…\"]"
             ));
         }
-        let Some(rest) = lower
-            .starts_with("http://")
-            .then(|| text.get(7..))
-            .flatten()
-        else {
+        let rest = if tls {
+            text.get(8..)
+        } else {
+            lower
+                .starts_with("http://")
+                .then(|| text.get(7..))
+                .flatten()
+        };
+        let Some(rest) = rest else {
             return Err(format!(
                 "{text:?} is not an http:// URL (for HTTPS or any other scheme use an exec sink with curl)"
             ));
@@ -99,6 +117,7 @@ impl HttpUrl {
             (h.to_ascii_lowercase(), false, p)
         };
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => match p.parse::<u16>() {
                 Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
@@ -110,6 +129,7 @@ impl HttpUrl {
             host,
             ipv6,
             port,
+            tls,
             target,
         })
     }
@@ -121,7 +141,7 @@ impl HttpUrl {
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             h
         } else {
             format!("{h}:{}", self.port)
@@ -200,6 +220,17 @@ mod tests {
                 .target,
             "/fail"
         );
+    }
+
+    #[test]
+    fn endpoints_may_be_https() {
+        let u = HttpUrl::parse_endpoint("https://s3.example.com").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.port, u.host_header().as_str()), (443, "s3.example.com"));
+        let u = HttpUrl::parse_endpoint("http://127.0.0.1:8333").unwrap();
+        assert!(!u.tls);
+        assert_eq!(u.host_header(), "127.0.0.1:8333");
+        assert!(HttpUrl::parse_endpoint("ftp://x").is_err());
     }
 
     #[test]
