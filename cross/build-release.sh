@@ -20,7 +20,14 @@ die() {
 }
 
 # The board profile (Cargo.toml): opt-level z, fat LTO, one codegen unit, panic=abort.
-echo "+ cargo build --profile board --target $TARGET"
+# With panic=abort nothing in this program ever unwinds, so its unwind tables
+# (.eh_frame and its lookup table, ~400 KiB) are dead weight: the linker
+# leaves them out (cross/no-unwind-tables.ld). A panic still prints its
+# message and aborts; only a backtrace (RUST_BACKTRACE) would come out empty.
+# Only this build: the test builds unwind (the harness catches panics), which
+# is why this is set here and not in .cargo/config.toml.
+export RUSTFLAGS="-C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$repo/cross/no-unwind-tables.ld"
+echo "+ RUSTFLAGS='$RUSTFLAGS' cargo build --profile board --target $TARGET"
 cargo build --profile board --target "$TARGET"
 
 target_dir="${CARGO_TARGET_DIR:-target}"

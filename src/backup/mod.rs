@@ -495,8 +495,6 @@ fn write_small(w: &mut Writer, kind: EntryKind, p: &Path, m: &Info, content: &[u
     Ok(())
 }
 
-static ZEROS: [u8; CHUNK] = [0; CHUNK];
-
 /// Where the next data starts at or after `pos`, and where it ends (the
 /// next hole): `Ok(None)` if only a hole is left. `Err` if the file system
 /// cannot tell (then the file is read as all data).
@@ -547,8 +545,12 @@ async fn write_file(
                     let (start, end) = next.unwrap_or((size, size));
                     let start = start.min(size);
                     while pos < start {
-                        let n = (start - pos).min(CHUNK as u64) as usize;
-                        w.write_content(&ZEROS[..n]).map_err(write_err(path))?;
+                        // The read buffer, zeroed, stands for the hole (a
+                        // static zero chunk would cost the board binary 64 KiB).
+                        let n = (start - pos).min(buf.len() as u64) as usize;
+                        let zeros = &mut buf[..n];
+                        zeros.fill(0);
+                        w.write_content(zeros).map_err(write_err(path))?;
                         pos += n as u64;
                         progress.add(n as u64);
                         smol::future::yield_now().await;
