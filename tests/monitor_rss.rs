@@ -7,12 +7,21 @@
 //! `STATUS` and `HEALTH` in between; once the receiver has every alert,
 //! its `VmHWM` (peak resident set, from `/proc/PID/status`) is read.
 //!
-//! The bound is for the optimised build the board runs (`cargo test
-//! --release`, what CI runs natively). A debug build maps more code and
-//! gets twice the bound; under the emulator (`RVM_BACKUP_TEST_RUNNER`)
-//! the process measured is qemu itself, so there the figure is only
-//! printed and the rest of the test (every job done, every reply `OK`)
-//! still has to pass.
+//! What the bound is checked on. The 8 MiB are the board's: its daemon is
+//! the stripped `board` build (opt-level "z", fat LTO, no unwind tables),
+//! whose size CI holds to 3.5 MiB. Its whole peak is measured on the
+//! emulated board (`board/accept/guest/harness`, healthy boot). This
+//! test runs the host's `--release` build, whose code is twice that size
+//! (no LTO, unwind tables, every dependency's generic code) and, being
+//! in the page cache, is mapped 64 KiB around every instruction the
+//! daemon touches; so here the bound is split the way it adds up on the
+//! board: everything but the executable's own clean pages (heap, stack,
+//! data, the C library) must stay under 8 MiB less the board binary's
+//! 3.5 MiB, however large the host's code is. The total is printed too.
+//! A debug build gets twice the bound; under the emulator
+//! (`RVM_BACKUP_TEST_RUNNER`) the process measured is qemu itself, so
+//! there the figures are only printed and the rest of the test (every
+//! job done, every reply `OK`) still has to pass.
 
 mod common;
 
@@ -28,6 +37,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const LIMIT_KIB: u64 = 8 << 10;
+/// The stripped board binary's budget (`.ci/run`'s `MAX_BOARD_BYTES`): on
+/// the board, at most this much of the peak is the executable's own pages.
+const BOARD_BINARY_KIB: u64 = 3584;
 
 fn patience() -> Duration {
     if std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some() {
@@ -126,6 +138,34 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Resident KiB of `pid`'s clean pages of its own executable file: its
+/// code and constants as read from the file (pages it wrote, such as
+/// relocated data, are dirty and stay in the rest). These only grow while
+/// the process runs, so read at the end they are at least what they were
+/// at the peak, and `peak - this` does not understate the rest.
+fn own_clean_file_kib(pid: u32) -> u64 {
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let exe = exe.to_str().unwrap().to_owned();
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let kib = |l: &str, key: &str| -> Option<u64> {
+        l.strip_prefix(key)?.trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    let (mut ours, mut total, mut dirty) = (false, 0u64, 0u64);
+    for l in smaps.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            ours = l.split_whitespace().nth(5) == Some(exe.as_str());
+        } else if ours {
+            if let Some(k) = kib(l, "Rss:") {
+                total += k;
+            } else if let Some(k) = kib(l, "Private_Dirty:").or_else(|| kib(l, "Shared_Dirty:")) {
+                dirty += k;
+            }
+        }
+    }
+    total - dirty
+}
+
 #[test]
 fn daemon_peak_rss_stays_under_8_mib_with_monitoring_on() {
     let b = Board::new("monitor-rss");
@@ -211,15 +251,18 @@ fn daemon_peak_rss_stays_under_8_mib_with_monitoring_on() {
         "{text}"
     );
     let peak = vm_hwm_kib(pid);
+    let code = own_clean_file_kib(pid);
+    let rest = peak.saturating_sub(code);
     drop(daemon);
     let emulated = std::env::var_os("RVM_BACKUP_TEST_RUNNER").is_some();
     let limit = if cfg!(debug_assertions) {
-        2 * LIMIT_KIB
+        2 * (LIMIT_KIB - BOARD_BINARY_KIB)
     } else {
-        LIMIT_KIB
+        LIMIT_KIB - BOARD_BINARY_KIB
     };
     eprintln!(
-        "daemon peak RSS with monitoring on: {peak} KiB (limit {limit} KiB{})",
+        "daemon peak RSS with monitoring on: {peak} KiB, of which {code} KiB this build's own code and constants; \
+         the rest {rest} KiB (limit {limit} KiB, plus at most {BOARD_BINARY_KIB} KiB of board binary makes 8 MiB){}",
         if emulated {
             "; not checked: this is the emulator's own RSS"
         } else {
@@ -228,8 +271,9 @@ fn daemon_peak_rss_stays_under_8_mib_with_monitoring_on() {
     );
     if !emulated {
         assert!(
-            peak < limit,
-            "the daemon's peak RSS was {peak} KiB with monitoring on; the limit is {limit} KiB"
+            rest < limit,
+            "the daemon's peak RSS less its own code was {rest} KiB with monitoring on; the limit is {limit} KiB \
+             (peak {peak} KiB, code {code} KiB)"
         );
     }
 }
