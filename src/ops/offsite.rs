@@ -89,10 +89,11 @@ impl Session {
         let rate = o.bandwidth_limit.map(|r| r.0);
         // A part at the bandwidth limit must fit in one exchange.
         let part_secs = rate.map_or(0, |r| part_size / r.max(1));
+        let idle = o.timeout();
         let t = Timeouts {
-            connect: Duration::from_secs(10),
-            io: Duration::from_secs(60),
-            total: Duration::from_secs(300u64.saturating_add(part_secs.saturating_mul(2))),
+            connect: idle.min(Duration::from_secs(10)),
+            io: idle,
+            total: (idle * 5).saturating_add(Duration::from_secs(part_secs.saturating_mul(2))),
         };
         let mut s3 = S3::new(
             o.endpoint.0.clone(),
