@@ -1,0 +1,304 @@
+//! `offsite sync` over a bad link: a TCP proxy (`common::proxy`) between
+//! the binary and a real SeaweedFS cuts the link in the middle of a
+//! multipart upload, answers requests with 500 and 503 itself, throttles,
+//! and stalls completely. What must hold: the next sync completes without
+//! sending the confirmed parts again and `offsite verify --read` passes;
+//! nothing incomplete is ever listed as complete; 500/503 are retried and
+//! the sync succeeds; a slow link finishes, a dead one gives one clear
+//! error line after `timeout`, never a hang.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::s3::Seaweed;
+use common::{bin, output_within, Board};
+
+const PREFIX: &str = "fleet/board-1/";
+
+/// Add an `[offsite]` section to the board's config (and a secret file).
+fn configure(b: &Board, endpoint: &str, bucket: &str, extra: &str) {
+    let secret_file = b.tmp.path().join("s3.secret");
+    fs::write(&secret_file, format!("{}\n", common::s3::SECRET)).unwrap();
+    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut text = fs::read_to_string(&b.config).unwrap();
+    if let Some(i) = text.find("\n[offsite]") {
+        text.truncate(i);
+    }
+    text.push_str(&format!(
+        "\n[offsite]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"{PREFIX}\"\naccess_key_id = \"{}\"\nsecret_key_file = \"{}\"\n{extra}\n",
+        common::s3::ACCESS_KEY,
+        secret_file.display()
+    ));
+    fs::write(&b.config, text).unwrap();
+}
+
+fn run(b: &Board, args: &[&str]) -> Output {
+    let mut c = bin();
+    c.arg("--config").arg(&b.config).args(args);
+    output_within(c, &format!("rvm-backup {args:?}"))
+}
+
+fn ok(b: &Board, args: &[&str]) -> (String, String) {
+    let o = run(b, args);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "{args:?}: {out}{err}");
+    (out, err)
+}
+
+/// One clear error line (the log's info lines aside), no panic.
+fn error_line(o: &Output) -> String {
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(lines.len(), 1, "not one error line: {err}");
+    lines[0].to_string()
+}
+
+/// The archive parts and sidecars in the backup directory, with sizes.
+fn shippable(backups: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for d in fs::read_dir(backups).unwrap().flatten() {
+        if !d.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for e in fs::read_dir(d.path()).unwrap().flatten() {
+            let rel = format!(
+                "{}/{}",
+                d.file_name().to_string_lossy(),
+                e.file_name().to_string_lossy()
+            );
+            if rel.ends_with(".rvb") || rel.ends_with(".meta") {
+                out.push((rel, e.metadata().unwrap().len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A board whose application archive holds `mib` MiB that do not compress.
+fn board_with_big_archive(name: &str, mib: usize, seed: u64) -> Board {
+    let b = Board::with_config(name, "log_level = \"info\"");
+    b.populate();
+    fs::write(
+        b.root.join("opt/myrvm/model.bin"),
+        common::pseudo_random(mib << 20, seed),
+    )
+    .unwrap();
+    b.ok(&["backup", "application"]);
+    b
+}
+
+fn remote_keys(s3: &Seaweed) -> Vec<String> {
+    s3.objects(PREFIX).into_iter().map(|o| o.key).collect()
+}
+
+#[test]
+fn a_link_cut_mid_multipart_upload_resumes_without_resending_confirmed_parts() {
+    let Some(s3) = Seaweed::new("cut") else {
+        return;
+    };
+    let proxy = Proxy::start(s3.port());
+    let b = board_with_big_archive("offsite-cut", 14, 21);
+    configure(
+        &b,
+        &proxy.endpoint(),
+        &s3.bucket,
+        "multipart_size = \"5M\"\ntimeout = \"5s\"",
+    );
+    let local = shippable(&b.backups);
+    let (part, size) = local
+        .iter()
+        .find(|(k, s)| k.ends_with(".rvb") && *s > 10 << 20)
+        .cloned()
+        .expect("a part of three multipart pieces");
+    let key = format!("{PREFIX}{part}");
+    // Cut in the middle of the second piece.
+    proxy.cut_after(8 << 20);
+    let err = error_line(&run(&b, &["offsite", "sync"]));
+    assert!(proxy.is_cut(), "the sync ended before the cut: {err}");
+    assert!(err.contains("offsite store"), "{err}");
+    // Nothing of that archive is listed: not the part, not its sidecar.
+    let sidecar = part.split('.').next().unwrap().to_string() + ".meta";
+    let listed = remote_keys(&s3);
+    assert!(
+        listed.iter().all(|k| k != &key
+            && !k.ends_with(&sidecar)
+            && !k.starts_with(&format!("{PREFIX}application/"))),
+        "{listed:?}"
+    );
+    let rec: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.backups.join("offsite.json")).unwrap()).unwrap();
+    let id = rec["upload"]["upload_id"]
+        .as_str()
+        .expect("the upload is recorded");
+    let on_server = s3.parts(&key, id).expect("the upload is still open");
+    assert_eq!(on_server.len(), 1, "{on_server:?}");
+    // The link is back: the next sync sends the other pieces and the
+    // sidecar only.
+    proxy.heal();
+    let before = proxy.up_bytes();
+    let (_, log) = ok(&b, &["offsite", "sync"]);
+    let sent = proxy.up_bytes() - before;
+    assert!(
+        log.contains(&format!("resuming {key}: 1 parts on the server")),
+        "{log}"
+    );
+    let rest = size - (5 << 20);
+    assert!(
+        sent >= rest && sent < rest + (1 << 20),
+        "sent {sent} bytes again; the pieces not confirmed are {rest}"
+    );
+    let mut listed: Vec<(String, u64)> = s3
+        .objects(PREFIX)
+        .into_iter()
+        .map(|o| (o.key.strip_prefix(PREFIX).unwrap().to_string(), o.size))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, local);
+    let (out, _) = ok(&b, &["offsite", "verify", "--read"]);
+    assert!(
+        out.contains("0 not shipped") && out.contains("0 problem(s)"),
+        "{out}"
+    );
+    assert!(s3.get(&key) == fs::read(b.backups.join(&part)).unwrap());
+}
+
+#[test]
+fn a_link_cut_during_a_single_put_is_resent_whole_and_never_half_listed() {
+    let Some(s3) = Seaweed::new("cutput") else {
+        return;
+    };
+    let proxy = Proxy::start(s3.port());
+    let b = board_with_big_archive("offsite-cutput", 3, 22);
+    configure(&b, &proxy.endpoint(), &s3.bucket, "timeout = \"5s\"");
+    proxy.cut_after(1 << 20);
+    error_line(&run(&b, &["offsite", "sync"]));
+    assert!(proxy.is_cut());
+    assert!(
+        remote_keys(&s3)
+            .iter()
+            .all(|k| !k.starts_with(&format!("{PREFIX}application/"))),
+        "a cut PUT left an object"
+    );
+    proxy.heal();
+    ok(&b, &["offsite", "sync"]);
+    let (out, _) = ok(&b, &["offsite", "verify", "--read"]);
+    assert!(
+        out.contains("0 not shipped") && out.contains("0 problem(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn errors_500_and_503_are_retried_and_the_sync_succeeds() {
+    let Some(s3) = Seaweed::new("busy") else {
+        return;
+    };
+    let proxy = Proxy::start(s3.port());
+    let b = board_with_big_archive("offsite-busy", 12, 23);
+    configure(&b, &proxy.endpoint(), &s3.bucket, "multipart_size = \"5M\"");
+    // The second piece of the multipart upload: SlowDown twice.
+    proxy.fail_next("partNumber=2", 2, "503 Slow Down", "SlowDown");
+    let (_, log) = ok(&b, &["offsite", "sync"]);
+    assert_eq!(proxy.failed(), 2);
+    assert!(log.contains("offsite store busy (503 SlowDown)"), "{log}");
+    // A single PUT: InternalError twice.
+    b.ok(&["backup", "config"]);
+    proxy.fail_next("PUT ", 2, "500 Internal Server Error", "InternalError");
+    let (_, log) = ok(&b, &["offsite", "sync"]);
+    assert_eq!(proxy.failed(), 4);
+    assert!(
+        log.contains("offsite store busy (500 InternalError)"),
+        "{log}"
+    );
+    // The listing itself: 503 without a body code.
+    proxy.fail_next("list-type=2", 1, "503 Service Unavailable", "");
+    ok(&b, &["offsite", "list"]);
+    assert_eq!(proxy.failed(), 5);
+    let (out, _) = ok(&b, &["offsite", "verify", "--read"]);
+    assert!(
+        out.contains("0 not shipped") && out.contains("0 problem(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_throttled_link_finishes_and_a_stalled_one_fails_clearly() {
+    let Some(s3) = Seaweed::new("stall") else {
+        return;
+    };
+    let proxy = Proxy::start(s3.port());
+    let b = board_with_big_archive("offsite-stall", 3, 24);
+    // Slower than the default part would take at most, but moving: the
+    // idle timeout (2s) never fires.
+    configure(&b, &proxy.endpoint(), &s3.bucket, "timeout = \"2s\"");
+    proxy.throttle(512 << 10);
+    ok(&b, &["offsite", "sync"]);
+    let (out, _) = ok(&b, &["offsite", "verify", "--read"]);
+    assert!(out.contains("0 problem(s)"), "{out}");
+    // A new archive; the link stalls in the middle of its upload.
+    fs::write(
+        b.root.join("opt/myrvm/model.bin"),
+        common::pseudo_random(3 << 20, 25),
+    )
+    .unwrap();
+    b.ok(&["backup", "application"]);
+    let before = proxy.up_bytes();
+    let mut c = bin();
+    c.arg("--config")
+        .arg(&b.config)
+        .args(["offsite", "sync"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let t0 = Instant::now();
+    while proxy.up_bytes() < before + (512 << 10) {
+        assert!(
+            t0.elapsed() < common::run_limit(),
+            "the upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.stall(true);
+    let o = common::wait_output_within(child, "offsite sync over a stalled link");
+    let err = error_line(&o);
+    assert!(
+        err.contains("cannot reach the offsite store")
+            && err.contains("no progress sending for 2s"),
+        "{err}"
+    );
+    // Nothing of the new archive is listed as complete.
+    let new_meta: Vec<String> = shippable(&b.backups)
+        .into_iter()
+        .map(|(k, _)| format!("{PREFIX}{k}"))
+        .filter(|k| k.ends_with(".meta"))
+        .collect();
+    let listed = remote_keys(&s3);
+    assert!(
+        new_meta.iter().filter(|k| !listed.contains(k)).count() == 1,
+        "{listed:?}"
+    );
+    // A stall before any answer: the listing fails the same way.
+    let o = run(&b, &["offsite", "list"]);
+    assert!(error_line(&o).contains("for 2s"));
+    proxy.stall(false);
+    proxy.throttle(0);
+    ok(&b, &["offsite", "sync"]);
+    let (out, _) = ok(&b, &["offsite", "verify", "--read"]);
+    assert!(
+        out.contains("0 not shipped") && out.contains("0 problem(s)"),
+        "{out}"
+    );
+}
