@@ -1,7 +1,8 @@
 //! The S3 calls the offsite store needs, on the shared HTTP client:
 //! put (never over an existing object: `If-None-Match: *`), head, get
-//! (with a range, streamed), ListObjectsV2 with continuation, and multipart
-//! create / upload part / complete / abort / list parts. Path-style
+//! (with a range, streamed), ListObjectsV2 with continuation, multipart
+//! create / upload part / complete / abort / list parts, and delete (for
+//! `offsite prune` only). Path-style
 //! addressing: `<endpoint>/<bucket>/<key>`.
 //!
 //! Invariants: every request is signed (SigV4) with the hex SHA-256 of
@@ -766,6 +767,27 @@ impl S3 {
             });
         }
         Ok(Put::Created)
+    }
+
+    /// DELETE an object (`offsite prune`, with its own credentials); an
+    /// object already gone counts as deleted.
+    pub async fn delete(&mut self, key: &str) -> Result<(), S3Error> {
+        match self
+            .call(
+                "DELETE",
+                Some(key),
+                &[],
+                &[],
+                Body::Empty,
+                &mut Pacer::new(None),
+                None,
+                "a DELETE",
+            )
+            .await
+        {
+            Ok(_) | Err(S3Error::Http { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Abort a multipart upload (its parts are dropped by the server).
