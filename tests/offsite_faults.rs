@@ -239,11 +239,12 @@ fn a_throttled_link_finishes_and_a_stalled_one_fails_clearly() {
         return;
     };
     let proxy = Proxy::start(s3.port());
-    let b = board_with_big_archive("offsite-stall", 3, 24);
-    // Slower than the default part would take at most, but moving: the
-    // idle timeout (2s) never fires.
-    configure(&b, &proxy.endpoint(), &s3.bucket, "timeout = \"2s\"");
-    proxy.throttle(512 << 10);
+    let b = board_with_big_archive("offsite-stall", 4, 24);
+    // Slow but moving: neither the idle timeout (3s) fires nor the total
+    // bound of an exchange (five of it, 15s, plus time for the body at
+    // the slowest rate worth waiting for), although the upload takes 16s.
+    configure(&b, &proxy.endpoint(), &s3.bucket, "timeout = \"3s\"");
+    proxy.throttle(256 << 10);
     ok(&b, &["offsite", "sync"]);
     let (out, _) = ok(&b, &["offsite", "verify", "--read"]);
     assert!(out.contains("0 problem(s)"), "{out}");
@@ -276,7 +277,7 @@ fn a_throttled_link_finishes_and_a_stalled_one_fails_clearly() {
     let err = error_line(&o);
     assert!(
         err.contains("cannot reach the offsite store")
-            && err.contains("no progress sending for 2s"),
+            && err.contains("no progress sending for 3s"),
         "{err}"
     );
     // Nothing of the new archive is listed as complete.
@@ -292,7 +293,7 @@ fn a_throttled_link_finishes_and_a_stalled_one_fails_clearly() {
     );
     // A stall before any answer: the listing fails the same way.
     let o = run(&b, &["offsite", "list"]);
-    assert!(error_line(&o).contains("for 2s"));
+    assert!(error_line(&o).contains("for 3s"));
     proxy.stall(false);
     proxy.throttle(0);
     ok(&b, &["offsite", "sync"]);

@@ -34,6 +34,9 @@ pub const CHUNK: usize = 64 << 10;
 pub const MAX_ANSWER: usize = xml::MAX_DOC;
 /// Retries after 503/500/SlowDown.
 pub const RETRIES: u32 = 5;
+/// The slowest average upload rate (bytes per second) an exchange's
+/// total deadline allows for its body: 4 KiB/s, an 8 MiB part in 34 min.
+pub const MIN_RATE: u64 = 4 << 10;
 /// Most objects asked for per listing page.
 pub const PAGE: &str = "1000";
 
@@ -416,7 +419,9 @@ impl S3 {
         let Some(conn) = self.conn.as_mut() else {
             return Err((NetError::Io("no connection".into()), false));
         };
-        conn.begin();
+        // A body may take as long as the slowest link worth waiting for
+        // needs for it (the idle bound still ends a stalled one).
+        conn.begin_with(Duration::from_secs(body.len() / MIN_RATE));
         let sending = async {
             conn.send(head.as_bytes()).await?;
             match body {

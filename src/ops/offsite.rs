@@ -96,7 +96,8 @@ impl Session {
         let o = self.offsite_section()?;
         let part_size = o.part_size();
         let rate = o.bandwidth_limit.map(|r| r.0);
-        // A part at the bandwidth limit must fit in one exchange.
+        // A part at the bandwidth limit must fit in one exchange (beside
+        // the time `s3::MIN_RATE` gives every body).
         let part_secs = rate.map_or(0, |r| part_size / r.max(1));
         let idle = o.timeout();
         let t = Timeouts {
