@@ -103,6 +103,63 @@ fn remote_keys(s3: &Seaweed) -> Vec<String> {
     s3.objects(PREFIX).into_iter().map(|o| o.key).collect()
 }
 
+/// Lists the bucket over and over (directly, not through the proxy) until
+/// stopped; every listing must show only whole objects (the local size)
+/// and a sidecar only with all of its archive's parts. The problems seen.
+struct Watcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    t: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Watcher {
+    fn start(s3: &Seaweed, local: Vec<(String, u64)>) -> Watcher {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let mut c = s3.client();
+        let t = std::thread::spawn(move || {
+            let mut problems = Vec::new();
+            let mut rounds = 0;
+            while !flag.load(Ordering::SeqCst) {
+                let Ok((objs, _)) = smol::block_on(c.list_page(PREFIX, None)) else {
+                    continue;
+                };
+                rounds += 1;
+                let listed: Vec<(String, u64)> = objs
+                    .into_iter()
+                    .map(|o| (o.key.strip_prefix(PREFIX).unwrap_or("").to_string(), o.size))
+                    .collect();
+                for (k, n) in &listed {
+                    if let Some((_, want)) = local.iter().find(|(l, _)| l == k) {
+                        if want != n {
+                            problems.push(format!("{k} listed with {n} of {want} bytes"));
+                        }
+                    }
+                    if let Some(id) = k.strip_suffix(".meta") {
+                        for (part, _) in local.iter().filter(|(l, _)| {
+                            l.starts_with(&format!("{id}.")) && l.ends_with(".rvb")
+                        }) {
+                            if !listed.iter().any(|(l, _)| l == part) {
+                                problems.push(format!("{k} listed before its part {part}"));
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (rounds, problems)
+        });
+        Watcher { stop, t }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (rounds, problems) = self.t.join().unwrap();
+        assert!(rounds > 0, "the watcher never listed the bucket");
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}
+
 #[test]
 fn a_link_cut_mid_multipart_upload_resumes_without_resending_confirmed_parts() {
     let Some(s3) = Seaweed::new("cut") else {
@@ -125,6 +182,7 @@ fn a_link_cut_mid_multipart_upload_resumes_without_resending_confirmed_parts() {
     let key = format!("{PREFIX}{part}");
     // Cut in the middle of the second piece.
     proxy.cut_after(8 << 20);
+    let watcher = Watcher::start(&s3, local.clone());
     let err = error_line(&run(&b, &["offsite", "sync"]));
     assert!(proxy.is_cut(), "the sync ended before the cut: {err}");
     assert!(err.contains("offsite store"), "{err}");
@@ -159,6 +217,7 @@ fn a_link_cut_mid_multipart_upload_resumes_without_resending_confirmed_parts() {
         sent >= rest && sent < rest + (1 << 20),
         "sent {sent} bytes again; the pieces not confirmed are {rest}"
     );
+    watcher.finish();
     let mut listed: Vec<(String, u64)> = s3
         .objects(PREFIX)
         .into_iter()
