@@ -199,3 +199,61 @@ fn prune_deletes_what_retention_dropped_with_its_own_identity() {
     );
     assert_eq!(keys(&s3), after);
 }
+
+#[test]
+fn prune_keeps_the_parents_of_kept_incrementals() {
+    let Some(s3) = Seaweed::new_with_prune("prune-chain") else {
+        return;
+    };
+    let b = Board::with_config("offsite-prune-chain", "keep_last = 1\nretention_days = 0");
+    b.populate();
+    let conf = b.root.join("etc/myrvm/plain.env");
+    // F1 <- I1 <- I2, then F2 <- I3, a second apart (ids order by second).
+    for (i, full) in [true, false, false, true, false].into_iter().enumerate() {
+        fs::write(&conf, format!("A={i}\n")).unwrap();
+        if full {
+            b.ok(&["backup", "--full", "config"]);
+        } else {
+            b.ok(&["backup", "config"]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let ids = b.ids("config");
+    assert_eq!(ids.len(), 5);
+    let parent = |id: &str| -> Option<String> {
+        b.list()
+            .into_iter()
+            .find(|a| a["id"] == id)
+            .and_then(|a| a["parent"].as_str().map(str::to_string))
+    };
+    assert_eq!(parent(&ids[1]).as_deref(), Some(ids[0].as_str()));
+    assert_eq!(parent(&ids[2]).as_deref(), Some(ids[1].as_str()));
+    assert_eq!(parent(&ids[4]).as_deref(), Some(ids[3].as_str()));
+    configure(&b, &s3.endpoint(), &s3.bucket);
+    ok(&b, &["offsite", "sync"]);
+    b.ok(&["prune"]);
+    assert_eq!(
+        b.ids("config"),
+        ids[3..].to_vec(),
+        "local: the newest chain"
+    );
+    let cred = credentials(&b, common::s3::PRUNE_KEY, common::s3::PRUNE_SECRET);
+    // --keep 3 keeps I2, which is not local any more: its parents come
+    // from its sidecar in the store, so I1 and F1 stay too.
+    let out = prune(&b, &cred, &["--keep", "3", "--dry-run"]);
+    assert!(
+        out.contains("would delete 0 archive(s)") && !out.contains("note:"),
+        "{out}"
+    );
+    // --keep 2: the newest chain only.
+    let out = prune(&b, &cred, &["--keep", "2"]);
+    assert!(out.contains("deleted 3 archive(s)"), "{out}");
+    let left = keys(&s3);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            left.iter().any(|k| k.contains(id.as_str())),
+            i >= 3,
+            "{id}: {left:?}"
+        );
+    }
+}
