@@ -309,7 +309,11 @@ impl S3 {
                         NetError::Tls(m) => S3Error::Other(format!(
                             "{m}; check the endpoint's certificate and [offsite] ca_file"
                         )),
-                        NetError::Io(m) | NetError::Protocol(m) => {
+                        NetError::Io(m) => S3Error::Other(format!(
+                            "offsite store {}: {what}: {m}; the connection broke: sync again (what was confirmed is not sent again)",
+                            self.endpoint
+                        )),
+                        NetError::Protocol(m) => {
                             S3Error::Other(format!("offsite store {}: {what}: {m}", self.endpoint))
                         }
                     });

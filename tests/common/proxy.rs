@@ -1,6 +1,6 @@
 //! A TCP proxy between the binary and a test server that misbehaves on
 //! demand: it cuts the link after a number of bytes (the connection
-//! carrying them is dropped mid-request, and every later connection is
+//! carrying them is reset mid-request, and every later connection is
 //! dropped at once until [`Proxy::heal`]), throttles what goes up, stalls
 //! completely (holds every connection open and forwards nothing), or
 //! answers the next requests whose request line contains a pattern with
@@ -189,6 +189,19 @@ fn close(a: &TcpStream, b: &TcpStream) {
     let _ = b.shutdown(Shutdown::Both);
 }
 
+/// Reset the client's connection (RST, not FIN): no lingering on close,
+/// and every other descriptor of it dropped, so that the caller's return
+/// closes the last one; the server's side is just closed.
+fn reset(c: &TcpStream, s: &TcpStream, st: &State) {
+    let _ = rustix::net::sockopt::set_socket_linger(c, Some(Duration::ZERO));
+    let peer = c.peer_addr().ok();
+    st.socks
+        .lock()
+        .unwrap()
+        .retain(|x| x.peer_addr().ok() != peer);
+    let _ = s.shutdown(Shutdown::Both);
+}
+
 /// Forward `bytes` up with the faults applied; `false`: the link was cut.
 fn forward(bytes: &[u8], c: &TcpStream, mut s: &TcpStream, st: &State) -> bool {
     for piece in bytes.chunks(8 << 10) {
@@ -204,7 +217,7 @@ fn forward(bytes: &[u8], c: &TcpStream, mut s: &TcpStream, st: &State) -> bool {
             let _ = s.write_all(&piece[..n]);
             st.up.fetch_add(n as u64, Ordering::SeqCst);
             st.down_link.store(true, Ordering::SeqCst);
-            close(c, s);
+            reset(c, s, st);
             return false;
         } else {
             piece
@@ -312,6 +325,9 @@ fn pump_down(mut s: TcpStream, mut c: TcpStream, st: Arc<State>) {
     let mut buf = vec![0u8; BUF];
     loop {
         match s.read(&mut buf) {
+            // A cut link ends with a reset of the client's side (see
+            // `reset`), not with an orderly end.
+            Ok(0) | Err(_) if st.down_link.load(Ordering::SeqCst) => return,
             Ok(0) | Err(_) => {
                 let _ = c.shutdown(Shutdown::Write);
                 return;
