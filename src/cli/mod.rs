@@ -51,6 +51,9 @@ commands:
                                      S3 store (resumable; never overwrites)
   offsite list [--json]              the objects under this board's prefix
   offsite verify [--read]            check every local file's object (size; --read: content)
+  offsite prune --credentials FILE [--keep N] [--dry-run]
+                                     delete from the store what local retention dropped, with a
+                                     separate identity allowed to delete (keeps the newest N)
   metrics                            the metrics in the Prometheus text format (what METRICS gives)
   daemon                             scheduler, jobs and control socket, in the foreground
   ctl [--socket PATH] LINE...        send one request line to the daemon; exits 1 on ERR

@@ -192,7 +192,13 @@ impl Conn {
 
     /// Start an exchange: its total deadline counts from now.
     pub fn begin(&mut self) {
-        self.deadline = Instant::now() + self.t.total;
+        self.begin_with(Duration::ZERO);
+    }
+
+    /// Start an exchange that may take `extra` beyond the total bound
+    /// (a large body on a slow link).
+    pub fn begin_with(&mut self, extra: Duration) {
+        self.deadline = Instant::now() + self.t.total.saturating_add(extra);
     }
 
     /// Whether the last response was read to its end and the connection

@@ -6,7 +6,8 @@
 //! `https://` URL without a TLS config (the alert sinks) is refused.
 //!
 //! Invariants: connecting is bounded in time per address and tries at most
-//! [`MAX_ADDRS`] addresses; name resolution runs on smol's blocking pool
+//! [`MAX_ADDRS`] addresses; the socket's send queue is bounded
+//! ([`SEND_BUF`]); name resolution runs on smol's blocking pool
 //! (skipped for IP literals), so nothing here blocks the executor.
 
 use std::io;
@@ -24,6 +25,10 @@ use super::NetError;
 
 /// Most resolved addresses tried.
 pub const MAX_ADDRS: usize = 8;
+/// The socket send buffer asked for (Linux doubles it): at 16 KiB/s it
+/// drains in 16s; at 512 KiB/s over a 500 ms round trip it still keeps
+/// the link busy.
+pub const SEND_BUF: usize = 128 << 10;
 
 /// One connection's byte stream.
 pub enum Transport {
@@ -97,6 +102,13 @@ impl Transport {
                 Ok(s) => {
                     // Small writes (a request head) go out at once.
                     let _ = s.set_nodelay(true);
+                    // A bounded queue of unsent bytes: the last byte of a
+                    // body written is on the wire within SEND_BUF / rate,
+                    // so the wait for the answer that follows needs no
+                    // more patience than the idle timeout on a slow link
+                    // (and `bandwidth_limit` paces what leaves, not what
+                    // is queued).
+                    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&s, SEND_BUF);
                     return Ok(s);
                 }
                 Err(Some(e)) => last = NetError::Connect(format!("cannot connect to {addr}: {e}")),

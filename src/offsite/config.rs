@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use zeroize::Zeroizing;
 
-use crate::config::{AbsPath, BoundedSize, ByteSize, IntervalDuration};
+use crate::config::{AbsPath, BoundedDuration, BoundedSize, ByteSize, IntervalDuration};
 use crate::error::{msg, Result};
 use crate::net::url::HttpUrl;
 
@@ -47,7 +47,15 @@ pub struct OffsiteSection {
     /// Part size of multipart uploads (objects larger than this are sent
     /// in parts); 5M to 512M, default 8M.
     pub multipart_size: Option<BoundedSize<MIN_PART, MAX_PART>>,
+    /// Longest wait for the store to make progress (connect, send a
+    /// piece, answer); default 60s. A stalled link fails after it.
+    pub timeout: Option<OffsiteTimeout>,
 }
+
+/// `timeout`: 1s to 1h.
+pub type OffsiteTimeout = BoundedDuration<1, 3600>;
+/// `timeout` when absent.
+pub const DEFAULT_TIMEOUT_S: u64 = 60;
 
 impl OffsiteSection {
     pub fn region(&self) -> &str {
@@ -57,6 +65,11 @@ impl OffsiteSection {
     pub fn interval(&self) -> Duration {
         self.interval
             .map_or(Duration::from_secs(DEFAULT_INTERVAL_S), |d| d.0)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .map_or(Duration::from_secs(DEFAULT_TIMEOUT_S), |d| d.0)
     }
 
     pub fn part_size(&self) -> u64 {

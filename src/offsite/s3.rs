@@ -1,7 +1,8 @@
 //! The S3 calls the offsite store needs, on the shared HTTP client:
 //! put (never over an existing object: `If-None-Match: *`), head, get
-//! (with a range, streamed), ListObjectsV2 with continuation, and multipart
-//! create / upload part / complete / abort / list parts. Path-style
+//! (with a range, streamed), ListObjectsV2 with continuation, multipart
+//! create / upload part / complete / abort / list parts, and delete (for
+//! `offsite prune` only). Path-style
 //! addressing: `<endpoint>/<bucket>/<key>`.
 //!
 //! Invariants: every request is signed (SigV4) with the hex SHA-256 of
@@ -33,6 +34,9 @@ pub const CHUNK: usize = 64 << 10;
 pub const MAX_ANSWER: usize = xml::MAX_DOC;
 /// Retries after 503/500/SlowDown.
 pub const RETRIES: u32 = 5;
+/// The slowest average upload rate (bytes per second) an exchange's
+/// total deadline allows for its body: 4 KiB/s, an 8 MiB part in 34 min.
+pub const MIN_RATE: u64 = 4 << 10;
 /// Most objects asked for per listing page.
 pub const PAGE: &str = "1000";
 
@@ -305,7 +309,11 @@ impl S3 {
                         NetError::Tls(m) => S3Error::Other(format!(
                             "{m}; check the endpoint's certificate and [offsite] ca_file"
                         )),
-                        NetError::Io(m) | NetError::Protocol(m) => {
+                        NetError::Io(m) => S3Error::Other(format!(
+                            "offsite store {}: {what}: {m}; the connection broke: sync again (what was confirmed is not sent again)",
+                            self.endpoint
+                        )),
+                        NetError::Protocol(m) => {
                             S3Error::Other(format!("offsite store {}: {what}: {m}", self.endpoint))
                         }
                     });
@@ -415,7 +423,9 @@ impl S3 {
         let Some(conn) = self.conn.as_mut() else {
             return Err((NetError::Io("no connection".into()), false));
         };
-        conn.begin();
+        // A body may take as long as the slowest link worth waiting for
+        // needs for it (the idle bound still ends a stalled one).
+        conn.begin_with(Duration::from_secs(body.len() / MIN_RATE));
         let sending = async {
             conn.send(head.as_bytes()).await?;
             match body {
@@ -766,6 +776,27 @@ impl S3 {
             });
         }
         Ok(Put::Created)
+    }
+
+    /// DELETE an object (`offsite prune`, with its own credentials); an
+    /// object already gone counts as deleted.
+    pub async fn delete(&mut self, key: &str) -> Result<(), S3Error> {
+        match self
+            .call(
+                "DELETE",
+                Some(key),
+                &[],
+                &[],
+                Body::Empty,
+                &mut Pacer::new(None),
+                None,
+                "a DELETE",
+            )
+            .await
+        {
+            Ok(_) | Err(S3Error::Http { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Abort a multipart upload (its parts are dropped by the server).

@@ -28,6 +28,7 @@ mod disaster;
 mod drill;
 mod export;
 mod offsite;
+pub mod offsite_prune;
 mod pitr;
 mod prune;
 mod restore;

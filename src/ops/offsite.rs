@@ -61,19 +61,19 @@ pub struct OffsiteVerifyReport {
     pub failures: Vec<String>,
 }
 
-fn s3_err(e: S3Error) -> crate::error::Error {
+pub(super) fn s3_err(e: S3Error) -> crate::error::Error {
     msg(e.to_string())
 }
 
-struct Target {
-    s3: S3,
-    prefix: String,
+pub(super) struct Target {
+    pub(super) s3: S3,
+    pub(super) prefix: String,
     part_size: u64,
     rate: Option<u64>,
 }
 
 impl Session {
-    fn offsite_section(&self) -> Result<&OffsiteSection> {
+    pub(super) fn offsite_section(&self) -> Result<&OffsiteSection> {
         self.cfg.offsite.as_ref().ok_or_else(|| {
             msg(format!(
                 "config {} has no [offsite] section: add one with endpoint, bucket, access_key_id and secret_key_file",
@@ -84,26 +84,28 @@ impl Session {
 
     fn offsite_target(&self) -> Result<Target> {
         let o = self.offsite_section()?;
-        let secret = load_secret(&o.secret_key_file.0)?;
+        let creds = Credentials {
+            access_key_id: o.access_key_id.0.clone(),
+            secret: load_secret(&o.secret_key_file.0)?,
+        };
+        self.offsite_target_as(creds)
+    }
+
+    /// The store, spoken to with `creds` (`offsite prune` has its own).
+    pub(super) fn offsite_target_as(&self, creds: Credentials) -> Result<Target> {
+        let o = self.offsite_section()?;
         let part_size = o.part_size();
         let rate = o.bandwidth_limit.map(|r| r.0);
-        // A part at the bandwidth limit must fit in one exchange.
+        // A part at the bandwidth limit must fit in one exchange (beside
+        // the time `s3::MIN_RATE` gives every body).
         let part_secs = rate.map_or(0, |r| part_size / r.max(1));
+        let idle = o.timeout();
         let t = Timeouts {
-            connect: Duration::from_secs(10),
-            io: Duration::from_secs(60),
-            total: Duration::from_secs(300u64.saturating_add(part_secs.saturating_mul(2))),
+            connect: idle.min(Duration::from_secs(10)),
+            io: idle,
+            total: (idle * 5).saturating_add(Duration::from_secs(part_secs.saturating_mul(2))),
         };
-        let mut s3 = S3::new(
-            o.endpoint.0.clone(),
-            &o.bucket.0,
-            o.region(),
-            Credentials {
-                access_key_id: o.access_key_id.0.clone(),
-                secret,
-            },
-            t,
-        );
+        let mut s3 = S3::new(o.endpoint.0.clone(), &o.bucket.0, o.region(), creds, t);
         if o.endpoint.0.tls {
             let cfg = crate::net::tls::client_config(o.ca_file.as_ref().map(|p| p.0.as_path()))
                 .map_err(msg)?;

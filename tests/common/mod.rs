@@ -6,6 +6,7 @@ pub mod craft;
 pub mod daemon;
 pub mod http;
 pub mod prom;
+pub mod proxy;
 pub mod s3;
 pub mod stick;
 pub mod writer;
@@ -74,14 +75,20 @@ pub fn run_limit() -> Duration {
 /// `cmd.output()`, but killed and failed after [`run_limit`] with its
 /// output so far.
 pub fn output_within(mut cmd: Command, what: &str) -> Output {
-    use std::io::Read;
     use std::process::Stdio;
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    wait_output_within(child, what)
+}
+
+/// A started child's output (stdout and stderr piped), failed after
+/// [`run_limit`] like [`output_within`].
+pub fn wait_output_within(mut child: std::process::Child, what: &str) -> Output {
+    use std::io::Read;
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();

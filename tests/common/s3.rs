@@ -23,6 +23,9 @@ use super::TempDir;
 pub const VERSION: &str = "4.48";
 pub const ACCESS_KEY: &str = "rvmtestkey";
 pub const SECRET: &str = "rvmtestsecret0123456789";
+/// The second identity of [`Seaweed::new_with_prune`]: allowed to delete.
+pub const PRUNE_KEY: &str = "rvmprunekey";
+pub const PRUNE_SECRET: &str = "rvmprunesecret0123456789";
 
 pub struct Seaweed {
     pub tmp: TempDir,
@@ -30,6 +33,8 @@ pub struct Seaweed {
     /// With TLS: the test CA's certificate (PEM), trusted by nothing else.
     pub ca: Option<PathBuf>,
     ports: Vec<u16>,
+    /// `-s3.config`: identities of their own instead of one admin.
+    identities: Option<PathBuf>,
     child: Option<Child>,
     weed: PathBuf,
 }
@@ -96,16 +101,23 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl Seaweed {
     /// A fresh server with one bucket, answering. `None`: skipped.
     pub fn new(name: &str) -> Option<Seaweed> {
-        Self::build(name, false)
+        Self::build(name, false, false)
+    }
+
+    /// Two identities: [`ACCESS_KEY`], the board's (read, write, list on
+    /// the bucket; SeaweedFS's `Write` includes deleting, unlike the
+    /// least-privilege policy of docs/fleet.md), and [`PRUNE_KEY`], admin.
+    pub fn new_with_prune(name: &str) -> Option<Seaweed> {
+        Self::build(name, false, true)
     }
 
     /// Also serving HTTPS ([`Seaweed::https_endpoint`]) with a certificate
     /// for 127.0.0.1 from a test CA made here with `openssl` ([`Seaweed::ca`]).
     pub fn new_tls(name: &str) -> Option<Seaweed> {
-        Self::build(name, true)
+        Self::build(name, true, false)
     }
 
-    fn build(name: &str, tls: bool) -> Option<Seaweed> {
+    fn build(name: &str, tls: bool, prune: bool) -> Option<Seaweed> {
         let weed = match weed() {
             Ok(w) => w,
             Err(e) => return unavailable(name, &e),
@@ -115,9 +127,24 @@ impl Seaweed {
             bucket: "rvm-fleet".into(),
             ca: None,
             ports: free_ports(13),
+            identities: None,
             child: None,
             weed,
         };
+        if prune {
+            let p = s.tmp.path().join("s3.json");
+            let b = &s.bucket;
+            std::fs::write(
+                &p,
+                format!(
+                    r#"{{"identities":[
+{{"name":"board","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET}"}}],"actions":["Read:{b}","Write:{b}","List:{b}"]}},
+{{"name":"pruner","credentials":[{{"accessKey":"{PRUNE_KEY}","secretKey":"{PRUNE_SECRET}"}}],"actions":["Admin"]}}]}}"#
+                ),
+            )
+            .unwrap();
+            s.identities = Some(p);
+        }
         if tls {
             s.ca = Some(make_certs(s.tmp.path()));
         }
@@ -201,12 +228,19 @@ impl Seaweed {
                     format!("-s3.key.file={}", d.join("srv.key").display()),
                 ]
             }))
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .args(
+                self.identities
+                    .iter()
+                    .map(|p| format!("-s3.config={}", p.display())),
+            )
             .current_dir(self.tmp.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        if self.identities.is_none() {
+            cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET);
+        }
         self.child = Some(cmd.spawn().expect("start weed mini"));
         let t0 = Instant::now();
         loop {
