@@ -53,7 +53,7 @@ pub use disaster::{
 };
 pub use drill::{DrillOutcome, DrillReport};
 pub use export::{ExportReport, ExportedArchive};
-pub use offsite::{OffsiteVerifyReport, SyncReport};
+pub use offsite::{stage_from_offsite, OffsiteVerifyReport, SetOutcome, Staged, SyncReport};
 pub use pitr::PitrRange;
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;

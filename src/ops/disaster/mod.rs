@@ -47,6 +47,10 @@ use super::Session;
 
 pub use journal::DoneStrategy;
 pub(crate) use stick::{has_sets_dir, wait_for_stick, write_result};
+// For `disaster-restore --from s3` (`ops::offsite::fetch`): a set in the
+// store is opened with the same key sources and code as one on a stick.
+pub(in crate::ops) use scan::FoundSet;
+pub(in crate::ops) use unlock::{unlock as unlock_set, KeySources};
 
 const LABEL: &str = "disaster-restore";
 
