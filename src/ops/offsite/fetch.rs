@@ -397,7 +397,8 @@ pub async fn stage_from_offsite(
         let bytes = get_small(&mut t, &key, MAX_MANIFEST_LEN).await?;
         let refuse = |why: String, staged: &mut Staged, first: &mut Option<String>| {
             let n = format!("set {name} in the store was not used: {why}");
-            log::warn!("{n}");
+            // A note of the account (or, when no set opens, the error).
+            log::info!("{n}");
             staged.notes.push(n);
             first.get_or_insert(why);
         };
