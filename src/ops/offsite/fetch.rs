@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::sets::{self, get_small, list_all, list_set_objects, set_key, sets_with_manifest};
-use super::{s3_err, Target};
+use super::Target;
 use crate::config::Config;
 use crate::error::{msg, Result};
 use crate::fsutil::{sync_dir, tmp_path};
@@ -254,7 +254,12 @@ async fn download(t: &mut Target, w: &Want, progress: &mut Progress) -> Result<(
                     Err(e) if tries < RANGE_TRIES && transient(&e) => {
                         log::warn!("offsite: {} from byte {off}: {e}; trying again", w.key);
                     }
-                    Err(e) => return Err(s3_err(e)),
+                    Err(e) => {
+                        return Err(msg(format!(
+                            "cannot download {} from the offsite store: {e}",
+                            w.key
+                        )))
+                    }
                 }
             }
             progress.add(last + 1 - off);

@@ -44,8 +44,9 @@ use crate::strategy::Strategy;
 pub(crate) const SETS_DIR: &str = "sets";
 /// Most listing pages read under `<prefix>sets/` (a thousand keys each).
 const MAX_LIST_PAGES: usize = 64;
-/// Most remote sets opened when looking for the newest one that opens.
-pub(super) const MAX_SETS_TRIED: usize = 8;
+/// Most remote sets opened when looking for the newest one that opens
+/// (forged or damaged sets newer than it each cost one small GET).
+pub(super) const MAX_SETS_TRIED: usize = 32;
 /// Most tries to find a free set name (one second later each).
 const MAX_NAME_TRIES: i64 = 20;
 
@@ -240,9 +241,12 @@ impl Session {
             None
         };
 
-        // The newest remote set that opens: is it these archives?
+        // The newest remote set that opens: is it these archives? Sets
+        // that do not open (damaged, or forged by someone else who can
+        // write to the prefix) neither count nor push the new name on.
         let objects = list_set_objects(t).await?;
         let remote = sets_with_manifest(&objects, &t.prefix);
+        let mut newest_good: Option<i64> = None;
         for name in remote.iter().take(MAX_SETS_TRIED) {
             let key = set_key(&t.prefix, name, MANIFEST_FILE);
             let bytes = get_small(t, &key, MAX_MANIFEST_LEN).await?;
@@ -251,6 +255,9 @@ impl Session {
                     if same_archives(&m.archives, &archives) {
                         return Ok(SetOutcome::Unchanged(name.clone()));
                     }
+                    newest_good = name
+                        .strip_prefix(recovery_set::SET_PREFIX)
+                        .and_then(|t| crate::timefmt::parse(t).ok());
                     break;
                 }
                 Ok(_) => log::warn!("offsite: {key} names another set; ignored"),
@@ -258,19 +265,9 @@ impl Session {
             }
         }
 
-        // A new set, named after every set there (and now).
-        let newest = objects
-            .iter()
-            .filter_map(|o| {
-                o.key
-                    .strip_prefix(&format!("{}{SETS_DIR}/", t.prefix))?
-                    .split_once('/')
-                    .map(|(s, _)| s.to_string())
-            })
-            .filter_map(|s| crate::timefmt::parse(s.strip_prefix(recovery_set::SET_PREFIX)?).ok())
-            .max();
+        // A new set, named after the newest good one (and now).
         let mut when = crate::timefmt::now_unix();
-        if let Some(n) = newest {
+        if let Some(n) = newest_good {
             when = when.max(n.saturating_add(1));
         }
         let identity = BoardIdentity::current(&self.cfg.machine_id_file)?;
