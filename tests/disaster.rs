@@ -694,7 +694,11 @@ fn boot_mode_and_s3() {
     );
     let out = f.disaster(Path::new("s3"), &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("no [offsite] section"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no [offsite] section"),
+        "{}",
+        text(&out)
+    );
     let out = f.disaster(Path::new("s3"), &["--boot"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // Without --boot, a directory without sets is a failure.
