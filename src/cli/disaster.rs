@@ -142,6 +142,14 @@ fn from_store(
     out: &mut Out,
 ) -> Result<i32> {
     let target = super::commands::absolute_target(target)?;
+    let stage = cfg.backup_dir.join(crate::ops::STAGE_DIR);
+    if let Some(t) = target.as_ref().filter(|t| t.starts_with(&stage)) {
+        return Err(Error::Usage(format!(
+            "--target {} lies in the staging directory {}: restore somewhere else",
+            t.display(),
+            stage.display()
+        )));
+    }
     let mut progress = Progress::new(quiet);
     let staged = smol::block_on(crate::ops::stage_from_offsite(
         &cfg,

@@ -24,7 +24,7 @@
 mod fetch;
 mod sets;
 
-pub use fetch::{stage_from_offsite, Staged};
+pub use fetch::{stage_from_offsite, Staged, STAGE_DIR};
 pub use sets::SetOutcome;
 
 use std::time::Duration;

@@ -399,13 +399,25 @@ pub async fn stage_from_offsite(
     let mut opened: Option<(Manifest, Vec<u8>, PathBuf)> = None;
     for name in names.iter().take(sets::MAX_SETS_TRIED) {
         let key = set_key(&t.prefix, name, MANIFEST_FILE);
-        let bytes = get_small(&mut t, &key, MAX_MANIFEST_LEN).await?;
         let refuse = |why: String, staged: &mut Staged, first: &mut Option<String>| {
             let n = format!("set {name} in the store was not used: {why}");
             // A note of the account (or, when no set opens, the error).
             log::info!("{n}");
             staged.notes.push(n);
             first.get_or_insert(why);
+        };
+        // One set that cannot be read (too large, gone meanwhile) is
+        // passed over like one that does not open.
+        let bytes = match get_small(&mut t, &key, MAX_MANIFEST_LEN).await {
+            Ok(b) => b,
+            Err(e) => {
+                refuse(
+                    format!("its MANIFEST cannot be read ({e})"),
+                    &mut staged,
+                    &mut first_error,
+                );
+                continue;
+            }
         };
         let m = match Manifest::parse(&bytes) {
             Ok((m, _, _)) if m.set == *name => m,
@@ -568,4 +580,87 @@ pub async fn stage_from_offsite(
     }
     log::info!("offsite: {}", staged.describe());
     Ok(staged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rvb-fetch-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_staged_file_counts_only_with_the_right_size_and_hash() {
+        let d = scratch("staged");
+        let p = d.join("x.000.rvb");
+        let w = |bytes: u64, sha256: Option<[u8; 32]>| Want {
+            key: "k".into(),
+            dest: p.clone(),
+            bytes,
+            sha256,
+        };
+        assert!(!is_staged(&w(3, None)).unwrap(), "missing");
+        fs::write(&p, b"abc").unwrap();
+        let sha = crate::crypto::sha256(b"abc");
+        assert!(is_staged(&w(3, Some(sha))).unwrap());
+        assert!(is_staged(&w(3, None)).unwrap());
+        assert!(!is_staged(&w(4, None)).unwrap());
+        assert!(!is_staged(&w(3, Some(crate::crypto::sha256(b"abd")))).unwrap());
+        // A symbolic link is never taken for a staged file.
+        fs::remove_file(&p).unwrap();
+        fs::write(d.join("real"), b"abc").unwrap();
+        std::os::unix::fs::symlink(d.join("real"), &p).unwrap();
+        assert!(is_staged(&w(3, Some(sha))).is_err() || !is_staged(&w(3, Some(sha))).unwrap());
+        assert!(!is_staged(&w(3, None)).unwrap());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn cleaning_and_removal_touch_only_our_names() {
+        let d = scratch("clean");
+        let board = d.join(ROOT_DIR).join("b-1");
+        let old_set = board.join("set-20261126T100000Z");
+        let new_set = board.join("set-20261127T100000Z");
+        let pool = board.join(POOL_DIR).join("config");
+        for dir in [&old_set, &new_set, &pool] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        let keep = pool.join("config-20261127T100000Z-aaaaaa.meta");
+        let gone = [
+            old_set.join(MANIFEST_FILE),
+            old_set.join(SEALED_KEY_FILE),
+            pool.join("config-20261126T100000Z-bbbbbb.meta"),
+            pool.join("config-20261126T100000Z-bbbbbb.000.rvb"),
+            pool.join("config-20261127T100000Z-aaaaaa.000.rvb.tmp"),
+        ];
+        let foreign = pool.join("notes.txt");
+        for f in gone.iter().chain([&keep, &foreign]) {
+            fs::write(f, b"x").unwrap();
+        }
+        clean_other(&d, std::slice::from_ref(&keep));
+        for f in &gone {
+            assert!(!f.exists(), "{} stayed", f.display());
+        }
+        assert!(keep.exists() && foreign.exists());
+
+        let staged = Staged {
+            dir: d.clone(),
+            store: String::new(),
+            set: String::new(),
+            downloaded: 0,
+            reused: 0,
+            segments: 0,
+            notes: Vec::new(),
+            files: vec![keep.clone()],
+        };
+        assert!(staged.remove().is_empty());
+        assert!(!keep.exists());
+        // The directory with a file that is not ours stays.
+        assert!(foreign.exists() && pool.exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
 }

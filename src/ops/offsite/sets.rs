@@ -249,7 +249,13 @@ impl Session {
         let mut newest_good: Option<i64> = None;
         for name in remote.iter().take(MAX_SETS_TRIED) {
             let key = set_key(&t.prefix, name, MANIFEST_FILE);
-            let bytes = get_small(t, &key, MAX_MANIFEST_LEN).await?;
+            let bytes = match get_small(t, &key, MAX_MANIFEST_LEN).await {
+                Ok(b) => b,
+                Err(e) => {
+                    log::warn!("offsite: {key} cannot be read ({e}); not used");
+                    continue;
+                }
+            };
             match Manifest::open(&bytes, self.key.as_ref(), encrypted) {
                 Ok(m) if m.set == *name => {
                     if same_archives(&m.archives, &archives) {
