@@ -288,11 +288,52 @@ fn a_dead_board_comes_back_from_the_store_to_the_last_shipped_commit() {
 
     let r = reference(&b, "offsite-restore-ref");
     kill(&b);
+    // A dry run brings the set down and restores nothing; the staged
+    // files stay for the real run, which fetches only what is not right
+    // (one part damaged meanwhile, one temporary left by a power cut).
+    let mut c = bin();
+    c.arg("--config")
+        .arg(&b.config)
+        .args([
+            "disaster-restore",
+            "--from",
+            "s3",
+            "--dry-run",
+            "--recovery-key",
+        ])
+        .arg(&recovery);
+    let o = output_within(c, "disaster-restore --from s3 --dry-run");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("DRY RUN"), "{t}");
+    assert!(t.contains("0 B staged already"), "{t}");
+    assert!(!b.root.join("etc/myrvm").exists() && !b.db_path().exists());
+    let stage = b.backups.join("offsite-restore");
+    let mut parts: Vec<PathBuf> = files_below(&stage)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rvb"))
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 4, "{parts:?}");
+    let damaged = &parts[0];
+    let mut bytes = fs::read(damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(damaged, &bytes).unwrap();
+    fs::write(format!("{}.tmp", parts[1].display()), b"half a download").unwrap();
+
     let o = from_s3(&b, &recovery);
     let t = text(&o);
     eprintln!("{t}");
     assert!(o.status.success(), "{t}");
     assert!(t.contains("RESULT: RESTORED"), "{t}");
+    assert!(!t.contains("0 B staged already"), "{t}");
+    assert!(t.contains("From: the offsite store s3://"), "{t}");
+    assert!(!t.contains("Stick:"), "{t}");
+    assert!(
+        !t.contains(" 0 B downloaded"),
+        "the damaged part is fetched again: {t}"
+    );
     assert!(t.contains(&sets[0]), "{t}");
     assert!(t.contains("restored to the commit at"), "{t}");
     assert_restored(&b, &r);
@@ -303,7 +344,6 @@ fn a_dead_board_comes_back_from_the_store_to_the_last_shipped_commit() {
     assert_eq!(rows, shipped, "every shipped row came back");
     // The board has its key ring back, and the staged files are gone.
     assert!(b.key.exists());
-    let stage = b.backups.join("offsite-restore");
     assert!(files_below(&stage).is_empty(), "{:?}", files_below(&stage));
 }
 

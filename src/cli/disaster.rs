@@ -90,6 +90,7 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
         recovery_key,
         target,
         dry_run,
+        store: None,
     };
     let mut progress = Progress::new(quiet);
     // At boot, only a board that needed restoring fails the unit (which
@@ -166,6 +167,7 @@ fn from_store(
         recovery_key,
         target,
         dry_run,
+        store: Some(staged.store.clone()),
     };
     let mut report = smol::block_on(disaster_restore(cfg, options, &mut progress));
     report.notes.insert(0, staged.describe());
