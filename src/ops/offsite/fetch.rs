@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::sets::{self, get_small, list_all, list_set_objects, set_key, sets_with_manifest};
-use super::Target;
+use super::sets::{self, get_small, list_set_objects, set_key, sets_with_manifest};
+use super::{s3_err, Target};
 use crate::config::Config;
 use crate::error::{msg, Result};
 use crate::fsutil::{sync_dir, tmp_path};
@@ -80,8 +80,10 @@ pub struct Staged {
     pub segments: u64,
     /// Newer sets that were refused, and why.
     pub notes: Vec<String>,
-    /// Every file staged (for [`Staged::remove`]).
+    /// Every file staged but the segments (for [`Staged::remove`]).
     files: Vec<PathBuf>,
+    /// The generation's directory of segments (all of them are ours).
+    wal_dir: Option<PathBuf>,
 }
 
 impl Staged {
@@ -109,9 +111,23 @@ impl Staged {
                 }
             }
         }
+        if let Some(w) = &self.wal_dir {
+            for n in fs::read_dir(w).into_iter().flatten().flatten() {
+                let ours = n.file_name().to_str().is_some_and(|s| {
+                    segment::parse_name(s.strip_suffix(crate::fsutil::TMP_SUFFIX).unwrap_or(s))
+                        .is_some()
+                });
+                if ours && n.file_type().is_ok_and(|t| t.is_file()) {
+                    if let Err(e) = fs::remove_file(n.path()) {
+                        problems.push(format!("cannot remove {}: {e}", n.path().display()));
+                    }
+                }
+            }
+        }
         let mut dirs: Vec<PathBuf> = self
             .files
             .iter()
+            .chain(self.wal_dir.as_ref().map(|w| w.join("x")).iter())
             .flat_map(|f| f.ancestors().skip(1).map(Path::to_path_buf))
             .filter(|d| d.starts_with(&self.dir))
             .collect();
@@ -295,6 +311,62 @@ async fn download(t: &mut Target, w: &Want, progress: &mut Progress) -> Result<(
     result
 }
 
+/// One pass over the segments under `base` in the store (names of our
+/// shape only), page by page: with `fetch`, download each one not staged
+/// in `dir` yet (adding bytes downloaded and bytes found staged to it);
+/// without, only count. The number of segments, and the bytes not staged.
+async fn wal_pass(
+    t: &mut Target,
+    base: &str,
+    dir: &Path,
+    mut fetch: Option<&mut (u64, u64)>,
+    progress: &mut Progress,
+) -> Result<(u64, u64)> {
+    let mut token: Option<String> = None;
+    let (mut n, mut missing) = (0u64, 0u64);
+    for _ in 0..MAX_WAL_PAGES {
+        let (objs, next) =
+            t.s3.list_page(base, token.as_deref())
+                .await
+                .map_err(s3_err)?;
+        for o in objs {
+            let Some(name) = o.key.strip_prefix(base) else {
+                continue;
+            };
+            if segment::parse_name(name).is_none() {
+                continue;
+            }
+            n += 1;
+            let w = Want {
+                key: o.key.clone(),
+                dest: dir.join(name),
+                bytes: o.size,
+                sha256: None,
+            };
+            let there = is_staged(&w)?;
+            if !there {
+                missing += w.bytes;
+            }
+            if let Some(tally) = fetch.as_deref_mut() {
+                if there {
+                    tally.1 += w.bytes;
+                } else {
+                    download(t, &w, progress).await?;
+                    tally.0 += w.bytes;
+                }
+            }
+        }
+        match next {
+            Some(tok) if Some(&tok) != token.as_ref() => token = Some(tok),
+            Some(_) => return Err(msg("the offsite listing repeats its continuation token")),
+            None => return Ok((n, missing)),
+        }
+    }
+    Err(msg(format!(
+        "more than {MAX_WAL_PAGES} pages of WAL segments under {base} in the offsite store"
+    )))
+}
+
 /// Fail before downloading when `dir`'s file system has too little room.
 fn check_room(dir: &Path, needed: u64) -> Result<()> {
     let Ok(st) = rustix::fs::statvfs(dir) else {
@@ -316,7 +388,7 @@ fn check_room(dir: &Path, needed: u64) -> Result<()> {
 /// Remove what a previous staging left that this set does not use: other
 /// sets' manifests and keys, temporaries, pool files and segments not
 /// named (names of our shapes only).
-fn clean_other(root: &Path, keep: &[PathBuf]) {
+fn clean_other(root: &Path, keep: &[PathBuf], keep_dir: Option<&Path>) {
     let rvm = root.join(ROOT_DIR);
     let Ok(boards) = fs::read_dir(&rvm) else {
         return;
@@ -337,7 +409,7 @@ fn clean_other(root: &Path, keep: &[PathBuf]) {
             }
             continue;
         }
-        if !m.is_file() || keep.contains(&p) {
+        if !m.is_file() || keep.contains(&p) || keep_dir.is_some_and(|d| p.parent() == Some(d)) {
             continue;
         }
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -392,6 +464,7 @@ pub async fn stage_from_offsite(
         segments: 0,
         notes: Vec::new(),
         files: Vec::new(),
+        wal_dir: None,
     };
 
     // The newest set that opens.
@@ -509,40 +582,26 @@ pub async fn stage_from_offsite(
             });
         }
     }
-    if let Some(db) = m
+    // The generation's segments are listed page by page, twice (to
+    // count, then to fetch), never all in memory.
+    let wal = match m
         .archives
         .iter()
         .find(|a| a.strategy() == Some(Strategy::Database))
     {
-        let base = format!("{}{}/{}/", t.prefix, crate::pitr::store::WAL_DIR, db.id);
-        let mut segs: Vec<(u64, String, u64)> = list_all(&mut t, &base, MAX_WAL_PAGES)
-            .await?
-            .into_iter()
-            .filter_map(|o| {
-                let name = o.key.strip_prefix(&base)?.to_string();
-                segment::parse_name(&name).map(|seq| (seq, name, o.size))
-            })
-            .collect();
-        segs.sort();
-        if !segs.is_empty() {
-            let wal = ensure_dir(&ensure_dir(&board_dir, WAL_DIR)?, &db.id)?;
-            for (_, name, size) in segs {
-                wants.push(Want {
-                    key: format!("{base}{name}"),
-                    dest: wal.join(&name),
-                    bytes: size,
-                    sha256: None,
-                });
-                staged.segments += 1;
-            }
-        }
-    }
+        Some(db) => Some((
+            format!("{}{}/{}/", t.prefix, crate::pitr::store::WAL_DIR, db.id),
+            board_dir.join(WAL_DIR).join(&db.id),
+            db.id.clone(),
+        )),
+        None => None,
+    };
     let keep: Vec<PathBuf> = wants
         .iter()
         .map(|w| w.dest.clone())
         .chain(std::iter::once(set_dir.join(SEALED_KEY_FILE)))
         .collect();
-    clean_other(&stage, &keep);
+    clean_other(&stage, &keep, wal.as_ref().map(|(_, d, _)| d.as_path()));
 
     progress.start(
         &format!("check what is staged in {}", stage.display()),
@@ -557,8 +616,16 @@ pub async fn stage_from_offsite(
             todo.push(w);
         }
     }
+    let mut needed: u64 = todo.iter().map(|w| w.bytes).sum();
+    if let Some((base, dir, id)) = &wal {
+        let (n, bytes) = wal_pass(&mut t, base, dir, None, progress).await?;
+        if n > 0 {
+            ensure_dir(&ensure_dir(&board_dir, WAL_DIR)?, id)?;
+            staged.wal_dir = Some(dir.clone());
+        }
+        needed = needed.saturating_add(bytes);
+    }
     progress.finish();
-    let needed: u64 = todo.iter().map(|w| w.bytes).sum();
     check_room(&stage, needed)?;
     progress.start(
         &format!("download set {} from {store}", m.set),
@@ -568,6 +635,15 @@ pub async fn stage_from_offsite(
         download(&mut t, &w, progress).await?;
         staged.downloaded += w.bytes;
         staged.files.push(w.dest);
+    }
+    if let (Some((base, dir, _)), true) = (&wal, staged.wal_dir.is_some()) {
+        let mut tally = (0u64, 0u64);
+        let n = wal_pass(&mut t, base, dir, Some(&mut tally), progress)
+            .await?
+            .0;
+        staged.segments = n;
+        staged.downloaded += tally.0;
+        staged.reused += tally.1;
     }
     progress.finish();
 
@@ -638,14 +714,20 @@ mod tests {
             pool.join("config-20261127T100000Z-aaaaaa.000.rvb.tmp"),
         ];
         let foreign = pool.join("notes.txt");
-        for f in gone.iter().chain([&keep, &foreign]) {
+        let wal = board.join(WAL_DIR).join("database-20261127T100000Z-cccccc");
+        let old_wal = board.join(WAL_DIR).join("database-20261126T100000Z-dddddd");
+        fs::create_dir_all(&wal).unwrap();
+        fs::create_dir_all(&old_wal).unwrap();
+        let seg = wal.join(segment::file_name(0));
+        let old_seg = old_wal.join(segment::file_name(0));
+        for f in gone.iter().chain([&keep, &foreign, &seg, &old_seg]) {
             fs::write(f, b"x").unwrap();
         }
-        clean_other(&d, std::slice::from_ref(&keep));
-        for f in &gone {
+        clean_other(&d, std::slice::from_ref(&keep), Some(&wal));
+        for f in gone.iter().chain([&old_seg]) {
             assert!(!f.exists(), "{} stayed", f.display());
         }
-        assert!(keep.exists() && foreign.exists());
+        assert!(keep.exists() && foreign.exists() && seg.exists());
 
         let staged = Staged {
             dir: d.clone(),
@@ -656,9 +738,10 @@ mod tests {
             segments: 0,
             notes: Vec::new(),
             files: vec![keep.clone()],
+            wal_dir: Some(wal.clone()),
         };
         assert!(staged.remove().is_empty());
-        assert!(!keep.exists());
+        assert!(!keep.exists() && !seg.exists() && !wal.exists());
         // The directory with a file that is not ours stays.
         assert!(foreign.exists() && pool.exists());
         fs::remove_dir_all(&d).unwrap();
