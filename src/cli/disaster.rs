@@ -63,7 +63,7 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
                 // Half old, half new: say so, and fail, so that the platform
                 // (which requires the recovery unit) does not start on it.
                 eprintln!(
-                    "rvm-backup: error: a disaster restore was interrupted and the recovery stick is not at {} (waited {}): the board is only partly restored. Plug the stick in and reboot.",
+                    "rvm-backup: error: a disaster restore was interrupted and the recovery stick is not at {} (waited {}): the board is only partly restored. Plug the stick in and reboot (or, if it was restoring from the offsite store, run `rvm-backup disaster-restore --from s3` again).",
                     from.display(),
                     crate::config::format_secs(wait.as_secs())
                 );
