@@ -486,6 +486,27 @@ fn tampered_sets_wrong_keys_and_unreachable_stores_are_refused() {
     assert!(text(&o).contains("RESULT: RESTORED"), "{}", text(&o));
     assert_restored(&b, &old);
 
+    // One archive from the store on a board that has its key again but
+    // no local archives: the newest config archive (the changed file).
+    let _ = fs::remove_dir_all(b.backups.join("config"));
+    let into = TempDir::new("offsite-one");
+    let target = into.path().to_str().unwrap();
+    ok(
+        &b,
+        &[
+            "restore", "config", "latest", "--from", "offsite", "--target", target,
+        ],
+    );
+    let restored = b.in_target(into.path(), &b.root.join("etc/myrvm/plain.env"));
+    assert_eq!(fs::read(&restored).unwrap(), b"A=changed\n");
+    assert!(
+        files_below(&stage.join("store")).is_empty(),
+        "{:?}",
+        files_below(&stage)
+    );
+    let o = run(&b, &["restore", "--all", "--from", "offsite"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
     // An empty prefix, wrong credentials, no server: one line each.
     set_offsite(
         &b,

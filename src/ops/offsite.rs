@@ -22,6 +22,7 @@
 //!   means its parts are there.
 
 mod fetch;
+mod one;
 mod sets;
 
 pub use fetch::{stage_from_offsite, Staged, STAGE_DIR};

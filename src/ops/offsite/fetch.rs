@@ -142,16 +142,16 @@ impl Staged {
 }
 
 /// A file to stage: its key, where it goes, what it must be.
-struct Want {
-    key: String,
-    dest: PathBuf,
-    bytes: u64,
-    sha256: Option<[u8; 32]>,
+pub(super) struct Want {
+    pub key: String,
+    pub dest: PathBuf,
+    pub bytes: u64,
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Create `parent/name` (0700) unless it is a directory already; refuse
 /// anything else there (a symbolic link is never followed).
-fn ensure_dir(parent: &Path, name: &str) -> Result<PathBuf> {
+pub(super) fn ensure_dir(parent: &Path, name: &str) -> Result<PathBuf> {
     let p = parent.join(name);
     match fs::symlink_metadata(&p) {
         Ok(m) if m.file_type().is_dir() => return Ok(p),
@@ -197,7 +197,7 @@ fn hash_file(path: &Path) -> Result<Option<(u64, [u8; 32])>> {
 }
 
 /// Whether `w` is staged already.
-fn is_staged(w: &Want) -> Result<bool> {
+pub(super) fn is_staged(w: &Want) -> Result<bool> {
     match w.sha256 {
         Some(sha) => Ok(hash_file(&w.dest)? == Some((w.bytes, sha))),
         None => Ok(fs::symlink_metadata(&w.dest).is_ok_and(|m| m.is_file() && m.len() == w.bytes)),
@@ -233,7 +233,7 @@ fn transient(e: &S3Error) -> bool {
 }
 
 /// Download `w` in ranges into a temporary file, check it, publish it.
-async fn download(t: &mut Target, w: &Want, progress: &mut Progress) -> Result<()> {
+pub(super) async fn download(t: &mut Target, w: &Want, progress: &mut Progress) -> Result<()> {
     let (tmp, file) = create_tmp(&w.dest)?;
     let result = async {
         let mut off = 0u64;
