@@ -368,7 +368,7 @@ async fn wal_pass(
 }
 
 /// Fail before downloading when `dir`'s file system has too little room.
-fn check_room(dir: &Path, needed: u64) -> Result<()> {
+pub(super) fn check_room(dir: &Path, needed: u64) -> Result<()> {
     let Ok(st) = rustix::fs::statvfs(dir) else {
         return Ok(());
     };

@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use super::fetch::{download, ensure_dir, is_staged, Want, STAGE_DIR};
+use super::fetch::{check_room, download, ensure_dir, is_staged, Want, STAGE_DIR};
 use super::sets::list_all;
 use super::Target;
 use crate::error::{msg, Result};
@@ -73,6 +73,7 @@ impl Session {
         let mut listing = store.list(Some(s), self.key.as_ref());
         let archive = crate::ops::select::by_selector(&mut listing, s, &req.selector)?.clone();
         let c = chosen(archive, &listing.archives)?;
+        let mut todo = Vec::new();
         for f in manifest_archive(&c).files {
             let w = Want {
                 key: format!("{}{}", t.prefix, f.name),
@@ -80,9 +81,15 @@ impl Session {
                 bytes: f.bytes,
                 sha256: Some(f.digest()),
             };
-            if !is_staged(&w)? {
-                download(&mut t, &w, progress).await?;
+            if is_staged(&w)? {
+                staged.push(w.dest);
+            } else {
+                todo.push(w);
             }
+        }
+        check_room(&root, todo.iter().map(|w| w.bytes).sum())?;
+        for w in todo {
+            download(&mut t, &w, progress).await?;
             staged.push(w.dest);
         }
         // The same ring, for the session over the staged store (a ring is
