@@ -674,7 +674,7 @@ fn healthy_board_dry_run_and_target() {
 }
 
 /// --boot: off when recovery_enabled = false; no stick in time is
-/// nothing to do; --from s3 is not there yet.
+/// nothing to do; --from s3 needs an [offsite] section and is not for --boot.
 #[test]
 fn boot_mode_and_s3() {
     let f = Fixture::new("disaster-boot", MID_A);
@@ -694,7 +694,13 @@ fn boot_mode_and_s3() {
     );
     let out = f.disaster(Path::new("s3"), &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("issue 10"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no [offsite] section"),
+        "{}",
+        text(&out)
+    );
+    let out = f.disaster(Path::new("s3"), &["--boot"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // Without --boot, a directory without sets is a failure.
     let out = f.disaster(empty.path(), &[]);
     assert_eq!(out.status.code(), Some(1));

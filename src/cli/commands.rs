@@ -358,6 +358,20 @@ impl Ctx<'_> {
         let file = take_value(&mut args, "--file")?.map(PathBuf::from);
         let accept_damaged = take_flag(&mut args, "--accept-damaged");
         let all = take_flag(&mut args, "--all");
+        let offsite = match take_value(&mut args, "--from")?.as_deref() {
+            None => false,
+            Some("offsite") if all => {
+                return Err(Error::Usage(
+                    "--from offsite restores one strategy; for the whole board use `disaster-restore --from s3`".into(),
+                ))
+            }
+            Some("offsite") => true,
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "restore --from takes only `offsite` (got {other:?})"
+                )))
+            }
+        };
         no_unknown_flags(&args)?;
         if all {
             return self.restore_all(&args, at, target, file, accept_damaged);
@@ -398,7 +412,11 @@ impl Ctx<'_> {
             accept_damaged,
         };
         let mut progress = self.progress();
-        let r = smol::block_on(self.session.restore(&req, &mut progress))?;
+        let r = if offsite {
+            smol::block_on(self.session.restore_from_offsite(&req, &mut progress))?
+        } else {
+            smol::block_on(self.session.restore(&req, &mut progress))?
+        };
         if let Some(p) = &r.pitr {
             self.say(p);
         }

@@ -1,6 +1,8 @@
-//! `disaster-restore [--from DIR] [--recovery-key FILE] [--target DIR]
+//! `disaster-restore [--from DIR|s3] [--recovery-key FILE] [--target DIR]
 //! [--dry-run] [--boot]`: parse, wait for the stick at boot, run the
-//! operation, write its account to the stick and the log.
+//! operation, write its account to the stick and the log. `--from s3`
+//! first brings the newest set down from the offsite store into a staging
+//! directory (`ops::offsite::fetch`) and restores from that.
 
 use std::path::PathBuf;
 
@@ -21,13 +23,19 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
     let boot = take_flag(&mut args, "--boot");
     no_unknown_flags(&args)?;
     no_arguments(&args)?;
-    if from
-        .as_deref()
-        .is_some_and(|f| f == "s3" || f.starts_with("s3:"))
-    {
-        return Err(crate::error::msg(
-            "disaster-restore --from s3: restoring from the offsite store is not implemented yet (issue 10); plug in the recovery stick and use --from DIR",
+    if from.as_deref().is_some_and(|f| f.starts_with("s3:")) {
+        return Err(Error::Usage(
+            "--from s3 takes no bucket or path: the store is the config's [offsite] section".into(),
         ));
+    }
+    if from.as_deref() == Some("s3") {
+        if boot {
+            return Err(Error::Usage(
+                "--boot waits for a recovery stick; run `disaster-restore --from s3` by hand"
+                    .into(),
+            ));
+        }
+        return from_store(cfg, recovery_key, target, dry_run, quiet, out);
     }
     let from = from.map_or_else(|| cfg.export_dir.clone(), PathBuf::from);
     let target = super::commands::absolute_target(target)?;
@@ -55,7 +63,7 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
                 // Half old, half new: say so, and fail, so that the platform
                 // (which requires the recovery unit) does not start on it.
                 eprintln!(
-                    "rvm-backup: error: a disaster restore was interrupted and the recovery stick is not at {} (waited {}): the board is only partly restored. Plug the stick in and reboot.",
+                    "rvm-backup: error: a disaster restore was interrupted and the recovery stick is not at {} (waited {}): the board is only partly restored. Plug the stick in and reboot (or, if it was restoring from the offsite store, run `rvm-backup disaster-restore --from s3` again).",
                     from.display(),
                     crate::config::format_secs(wait.as_secs())
                 );
@@ -82,6 +90,7 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
         recovery_key,
         target,
         dry_run,
+        store: None,
     };
     let mut progress = Progress::new(quiet);
     // At boot, only a board that needed restoring fails the unit (which
@@ -118,6 +127,68 @@ pub(super) fn run(cfg: Config, args: &[String], quiet: bool, out: &mut Out) -> R
             "rvm-backup: the board is in service (its live database is there): the boot goes on"
         );
         return Ok(0);
+    }
+    Ok(report.exit_code())
+}
+
+/// `--from s3`: bring the newest complete set down from the offsite
+/// store into the staging directory, restore from it as from a stick,
+/// and remove what was staged once the restore is done.
+fn from_store(
+    cfg: Config,
+    recovery_key: Option<PathBuf>,
+    target: Option<PathBuf>,
+    dry_run: bool,
+    quiet: bool,
+    out: &mut Out,
+) -> Result<i32> {
+    let target = super::commands::absolute_target(target)?;
+    let stage = cfg.backup_dir.join(crate::ops::STAGE_DIR);
+    if let Some(t) = target.as_ref().filter(|t| t.starts_with(&stage)) {
+        return Err(Error::Usage(format!(
+            "--target {} lies in the staging directory {}: restore somewhere else",
+            t.display(),
+            stage.display()
+        )));
+    }
+    let mut progress = Progress::new(quiet);
+    let staged = smol::block_on(crate::ops::stage_from_offsite(
+        &cfg,
+        recovery_key.as_deref(),
+        &mut progress,
+    ))?;
+    say(
+        out,
+        quiet,
+        &format!("disaster-restore: {}", staged.describe()),
+    );
+    let options = DisasterOptions {
+        from: staged.dir.clone(),
+        recovery_key,
+        target,
+        dry_run,
+        store: Some(staged.store.clone()),
+    };
+    let mut report = smol::block_on(disaster_restore(cfg, options, &mut progress));
+    report.notes.insert(0, staged.describe());
+    report.notes.extend(staged.notes.iter().cloned());
+    let text = report.text();
+    if dry_run {
+        for l in text.lines() {
+            out.line(l);
+        }
+    } else {
+        for l in text.lines() {
+            eprintln!("rvm-backup: {l}");
+        }
+    }
+    // Once restored, the staged files have done their work; after a
+    // failure they stay, so the next run resumes without downloading
+    // them again.
+    if !dry_run && report.outcome == crate::ops::DisasterOutcome::Restored {
+        for p in staged.remove() {
+            eprintln!("rvm-backup: warning: {p}");
+        }
     }
     Ok(report.exit_code())
 }

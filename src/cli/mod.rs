@@ -34,14 +34,16 @@ commands:
                                      incremental (changed files and pages) unless --full
   list [STRATEGY] [--json]           list archives (from their sidecars)
   verify [ID...|--all]               read every byte of archives and check it
-  restore STRATEGY [ID|latest] [--at TIME] [--target DIR] [--file PATH] [--accept-damaged]
-                                     restore an archive (in place unless --target)
+  restore STRATEGY [ID|latest] [--at TIME] [--target DIR] [--file PATH] [--accept-damaged] [--from offsite]
+                                     restore an archive (in place unless --target);
+                                     --from offsite: the archive from the [offsite] store
   restore --all [--at TIME] [--target DIR] [--accept-damaged]
                                      full-system restore: every strategy as of TIME
-  disaster-restore [--from DIR] [--recovery-key FILE] [--target DIR] [--dry-run] [--boot]
+  disaster-restore [--from DIR|s3] [--recovery-key FILE] [--target DIR] [--dry-run] [--boot]
                                      restore the board from the newest recovery set on a
-                                     stick (DIR: default export_dir); --boot: what the boot
-                                     unit runs (waits up to recovery_timeout for the stick)
+                                     stick (DIR: default export_dir), or with --from s3 from
+                                     the [offsite] store; --boot: what the boot unit runs
+                                     (waits up to recovery_timeout for the stick)
   prune [--dry-run]                  apply retention (keep_* and retention_days)
   drill [STRATEGY...|--all] [--json] recovery test: restore the newest archives into
                                      scratch space, check and time them; exits 1 on a failure

@@ -31,6 +31,11 @@ pub fn run(session: Session, args: &[String], quiet: bool, out: &mut Out) -> Res
                     r.already
                 ));
             }
+            match &r.set {
+                Some(o @ crate::ops::SetOutcome::NotPublished(_)) => out.line(&o.describe()),
+                Some(o) if !quiet => out.line(&o.describe()),
+                _ => {}
+            }
             Ok(if r.problems.is_empty() { 0 } else { 1 })
         }
         "list" => {

@@ -54,7 +54,9 @@ pub use disaster::{
 };
 pub use drill::{DrillOutcome, DrillReport};
 pub use export::{ExportReport, ExportedArchive};
-pub use offsite::{OffsiteVerifyReport, SyncReport};
+pub use offsite::{
+    stage_from_offsite, OffsiteVerifyReport, SetOutcome, Staged, SyncReport, STAGE_DIR,
+};
 pub use pitr::PitrRange;
 pub use prune::PruneReport;
 pub use restore::RestoreRequest;

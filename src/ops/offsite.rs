@@ -21,6 +21,13 @@
 //! - a sidecar is shipped after its archive's parts, so a remote sidecar
 //!   means its parts are there.
 
+mod fetch;
+mod one;
+mod sets;
+
+pub use fetch::{stage_from_offsite, Staged, STAGE_DIR};
+pub use sets::SetOutcome;
+
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -48,6 +55,8 @@ pub struct SyncReport {
     pub already: u64,
     /// Local files that could not be shipped, with the reason.
     pub problems: Vec<String>,
+    /// The recovery set published after the files (`ops::offsite::sets`).
+    pub set: Option<SetOutcome>,
 }
 
 /// What `offsite verify` found.
@@ -196,6 +205,7 @@ impl Session {
             rec.confirm(item, size);
             record::save(&dir, &rec)?;
         }
+        report.set = Some(sets::after_sync(self, &mut t, &rec, &mut report.problems).await);
         Ok(report)
     }
 

@@ -47,6 +47,10 @@ use super::Session;
 
 pub use journal::DoneStrategy;
 pub(crate) use stick::{has_sets_dir, wait_for_stick, write_result};
+// For `disaster-restore --from s3` (`ops::offsite::fetch`): a set in the
+// store is opened with the same key sources and code as one on a stick.
+pub(in crate::ops) use scan::FoundSet;
+pub(in crate::ops) use unlock::{unlock as unlock_set, KeySources};
 
 const LABEL: &str = "disaster-restore";
 
@@ -59,6 +63,9 @@ pub struct DisasterOptions {
     /// Restore under this directory instead of in place.
     pub target: Option<PathBuf>,
     pub dry_run: bool,
+    /// `--from s3`: the offsite store (in words) that `from` is a staged
+    /// copy of; the account names it and its advice fits it.
+    pub store: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -136,7 +143,13 @@ impl DisasterReport {
             "rvm-backup disaster-restore, {} (board time, UTC)",
             rfc3339(self.started)
         ));
-        line(&format!("Stick: {}", o.from.display()));
+        match &o.store {
+            Some(store) => line(&format!(
+                "From: the offsite store {store} (brought down into {})",
+                o.from.display()
+            )),
+            None => line(&format!("Stick: {}", o.from.display())),
+        }
         if let Some(target) = &o.target {
             line(&format!(
                 "Into: {} (the live board was not touched)",
@@ -246,6 +259,9 @@ impl DisasterReport {
     }
 
     fn next_step(&self) -> String {
+        if self.options.store.is_some() {
+            return self.next_step_from_store();
+        }
         match &self.outcome {
             DisasterOutcome::Restored if self.options.target.is_some() => {
                 "look at the restored files under the target directory; nothing on the live board was changed.".into()
@@ -262,6 +278,28 @@ impl DisasterReport {
             }
             DisasterOutcome::Failed(_) => {
                 "do what the message above says, then reboot the board (or run disaster-restore again). If the set was changed or damaged, use another stick. If it still fails, call support and give them this file.".into()
+            }
+        }
+    }
+}
+
+impl DisasterReport {
+    fn next_step_from_store(&self) -> String {
+        match &self.outcome {
+            DisasterOutcome::Restored if self.options.target.is_some() => {
+                "look at the restored files under the target directory; nothing on the live board was changed.".into()
+            }
+            DisasterOutcome::Restored => "nothing. The board runs on the restored data; the staged copy was removed.".into(),
+            DisasterOutcome::NothingToDo(_) => format!(
+                "nothing, unless this board really must be restored from the store: then put an empty file named RESTORE-REQUEST into {} and run disaster-restore --from s3 again.",
+                self.options.from.display()
+            ),
+            DisasterOutcome::DryRun { .. } => "run it again without --dry-run to restore (what was brought down is used again).".into(),
+            DisasterOutcome::Failed(_) if !self.restored.is_empty() => {
+                "run disaster-restore --from s3 again: the restore continues where it stopped. If it fails again, call support and give them this account.".into()
+            }
+            DisasterOutcome::Failed(_) => {
+                "do what the message above says, then run disaster-restore --from s3 again. If it still fails, call support and give them this account.".into()
             }
         }
     }

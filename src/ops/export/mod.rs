@@ -133,8 +133,9 @@ impl ExportReport {
 }
 
 /// One archive chosen for the set, with what each of its files must be.
-struct Chosen {
-    listed: Listed,
+/// (Also the offsite store's sets, `ops::offsite::sets`.)
+pub(in crate::ops) struct Chosen {
+    pub(in crate::ops) listed: Listed,
     /// (file name, local path, what it must be); the sidecar first.
     files: Vec<(String, PathBuf, Want)>,
 }
@@ -429,7 +430,7 @@ impl Session {
     /// For the database: the newest point-in-time generation's snapshot,
     /// when it is in the store and the generation reaches at least as far
     /// as the verified archive.
-    fn pitr_snapshot_for_export(
+    pub(in crate::ops) fn pitr_snapshot_for_export(
         &self,
         archives: &[Listed],
         verified: Option<&str>,
@@ -620,7 +621,7 @@ impl Session {
 /// incremental archive, those of every archive of its chain (parent,
 /// grandparent, ... the full one): the holders of its kind 5 entries are
 /// among them, so the set restores on its own.
-fn chosen(listed: Listed, archives: &[Listed]) -> Result<Chosen> {
+pub(in crate::ops) fn chosen(listed: Listed, archives: &[Listed]) -> Result<Chosen> {
     let mut files = archive_files(&listed)?;
     if listed.meta.parent.is_some() {
         let chain = crate::chain::plan::chain_of(archives, &listed).ok_or_else(|| {
@@ -681,7 +682,7 @@ fn archive_files(listed: &Listed) -> Result<ArchiveFiles> {
     Ok(files)
 }
 
-fn manifest_file(name: String, bytes: &[u8]) -> ManifestFile {
+pub(in crate::ops) fn manifest_file(name: String, bytes: &[u8]) -> ManifestFile {
     ManifestFile {
         name,
         bytes: bytes.len() as u64,
@@ -689,7 +690,7 @@ fn manifest_file(name: String, bytes: &[u8]) -> ManifestFile {
     }
 }
 
-fn manifest_archive(c: &Chosen) -> ManifestArchive {
+pub(in crate::ops) fn manifest_archive(c: &Chosen) -> ManifestArchive {
     let m = &c.listed.meta;
     ManifestArchive {
         strategy: m.strategy.name().into(),
