@@ -174,6 +174,31 @@ impl Daemon {
                 };
                 Ok(json!({"job": self.queue(JobKind::Export(dir), actor)?}))
             }
+            Verb::Offsite => {
+                if !req.args.is_empty() {
+                    return Err(ProtoError::new(400, "OFFSITE takes no arguments"));
+                }
+                let session = self.session();
+                if session.config().offsite.is_none() {
+                    return Err(ProtoError::new(
+                        404,
+                        format!(
+                            "config {} has no [offsite] section: there is no store to sync with",
+                            session.config().file.display()
+                        ),
+                    ));
+                }
+                let id = self.ask_offsite(actor).ok_or_else(|| {
+                    ProtoError::new(
+                        503,
+                        format!(
+                            "the job queue is full ({} jobs waiting); try again when some have run",
+                            super::jobs::MAX_QUEUED
+                        ),
+                    )
+                })?;
+                Ok(json!({"job": id}))
+            }
             Verb::Metrics => Ok(self.metrics_json()),
             Verb::TestAlert => self.test_alert(&req.args),
             Verb::Alerts => Ok(self.alerts_json()),
@@ -432,6 +457,9 @@ mod tests {
         assert!(ask(2002, "DRILL photos").starts_with("ERR 400"));
         assert!(ask(2002, "DRILL database").starts_with("ERR 404"));
         assert!(ask(2002, "DRILL all").starts_with("OK {\"job\":"));
+        assert!(ask(2001, "OFFSITE").starts_with("ERR 403"));
+        assert!(ask(2002, "OFFSITE now").starts_with("ERR 400"));
+        assert!(ask(2002, "OFFSITE").starts_with("ERR 404"), "no [offsite]");
         let audit = audit_text(&dir);
         // Every state-changing attempt is there, with uid and pid; reads are not.
         assert!(

@@ -61,11 +61,12 @@ pub struct OffsiteVerifyReport {
     pub failures: Vec<String>,
 }
 
+/// Keeps the kind (credentials, unreachable, …) for the daemon's monitor.
 fn s3_err(e: S3Error) -> crate::error::Error {
-    msg(e.to_string())
+    crate::error::Error::Offsite(e)
 }
 
-struct Target {
+pub(super) struct Target {
     s3: S3,
     prefix: String,
     part_size: u64,
@@ -82,7 +83,7 @@ impl Session {
         })
     }
 
-    fn offsite_target(&self) -> Result<Target> {
+    pub(super) fn offsite_target(&self) -> Result<Target> {
         let o = self.offsite_section()?;
         let secret = load_secret(&o.secret_key_file.0)?;
         let part_size = o.part_size();
@@ -117,7 +118,7 @@ impl Session {
         })
     }
 
-    fn store_id(&self, t: &Target) -> String {
+    pub(super) fn store_id(&self, t: &Target) -> String {
         format!("{} {} {}", t.s3.endpoint(), t.s3.bucket(), t.prefix)
     }
 
