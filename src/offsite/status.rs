@@ -45,7 +45,7 @@ impl FailureKind {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct OffsiteStatus {
     /// `[offsite]` is configured.
     pub enabled: bool,
