@@ -74,7 +74,12 @@ fn shippable(backups: &std::path::Path) -> Vec<String> {
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
-            let rel = p.strip_prefix(backups).unwrap().to_str().unwrap().to_string();
+            let rel = p
+                .strip_prefix(backups)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
             if e.file_type().unwrap().is_dir() {
                 stack.push(p);
             } else if rel.ends_with(".rvb") || rel.ends_with(".meta") || rel.ends_with(".rvw") {
@@ -174,12 +179,16 @@ fn a_scheduled_backup_goes_offsite_and_the_offsite_verb_is_audited() {
     assert_eq!(end["state"], "done", "{end}");
     assert_eq!(end["what"], "offsite sync", "{end}");
     assert!(
-        end["outcome"].as_str().unwrap().contains("shipped 0 objects"),
+        end["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("shipped 0 objects"),
         "everything was there already: {end}"
     );
     let audit = fs::read_to_string(b.backups.join("audit.log")).unwrap();
     assert!(
-        audit.contains(r#""what":"OFFSITE""#) && audit.contains(&format!("accepted {{\\\"job\\\":{job}}}")),
+        audit.contains(r#""what":"OFFSITE""#)
+            && audit.contains(&format!("accepted {{\\\"job\\\":{job}}}")),
         "the request is audited: {audit}"
     );
     assert!(
@@ -227,10 +236,7 @@ fn failing_store(name: &str, endpoint: &str, secret: &str, rule: &str, says: &st
             >= 1
     });
     let st = d.json("STATUS")["offsite"].clone();
-    assert!(
-        st["last_error"].as_str().unwrap().contains(says),
-        "{st}"
-    );
+    assert!(st["last_error"].as_str().unwrap().contains(says), "{st}");
     wait_for(&b, "a critical alert at the webhook", || {
         hook.critical(rule).is_some()
     });
@@ -238,7 +244,10 @@ fn failing_store(name: &str, endpoint: &str, secret: &str, rule: &str, says: &st
     assert!(alert.contains(says), "the alert says why: {alert}");
     // One clear line per failure, at error level, telling what to do.
     let log = log_text(&b);
-    let failures: Vec<&str> = log.lines().filter(|l| l.contains("offsite sync failed")).collect();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("offsite sync failed"))
+        .collect();
     assert!(!failures.is_empty(), "{log}");
     for l in &failures {
         assert!(l.contains(says) && l.contains("[offsite]"), "{l}");
@@ -251,7 +260,12 @@ fn failing_store(name: &str, endpoint: &str, secret: &str, rule: &str, says: &st
     assert_eq!(end["state"], "failed", "{end}");
     assert!(end["outcome"].as_str().unwrap().contains(says), "{end}");
     assert!(t.elapsed() < patience(), "no hang");
-    assert!(d.json("STATUS")["offsite"]["consecutive_failures"].as_u64().unwrap() >= 2);
+    assert!(
+        d.json("STATUS")["offsite"]["consecutive_failures"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
     d.terminate();
 }
 
@@ -337,7 +351,9 @@ fn status_answers_while_a_large_object_is_hashed_and_sent() {
     );
     let remote: Vec<String> = s3.objects(PREFIX).into_iter().map(|o| o.key).collect();
     assert!(
-        remote.iter().any(|k| k.starts_with(&format!("{PREFIX}application/"))),
+        remote
+            .iter()
+            .any(|k| k.starts_with(&format!("{PREFIX}application/"))),
         "{remote:?}"
     );
     d.terminate();

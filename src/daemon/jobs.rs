@@ -353,7 +353,10 @@ mod tests {
         let (s2, new) = j.submit(JobKind::Offsite, Actor::Daemon).unwrap();
         assert!(new && s2 != s1);
         for _ in 0..5 {
-            assert_eq!(j.submit(JobKind::Offsite, Actor::Daemon).unwrap(), (s2, false));
+            assert_eq!(
+                j.submit(JobKind::Offsite, Actor::Daemon).unwrap(),
+                (s2, false)
+            );
         }
         assert_eq!(j.offsite_queued(), Some(s2));
         j.finish(s1, JobState::Done, "ok".into());

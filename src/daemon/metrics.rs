@@ -52,11 +52,7 @@ impl Daemon {
         let mut snap = metrics::gather(&self.session());
         snap.pitr = self.metrics_pitr();
         snap.offsite = self.offsite_status();
-        metrics::render(
-            &snap,
-            &self.metrics_findings(),
-            self.metrics_outbox_depth(),
-        )
+        metrics::render(&snap, &self.metrics_findings(), self.metrics_outbox_depth())
     }
 
     /// `METRICS`: the text as a JSON string, so the reply stays one line.

@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn kinds_of_errors() {
         let k = |e: S3Error| FailureKind::of(&crate::error::Error::Offsite(e));
-        assert_eq!(k(S3Error::Credentials("x".into())), FailureKind::Credentials);
+        assert_eq!(
+            k(S3Error::Credentials("x".into())),
+            FailureKind::Credentials
+        );
         assert_eq!(
             k(S3Error::Http {
                 status: 403,
@@ -93,7 +96,10 @@ mod tests {
             }),
             FailureKind::Credentials
         );
-        assert_eq!(k(S3Error::Unreachable("x".into())), FailureKind::Unreachable);
+        assert_eq!(
+            k(S3Error::Unreachable("x".into())),
+            FailureKind::Unreachable
+        );
         assert_eq!(
             k(S3Error::Http {
                 status: 500,

@@ -329,7 +329,7 @@ async fn ship(
     let resuming = rec.upload.as_ref().is_some_and(|u| u.key == full);
     if !resuming {
         if let Some(obj) = t.s3.head(full).await.map_err(s3_err)? {
-            return same_object(full, &obj, file, size).map(|()| false);
+            return same_object(full, &obj, file, size).await.map(|()| false);
         }
     }
     if size <= t.part_size {
@@ -437,7 +437,7 @@ async fn ship(
 /// [`same_object`]).
 async fn found(t: &mut Target, full: &str, file: &std::fs::File, size: u64) -> Result<bool> {
     match t.s3.head(full).await.map_err(s3_err)? {
-        Some(obj) => same_object(full, &obj, file, size).map(|()| false),
+        Some(obj) => same_object(full, &obj, file, size).await.map(|()| false),
         None => Err(msg(format!(
             "{full}: the store refused to overwrite it but does not show it; sync again"
         ))),
@@ -447,7 +447,8 @@ async fn found(t: &mut Target, full: &str, file: &std::fs::File, size: u64) -> R
 /// An object found in the store counts as this file's when the sizes
 /// match and, where its ETag is a plain MD5 (a single PUT; a multipart
 /// ETag ends in `-N`), the local file's MD5 is that ETag.
-fn same_object(full: &str, obj: &Object, file: &std::fs::File, size: u64) -> Result<()> {
+/// Yields after each chunk (the daemon answers its socket meanwhile).
+async fn same_object(full: &str, obj: &Object, file: &std::fs::File, size: u64) -> Result<()> {
     same_size(full, obj, size)?;
     let etag = obj.etag.trim_matches('"');
     if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -469,6 +470,7 @@ fn same_object(full: &str, obj: &Object, file: &std::fs::File, size: u64) -> Res
         }
         m.update(&buf[..n]);
         at += n as u64;
+        smol::future::yield_now().await;
     }
     if crate::offsite::sigv4::hex(&m.finish()).eq_ignore_ascii_case(etag) {
         Ok(())

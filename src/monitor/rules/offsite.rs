@@ -196,9 +196,11 @@ mod tests {
             one(&with(pending(None, 0)), &t, OFFSITE_LAG).figures["lag_s"],
             0
         );
-        let mut t = Thresholds::default();
-        t.offsite_lag_warning = Some(std::time::Duration::from_secs(60));
-        t.offsite_lag_critical = Some(std::time::Duration::from_secs(120));
+        let t = Thresholds {
+            offsite_lag_warning: Some(std::time::Duration::from_secs(60)),
+            offsite_lag_critical: Some(std::time::Duration::from_secs(120)),
+            ..Thresholds::default()
+        };
         let sev = |ago: i64| one(&with(pending(Some(ago), 1)), &t, OFFSITE_LAG).severity;
         assert_eq!(sev(60), Severity::Ok);
         assert_eq!(sev(61), Severity::Warning);
@@ -206,10 +208,7 @@ mod tests {
         // Not known: unknown, said so.
         let mut s = pending(None, 0);
         s.pending = None;
-        assert_eq!(
-            one(&with(s), &t, OFFSITE_LAG).severity,
-            Severity::Unknown
-        );
+        assert_eq!(one(&with(s), &t, OFFSITE_LAG).severity, Severity::Unknown);
     }
 
     #[test]
@@ -219,7 +218,10 @@ mod tests {
         s.consecutive_failures = 1;
         s.last_error = Some("the offsite store 127.0.0.1:9 cannot be reached".into());
         s.last_error_kind = Some(FailureKind::Unreachable);
-        assert_eq!(one(&with(s.clone()), &t, OFFSITE_FAILURES).severity, Severity::Ok);
+        assert_eq!(
+            one(&with(s.clone()), &t, OFFSITE_FAILURES).severity,
+            Severity::Ok
+        );
         assert_eq!(
             one(&with(s.clone()), &t, OFFSITE_CREDENTIALS).severity,
             Severity::Ok
