@@ -24,6 +24,9 @@ use crate::restore::Selector;
 use crate::strategy::Strategy;
 
 const HISTORY: usize = 50;
+/// Finished offsite syncs kept (one may end per WAL segment: they must not
+/// push every other job out of `HISTORY`).
+const OFFSITE_HISTORY: usize = 5;
 /// Jobs that may wait in the queue (requests beyond get `ERR 503`).
 pub const MAX_QUEUED: usize = 100;
 
@@ -197,6 +200,17 @@ impl Jobs {
     }
 
     fn forget_old(&mut self) {
+        let ended_sync = |j: &Job| {
+            j.kind == JobKind::Offsite && !matches!(j.state, JobState::Queued | JobState::Running)
+        };
+        while self.jobs.iter().filter(|j| ended_sync(j)).count() > OFFSITE_HISTORY {
+            match self.jobs.iter().position(ended_sync) {
+                Some(i) => {
+                    self.jobs.remove(i);
+                }
+                None => break,
+            }
+        }
         while self.jobs.len() > HISTORY {
             match self
                 .jobs
@@ -362,6 +376,17 @@ mod tests {
         j.finish(s1, JobState::Done, "ok".into());
         assert_eq!(j.start_next_offsite().unwrap().0, s2);
         assert_eq!(j.offsite_queued(), None);
+        // Many syncs later, the backup is still in the history (a sync
+        // ended since the last submission may be one over).
+        j.finish(s2, JobState::Done, "ok".into());
+        j.finish(b, JobState::Done, "ok".into());
+        for _ in 0..(2 * HISTORY) {
+            let (id, _) = j.submit(JobKind::Offsite, Actor::Daemon).unwrap();
+            j.start_next_offsite();
+            j.finish(id, JobState::Done, String::new());
+        }
+        assert!(j.get(b).is_some());
+        assert!(j.all().filter(|x| x.kind == JobKind::Offsite).count() <= OFFSITE_HISTORY + 1);
     }
 
     #[test]

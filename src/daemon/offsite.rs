@@ -15,7 +15,8 @@
 //! is one log line (error level), counted, shown in `STATUS` and judged by
 //! the monitor, and the next automatic try waits a backoff (30 s, doubled
 //! per failure, at most the interval) — an operator's `OFFSITE` does not
-//! wait; every call has the HTTP layer's timeouts, so nothing hangs.
+//! wait; automatic syncs start at most every [`MIN_GAP`]; every call has
+//! the HTTP layer's timeouts, so nothing hangs.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,9 @@ use crate::ops::SyncReport;
 const BACKOFF_MIN: Duration = Duration::from_secs(30);
 /// How often the lane looks at its queue and the interval without a wake.
 const TICK: Duration = Duration::from_secs(1);
+/// Automatic syncs start at most this often (a WAL segment may come every
+/// few seconds; each sync lists the store once and reads the sidecars).
+const MIN_GAP: Duration = Duration::from_secs(10);
 
 /// The lane's state, kept in the daemon.
 #[derive(Default)]
@@ -162,11 +166,15 @@ pub(super) async fn task(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
                 let mut lane = d.offsite.borrow_mut();
                 let waiting = lane.not_before.filter(|t| *t > Instant::now());
                 lane.status.retry_in_s = waiting.map(|t| (t - Instant::now()).as_secs());
-                waiting.is_none() || lane.asked
+                let spaced = lane.last_start.is_none_or(|t| t.elapsed() >= MIN_GAP);
+                (waiting.is_none() && spaced) || lane.asked
             };
             if may_start {
                 run_one(&d, interval).await;
             }
+        }
+        if interval.is_none() {
+            drop_queued(&d);
         }
         was_enabled = interval.is_some();
         drop(session);
@@ -181,6 +189,18 @@ pub(super) async fn task(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
             },
         )
         .await;
+    }
+}
+
+/// `[offsite]` is gone (a reload): a queued sync will not run.
+fn drop_queued(d: &Daemon) {
+    let queued = d.jobs.borrow().offsite_queued();
+    if let Some(id) = queued {
+        d.jobs.borrow_mut().finish(
+            id,
+            JobState::Cancelled,
+            "the configuration has no [offsite] section any more".into(),
+        );
     }
 }
 
