@@ -358,3 +358,67 @@ fn status_answers_while_a_large_object_is_hashed_and_sent() {
     );
     d.terminate();
 }
+
+/// The `.rvw` files under the bucket's prefix, and locally.
+fn segments(s3: &Seaweed, b: &Board) -> (usize, usize) {
+    let remote = s3
+        .objects(PREFIX)
+        .iter()
+        .filter(|o| o.key.ends_with(".rvw"))
+        .count();
+    let local = shippable(&b.backups)
+        .iter()
+        .filter(|k| k.ends_with(".rvw"))
+        .count();
+    (remote, local)
+}
+
+#[test]
+fn shipped_wal_segments_go_offsite_without_waiting_for_the_interval() {
+    let Some(s3) = Seaweed::new("daemon-wal") else {
+        return;
+    };
+    let b = Board::new("offsite-daemon-wal");
+    configure(
+        &b,
+        "backup_enabled = false\n",
+        &s3.endpoint(),
+        common::s3::SECRET,
+        "interval = \"1d\"",
+        None,
+    );
+    let cfg = fs::read_to_string(&b.config).unwrap();
+    let cfg = cfg.replacen(
+        "pitr = false\n",
+        "pitr = true\npitr_sync_interval = \"200ms\"\n",
+        1,
+    );
+    fs::write(&b.config, cfg).unwrap();
+    fs::create_dir_all(b.db_path().parent().unwrap()).unwrap();
+    let mut w = common::writer::Writer::open(&b.db_path());
+    w.commit(50);
+    let d = Daemon::start(&b, &socket(&b));
+    wait_for(&b, "a generation", || {
+        d.json("STATUS")["pitr"]["generation"].is_string()
+    });
+    // Segments written after the snapshot's backup: only their own
+    // triggers can ship them (no backups run, the interval is a day).
+    for round in 1..=2 {
+        let before = d.json("STATUS")["pitr"]["segments"].as_u64().unwrap_or(0);
+        w.commit(200);
+        wait_for(&b, &format!("round {round}: a new segment"), || {
+            d.json("STATUS")["pitr"]["segments"].as_u64().unwrap_or(0) > before
+        });
+        wait_for(
+            &b,
+            &format!("round {round}: every segment in the bucket"),
+            || {
+                let (remote, local) = segments(&s3, &b);
+                local > 0 && remote >= local
+            },
+        );
+    }
+    let st = d.json("STATUS")["offsite"].clone();
+    assert_eq!(st["consecutive_failures"], 0, "{st}");
+    d.terminate();
+}
