@@ -564,6 +564,40 @@ mod tests {
     }
 
     #[test]
+    fn offsite_queues_one_sync_and_joins_it() {
+        let dir = std::env::temp_dir().join(format!("rvb-handler-offsite-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        let text = format!(
+            "backup_dir = \"{d}/backups\"\nencryption_enabled = false\nsocket = \"{d}/run/s.sock\"\n\
+             [config]\npaths = [\"{d}/etc\"]\n\
+             [offsite]\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"fleet\"\nprefix = \"b/\"\n\
+             access_key_id = \"AK\"\nsecret_key_file = \"{d}/s3.secret\"\n",
+            d = dir.display()
+        );
+        let cfg = Config::parse(&text, Path::new("test.toml")).unwrap();
+        let (d, _) = Daemon::new(Path::new("test.toml"), Session::open(cfg).unwrap()).unwrap();
+        let first = d.handle_line(&peer(0), b"OFFSITE");
+        assert_eq!(first.trim_end(), "OK {\"job\":1}", "{first}");
+        // Asked again (or by a trigger) while queued: the same job.
+        assert_eq!(d.handle_line(&peer(0), b"OFFSITE"), first);
+        d.request_offsite();
+        assert_eq!(d.jobs.borrow().offsite_queued(), Some(1));
+        // The job runner never takes it: it belongs to the offsite lane.
+        assert!(d.jobs.borrow_mut().start_next().is_none());
+        let job = d.handle_line(&peer(0), b"JOB 1");
+        assert!(job.contains(r#""what":"offsite sync""#), "{job}");
+        let status = d.handle_line(&peer(0), b"STATUS");
+        assert!(
+            status.contains(r#""offsite":{"#) && status.contains(r#""queued":1"#),
+            "{status}"
+        );
+        let audit = audit_text(&dir);
+        assert!(audit.contains(r#""what":"OFFSITE""#), "{audit}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn stopping_refuses_changes_but_answers_reads() {
         let (d, dir) = daemon("stopping");
         d.stopping.set(true);
