@@ -216,7 +216,13 @@ fn a_scheduled_backup_goes_offsite_and_the_offsite_verb_is_audited() {
 /// A daemon on a store that will not take the sync: the failure is one
 /// clear log line, a critical `rule` alert at the webhook, STATUS answers
 /// throughout, and the job ends (no hang).
-fn failing_store(name: &str, endpoint: &str, secret: &str, rule: &str, says: &str) {
+fn failing_store(
+    name: &str,
+    endpoint: &str,
+    secret: &str,
+    rule: &str,
+    says: &str,
+) -> (Board, Daemon, Hook) {
     let hook = Hook::start();
     let b = Board::new(name);
     b.populate();
@@ -266,7 +272,7 @@ fn failing_store(name: &str, endpoint: &str, secret: &str, rule: &str, says: &st
             .unwrap()
             >= 2
     );
-    d.terminate();
+    (b, d, hook)
 }
 
 #[test]
@@ -274,13 +280,32 @@ fn wrong_credentials_alert_critically_and_never_hang() {
     let Some(s3) = Seaweed::new("daemon-creds") else {
         return;
     };
-    failing_store(
+    let (b, d, hook) = failing_store(
         "offsite-daemon-creds",
         &s3.endpoint(),
         "not-the-secret",
         "offsite_credentials",
         "rejected the credentials",
     );
+    // The right secret (read at every sync): the next sync works and the
+    // alert is resolved at the webhook.
+    fs::write(
+        b.tmp.path().join("s3.secret"),
+        format!("{}\n", common::s3::SECRET),
+    )
+    .unwrap();
+    let job = d.json("OFFSITE")["job"].as_u64().unwrap();
+    let end = d.wait_job(job);
+    assert_eq!(end["state"], "done", "{end}");
+    wait_for(&b, "the recovery notice at the webhook", || {
+        hook.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|x| x.contains("offsite_credentials") && x.contains("resolved"))
+    });
+    assert_eq!(d.json("STATUS")["offsite"]["consecutive_failures"], 0);
+    d.terminate();
 }
 
 #[test]
@@ -291,13 +316,14 @@ fn an_unreachable_endpoint_alerts_and_never_hangs() {
         .local_addr()
         .unwrap()
         .port();
-    failing_store(
+    let (_b, d, _hook) = failing_store(
         "offsite-daemon-unreachable",
         &format!("http://127.0.0.1:{port}"),
         "whatever",
         "offsite_failures",
         "cannot reach the offsite store",
     );
+    d.terminate();
 }
 
 #[test]
