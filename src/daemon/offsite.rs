@@ -10,8 +10,10 @@
 //!
 //! Invariants: the sync is `Session::offsite_sync` on this executor, its
 //! network I/O async and its hashing and sending yielding after every
-//! chunk, so the socket is answered in between; it starts no thread (a
-//! host name is resolved on this thread, see `net::transport`); a failure
+//! chunk, so the socket is answered in between; the sync's work starts no
+//! thread (`crate::workers` is off in the daemon; only a host name's
+//! lookup goes to smol's blocking pool, a short-lived thread, so a dead
+//! resolver cannot stall the socket); a failure
 //! is one log line (error level), counted, shown in `STATUS` and judged by
 //! the monitor, and the next automatic try waits a backoff (30 s, doubled
 //! per failure, at most the interval) — an operator's `OFFSITE` does not

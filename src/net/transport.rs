@@ -79,7 +79,9 @@ impl Transport {
     async fn connect_tcp(url: &HttpUrl, timeout: Duration) -> Result<TcpStream, NetError> {
         let addrs: Vec<SocketAddr> = match url.host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, url.port)],
-            Err(_) => resolve(&url.host, url.port).await?,
+            Err(_) => smol::net::resolve((url.host.as_str(), url.port))
+                .await
+                .map_err(|e| NetError::Connect(format!("cannot resolve {}: {e}", url.host)))?,
         };
         let mut last = NetError::Connect(format!("{} has no address", url.host));
         for addr in addrs.into_iter().take(MAX_ADDRS) {
@@ -147,22 +149,5 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
-    }
-}
-
-/// Resolve a host name. Where worker threads are not allowed (the daemon,
-/// see `crate::workers`) the system resolver is asked on this thread,
-/// bounded by its own timeout (`resolv.conf` `timeout`, `attempts`),
-/// instead of on smol's blocking pool.
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, NetError> {
-    let failed = |e: io::Error| NetError::Connect(format!("cannot resolve {host}: {e}"));
-    if crate::workers::allowed() {
-        smol::net::resolve((host, port)).await.map_err(failed)
-    } else {
-        use std::net::ToSocketAddrs;
-        (host, port)
-            .to_socket_addrs()
-            .map(Iterator::collect)
-            .map_err(failed)
     }
 }
