@@ -52,6 +52,9 @@ pub(super) struct Lane {
     cancel: Option<(u64, smol::channel::Sender<()>)>,
     /// When the last sync started (the interval counts from it).
     last_start: Option<Instant>,
+    /// The files the last sync could not ship, as last logged (said once,
+    /// not at every sync).
+    problems_said: String,
 }
 
 impl Daemon {
@@ -231,26 +234,28 @@ async fn run_one(d: &Rc<Daemon>, interval: Duration) {
         let mut lane = d.offsite.borrow_mut();
         lane.cancel = None;
         lane.status.running = false;
-        let st = &mut lane.status;
         let (state, text) = match &outcome {
             Some(Ok(r)) => {
+                let st = &mut lane.status;
                 st.bytes_shipped = st.bytes_shipped.saturating_add(r.bytes);
                 st.objects_shipped = st.objects_shipped.saturating_add(r.uploaded);
                 st.last_success = Some(now);
                 st.last_error = None;
                 st.last_error_kind = None;
                 st.consecutive_failures = 0;
-                if !r.problems.is_empty() {
+                let problems = r.problems.join("; ");
+                if !problems.is_empty() && problems != lane.problems_said {
                     log::warn!(
-                        "offsite: {} files not shipped (the next sync tries again): {}",
-                        r.problems.len(),
-                        r.problems.join("; ")
+                        "offsite: {} files not shipped (every sync tries again): {problems}",
+                        r.problems.len()
                     );
                 }
+                lane.problems_said = problems;
                 (JobState::Done, describe(r))
             }
             Some(Err(e)) => {
                 let kind = FailureKind::of(e);
+                let st = &mut lane.status;
                 st.last_error = Some(e.to_string());
                 st.last_error_kind = Some(kind);
                 st.consecutive_failures = st.consecutive_failures.saturating_add(1);
@@ -261,8 +266,8 @@ async fn run_one(d: &Rc<Daemon>, interval: Duration) {
                 "cancelled; an unfinished upload is resumed by the next sync".to_string(),
             ),
         };
-        st.last_sync = Some(now);
-        st.last_result = Some(text.clone());
+        lane.status.last_sync = Some(now);
+        lane.status.last_result = Some(text.clone());
         match state {
             JobState::Failed => {
                 lane.backoff = (lane.backoff * 2).clamp(BACKOFF_MIN, interval.max(BACKOFF_MIN));
@@ -281,7 +286,8 @@ async fn run_one(d: &Rc<Daemon>, interval: Duration) {
         (state, text)
     };
     if state == JobState::Done {
-        log::info!("offsite sync: {text}");
+        // Each object shipped was logged by the sync itself.
+        log::debug!("offsite sync: {text}");
     }
     d.jobs.borrow_mut().finish(id, state, text.clone());
     d.refresh_pending();
