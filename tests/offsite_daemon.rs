@@ -287,6 +287,19 @@ fn wrong_credentials_alert_critically_and_never_hang() {
         "offsite_credentials",
         "rejected the credentials",
     );
+    // `check` judges the daemon's syncs too (from its STATUS).
+    let out = b.run(&["check", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| { f["rule"] == "offsite_credentials" && f["severity"] == "critical" }),
+        "{text}"
+    );
     // The right secret (read at every sync): the next sync works and the
     // alert is resolved at the webhook.
     fs::write(

@@ -13,7 +13,7 @@ use super::record::Record;
 use crate::safefs::Dir;
 
 /// Objects waiting to be shipped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pending {
     pub objects: u64,
     pub bytes: u64,

@@ -8,13 +8,13 @@
 //! daemon runs (counters); `pending` is `None` while it cannot be known
 //! (no record or secret readable yet).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::pending::Pending;
 use super::s3::S3Error;
 
 /// Why the last sync failed, as far as monitoring cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The store refused the credentials (403 SignatureDoesNotMatch,
@@ -45,7 +45,8 @@ impl FailureKind {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OffsiteStatus {
     /// `[offsite]` is configured.
     pub enabled: bool,
