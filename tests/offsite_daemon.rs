@@ -350,7 +350,7 @@ fn status_answers_while_a_large_object_is_hashed_and_sent() {
     // (multipart_size at its largest), hashed and sent in one request.
     let seed = common::test_seed("status_answers_while_a_large_object_is_hashed_and_sent");
     let big = b.root.join("opt/myrvm/big.bin");
-    fs::write(&big, common::pseudo_random(96 << 20, seed)).unwrap();
+    fs::write(&big, common::pseudo_random(64 << 20, seed)).unwrap();
     configure(
         &b,
         "backup_enabled = false\n",
@@ -381,7 +381,7 @@ fn status_answers_while_a_large_object_is_hashed_and_sent() {
     let took = started.elapsed();
     eprintln!("{asked} STATUS during a sync of {took:?}, slowest {worst:?}");
     // Relative, not absolute (qemu is slow everywhere alike): a sync that
-    // held the thread while it hashed or sent the 96 MiB would hold one
+    // held the thread while it hashed or sent the 64 MiB would hold one
     // STATUS for a good part of the whole sync.
     assert!(asked >= 5, "the sync was too quick to tell: {took:?}");
     assert!(
