@@ -1205,6 +1205,27 @@ exclude = ["*.pyc", "__pycache__"]
             e.contains("free_warning_percent = 10 must be at least"),
             "{e}"
         );
+        for (text, want) in [
+            (
+                "[monitoring]\noffsite_failures_warning = 7\n",
+                "offsite_failures_warning = 7 must be at most offsite_failures_critical = 6",
+            ),
+            (
+                "[monitoring]\noffsite_lag_warning = \"2h\"\noffsite_lag_critical = \"1h\"\n",
+                "offsite_lag_warning = 7200s must be at most offsite_lag_critical = 3600s",
+            ),
+            (
+                "[monitoring]\noffsite_failures_critical = 0\n",
+                "from 1 to 1000",
+            ),
+            (
+                "[monitoring]\noffsite_lag_warning = \"31d\"\n",
+                "from 1s to 30d",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Error {
     Usage(String),
     /// Anything else, already phrased for the operator.
     Msg(String),
+    /// The offsite store refused or could not be reached; the kind lets
+    /// the daemon's monitor tell rejected credentials from the rest.
+    Offsite(crate::offsite::s3::S3Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,6 +52,7 @@ impl std::fmt::Display for Error {
             }
             Error::Usage(m) => write!(f, "{m} (see `rvm-backup help`)"),
             Error::Msg(m) => f.write_str(m),
+            Error::Offsite(e) => write!(f, "{e}"),
         }
     }
 }
@@ -59,7 +63,7 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::Archive { source, .. } => Some(source),
             Error::Io { source, .. } => Some(source),
-            Error::Usage(_) | Error::Msg(_) => None,
+            Error::Usage(_) | Error::Msg(_) | Error::Offsite(_) => None,
         }
     }
 }

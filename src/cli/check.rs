@@ -8,7 +8,9 @@
 //!
 //! The `pitr` rule needs the daemon's WAL shipper: `check` asks the
 //! daemon's `STATUS` (5 s timeout) when `[database] pitr` is on; a daemon
-//! that does not answer is a `pitr` warning.
+//! that does not answer is a `pitr` warning. The offsite rules judge the
+//! daemon's syncs from the same `STATUS` when `[offsite]` is configured;
+//! without an answer they are not evaluated.
 //!
 //! Read-only: it judges the raw findings now, with no tracker (no
 //! confirmation, no repeat), and writes nothing, not `monitor.json`
@@ -22,6 +24,7 @@ use super::{no_arguments, no_unknown_flags, take_flag};
 use crate::config::Config;
 use crate::error::Result;
 use crate::monitor::{rules, Severity};
+use crate::offsite::status::OffsiteStatus;
 use crate::out::Out;
 use crate::pitr::PitrStatus;
 
@@ -52,17 +55,28 @@ pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Resu
         }
     };
     let mut facts = smol::block_on(crate::monitor::facts::gather(&session, None, None));
-    if session
+    let pitr_on = session
         .config()
         .database
         .as_ref()
-        .is_some_and(|d| d.pitr_enabled())
-    {
-        let (shipper, since) = match daemon_pitr(&session.config().socket, now) {
+        .is_some_and(|d| d.pitr_enabled());
+    let offsite = session.config().offsite.as_ref();
+    let daemon = (pitr_on || offsite.is_some()).then(|| daemon_status(&session.config().socket));
+    if let Some(status) = daemon.clone().filter(|_| pitr_on) {
+        let (shipper, since) = match status.and_then(|v| pitr_of(&v, now)) {
             Ok((s, since)) => (Ok(s), Some(since)),
             Err(e) => (Err(e), None),
         };
         facts.pitr = crate::monitor::facts::pitr(session.config(), shipper, since);
+    }
+    // The offsite syncs are the daemon's: judged only when it answers.
+    if let (Some(o), Some(Ok(v))) = (offsite, &daemon) {
+        if let Ok(status) = serde_json::from_value::<OffsiteStatus>(v["offsite"].clone()) {
+            facts.offsite = status.enabled.then(|| crate::monitor::facts::OffsiteFacts {
+                interval_s: o.interval().as_secs().max(1),
+                status,
+            });
+        }
     }
     let mut findings = rules::evaluate(&facts, &session.config().monitoring, now);
     if let Some(e) = key_error {
@@ -129,10 +143,9 @@ pub(super) fn run(config: Option<&Path>, args: &[String], out: &mut Out) -> Resu
     Ok(worst.exit_code())
 }
 
-/// Say UNKNOWN (the config does not load) and return its exit status.
-/// The WAL shipper's state from the daemon's `STATUS` (it lives in the
-/// daemon), and the daemon's start; why not, as one line.
-fn daemon_pitr(socket: &Path, now: i64) -> std::result::Result<(PitrStatus, i64), String> {
+/// The daemon's `STATUS` (the WAL shipper and the offsite syncs live in
+/// the daemon); why not, as one line.
+fn daemon_status(socket: &Path) -> std::result::Result<serde_json::Value, String> {
     use std::io::{BufRead, BufReader, Write};
     const MAX_REPLY: u64 = 1 << 20;
     let timeout = Some(std::time::Duration::from_secs(5));
@@ -154,8 +167,11 @@ fn daemon_pitr(socket: &Path, now: i64) -> std::result::Result<(PitrStatus, i64)
             reply.trim_end()
         )
     })?;
-    let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("STATUS reply not understood: {e}"))?;
+    serde_json::from_str(body).map_err(|e| format!("STATUS reply not understood: {e}"))
+}
+
+/// The WAL shipper's state in a `STATUS` reply, and the daemon's start.
+fn pitr_of(v: &serde_json::Value, now: i64) -> std::result::Result<(PitrStatus, i64), String> {
     let status = serde_json::from_value(v["pitr"].clone())
         .map_err(|e| format!("STATUS reply not understood: {e}"))?;
     let up = v["uptime_s"]
@@ -164,6 +180,7 @@ fn daemon_pitr(socket: &Path, now: i64) -> std::result::Result<(PitrStatus, i64)
     Ok((status, now.saturating_sub(up)))
 }
 
+/// Say UNKNOWN (the config does not load) and return its exit status.
 fn unknown(out: &mut Out, json: bool, why: &str) -> i32 {
     if json {
         out.line(

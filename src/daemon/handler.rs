@@ -174,6 +174,31 @@ impl Daemon {
                 };
                 Ok(json!({"job": self.queue(JobKind::Export(dir), actor)?}))
             }
+            Verb::Offsite => {
+                if !req.args.is_empty() {
+                    return Err(ProtoError::new(400, "OFFSITE takes no arguments"));
+                }
+                let session = self.session();
+                if session.config().offsite.is_none() {
+                    return Err(ProtoError::new(
+                        404,
+                        format!(
+                            "config {} has no [offsite] section: there is no store to sync with",
+                            session.config().file.display()
+                        ),
+                    ));
+                }
+                let id = self.ask_offsite(actor).ok_or_else(|| {
+                    ProtoError::new(
+                        503,
+                        format!(
+                            "the job queue is full ({} jobs waiting); try again when some have run",
+                            super::jobs::MAX_QUEUED
+                        ),
+                    )
+                })?;
+                Ok(json!({"job": id}))
+            }
             Verb::Metrics => Ok(self.metrics_json()),
             Verb::TestAlert => self.test_alert(&req.args),
             Verb::Alerts => Ok(self.alerts_json()),
@@ -432,6 +457,9 @@ mod tests {
         assert!(ask(2002, "DRILL photos").starts_with("ERR 400"));
         assert!(ask(2002, "DRILL database").starts_with("ERR 404"));
         assert!(ask(2002, "DRILL all").starts_with("OK {\"job\":"));
+        assert!(ask(2001, "OFFSITE").starts_with("ERR 403"));
+        assert!(ask(2002, "OFFSITE now").starts_with("ERR 400"));
+        assert!(ask(2002, "OFFSITE").starts_with("ERR 404"), "no [offsite]");
         let audit = audit_text(&dir);
         // Every state-changing attempt is there, with uid and pid; reads are not.
         assert!(
@@ -532,6 +560,40 @@ mod tests {
         let (again, _) = daemon_on(&dir);
         assert!(again.handle_line(&peer(0), b"PING").starts_with("OK"));
         crate::audit::verify(&log).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn offsite_queues_one_sync_and_joins_it() {
+        let dir = std::env::temp_dir().join(format!("rvb-handler-offsite-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        let text = format!(
+            "backup_dir = \"{d}/backups\"\nencryption_enabled = false\nsocket = \"{d}/run/s.sock\"\n\
+             [config]\npaths = [\"{d}/etc\"]\n\
+             [offsite]\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"fleet\"\nprefix = \"b/\"\n\
+             access_key_id = \"AK\"\nsecret_key_file = \"{d}/s3.secret\"\n",
+            d = dir.display()
+        );
+        let cfg = Config::parse(&text, Path::new("test.toml")).unwrap();
+        let (d, _) = Daemon::new(Path::new("test.toml"), Session::open(cfg).unwrap()).unwrap();
+        let first = d.handle_line(&peer(0), b"OFFSITE");
+        assert_eq!(first.trim_end(), "OK {\"job\":1}", "{first}");
+        // Asked again (or by a trigger) while queued: the same job.
+        assert_eq!(d.handle_line(&peer(0), b"OFFSITE"), first);
+        d.request_offsite();
+        assert_eq!(d.jobs.borrow().offsite_queued(), Some(1));
+        // The job runner never takes it: it belongs to the offsite lane.
+        assert!(d.jobs.borrow_mut().start_next().is_none());
+        let job = d.handle_line(&peer(0), b"JOB 1");
+        assert!(job.contains(r#""what":"offsite sync""#), "{job}");
+        let status = d.handle_line(&peer(0), b"STATUS");
+        assert!(
+            status.contains(r#""offsite":{"#) && status.contains(r#""queued":1"#),
+            "{status}"
+        );
+        let audit = audit_text(&dir);
+        assert!(audit.contains(r#""what":"OFFSITE""#), "{audit}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

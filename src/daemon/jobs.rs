@@ -4,6 +4,14 @@
 //! counter. Submitting work equal to a job already queued or running returns
 //! that job instead of queueing a duplicate. The last `HISTORY` finished
 //! jobs are kept for `HISTORY` and `JOB`; older ones are forgotten.
+//!
+//! Offsite syncs ([`JobKind::Offsite`]) run in a lane of their own (the
+//! daemon's offsite task, beside the job runner: an upload over a slow
+//! link must not hold back a backup): [`Jobs::start_next`] and
+//! [`Jobs::running`] are about the other jobs, [`Jobs::start_next_offsite`]
+//! and [`Jobs::running_offsite`] about syncs. A sync folds only into a
+//! queued one, not into a running one: a sync asked for while one runs
+//! (there may be new files it did not see) makes exactly one more.
 
 use std::collections::VecDeque;
 
@@ -16,6 +24,9 @@ use crate::restore::Selector;
 use crate::strategy::Strategy;
 
 const HISTORY: usize = 50;
+/// Finished offsite syncs kept (one may end per WAL segment: they must not
+/// push every other job out of `HISTORY`).
+const OFFSITE_HISTORY: usize = 5;
 /// Jobs that may wait in the queue (requests beyond get `ERR 503`).
 pub const MAX_QUEUED: usize = 100;
 
@@ -41,6 +52,8 @@ pub enum JobKind {
     /// A recovery set onto the stick at this directory (`export_dir`
     /// when `None`).
     Export(Option<std::path::PathBuf>),
+    /// Ship what the offsite store does not hold yet (`offsite sync`).
+    Offsite,
 }
 
 impl JobKind {
@@ -104,6 +117,7 @@ impl JobKind {
             }
             JobKind::Export(None) => "export".into(),
             JobKind::Export(Some(dir)) => format!("export to {}", dir.display()),
+            JobKind::Offsite => "offsite sync".into(),
         }
     }
 }
@@ -159,7 +173,10 @@ impl Jobs {
     /// work is not the scheduler's (its jobs fold into one per kind, so
     /// they are few, and a full queue must not stop scheduled backups).
     pub fn submit(&mut self, kind: JobKind, actor: Actor) -> Option<(u64, bool)> {
-        let active = |j: &&Job| matches!(j.state, JobState::Queued | JobState::Running);
+        let active = |j: &&Job| match j.kind {
+            JobKind::Offsite => j.state == JobState::Queued,
+            _ => matches!(j.state, JobState::Queued | JobState::Running),
+        };
         if let Some(j) = self.jobs.iter().filter(active).find(|j| j.kind == kind) {
             return Some((j.id, false));
         }
@@ -183,6 +200,17 @@ impl Jobs {
     }
 
     fn forget_old(&mut self) {
+        let ended_sync = |j: &Job| {
+            j.kind == JobKind::Offsite && !matches!(j.state, JobState::Queued | JobState::Running)
+        };
+        while self.jobs.iter().filter(|j| ended_sync(j)).count() > OFFSITE_HISTORY {
+            match self.jobs.iter().position(ended_sync) {
+                Some(i) => {
+                    self.jobs.remove(i);
+                }
+                None => break,
+            }
+        }
         while self.jobs.len() > HISTORY {
             match self
                 .jobs
@@ -197,12 +225,32 @@ impl Jobs {
         }
     }
 
-    /// The next queued job, now marked running.
+    /// The next queued job (not a sync), now marked running.
     pub fn start_next(&mut self) -> Option<(u64, JobKind, Counter)> {
-        let j = self.jobs.iter_mut().find(|j| j.state == JobState::Queued)?;
+        self.start_first(|k| *k != JobKind::Offsite)
+    }
+
+    /// The queued sync, now marked running.
+    pub fn start_next_offsite(&mut self) -> Option<(u64, JobKind, Counter)> {
+        self.start_first(|k| *k == JobKind::Offsite)
+    }
+
+    fn start_first(&mut self, lane: impl Fn(&JobKind) -> bool) -> Option<(u64, JobKind, Counter)> {
+        let j = self
+            .jobs
+            .iter_mut()
+            .find(|j| j.state == JobState::Queued && lane(&j.kind))?;
         j.state = JobState::Running;
         j.started_at = Some(crate::timefmt::now_unix());
         Some((j.id, j.kind.clone(), j.progress.clone()))
+    }
+
+    /// Whether a sync is queued.
+    pub fn offsite_queued(&self) -> Option<u64> {
+        self.jobs
+            .iter()
+            .find(|j| j.state == JobState::Queued && j.kind == JobKind::Offsite)
+            .map(|j| j.id)
     }
 
     pub fn finish(&mut self, id: u64, state: JobState, outcome: String) {
@@ -221,8 +269,18 @@ impl Jobs {
         self.jobs.iter_mut().find(|j| j.id == id)
     }
 
+    /// The running job (not a sync).
     pub fn running(&self) -> Option<&Job> {
-        self.jobs.iter().find(|j| j.state == JobState::Running)
+        self.jobs
+            .iter()
+            .find(|j| j.state == JobState::Running && j.kind != JobKind::Offsite)
+    }
+
+    /// The running sync.
+    pub fn running_offsite(&self) -> Option<&Job> {
+        self.jobs
+            .iter()
+            .find(|j| j.state == JobState::Running && j.kind == JobKind::Offsite)
     }
 
     pub fn queued(&self) -> usize {
@@ -289,6 +347,46 @@ mod tests {
         assert!(j
             .submit(JobKind::Backup(Strategy::Config, false), Actor::Scheduler)
             .is_some());
+    }
+
+    #[test]
+    fn syncs_have_their_own_lane_and_coalesce_into_one_more() {
+        let mut j = Jobs::default();
+        let (b, _) = j
+            .submit(JobKind::Backup(Strategy::Config, false), Actor::Scheduler)
+            .unwrap();
+        let (s1, _) = j.submit(JobKind::Offsite, Actor::Daemon).unwrap();
+        // The runner takes the backup, never the sync; the sync lane the sync.
+        assert_eq!(j.start_next_offsite().unwrap().0, s1);
+        assert!(j.start_next_offsite().is_none());
+        assert_eq!(j.start_next().unwrap().0, b);
+        assert!(j.start_next().is_none());
+        assert_eq!(j.running().unwrap().id, b);
+        assert_eq!(j.running_offsite().unwrap().id, s1);
+        // Asked for while one runs: one more, however often asked.
+        let (s2, new) = j.submit(JobKind::Offsite, Actor::Daemon).unwrap();
+        assert!(new && s2 != s1);
+        for _ in 0..5 {
+            assert_eq!(
+                j.submit(JobKind::Offsite, Actor::Daemon).unwrap(),
+                (s2, false)
+            );
+        }
+        assert_eq!(j.offsite_queued(), Some(s2));
+        j.finish(s1, JobState::Done, "ok".into());
+        assert_eq!(j.start_next_offsite().unwrap().0, s2);
+        assert_eq!(j.offsite_queued(), None);
+        // Many syncs later, the backup is still in the history (a sync
+        // ended since the last submission may be one over).
+        j.finish(s2, JobState::Done, "ok".into());
+        j.finish(b, JobState::Done, "ok".into());
+        for _ in 0..(2 * HISTORY) {
+            let (id, _) = j.submit(JobKind::Offsite, Actor::Daemon).unwrap();
+            j.start_next_offsite();
+            j.finish(id, JobState::Done, String::new());
+        }
+        assert!(j.get(b).is_some());
+        assert!(j.all().filter(|x| x.kind == JobKind::Offsite).count() <= OFFSITE_HISTORY + 1);
     }
 
     #[test]

@@ -49,12 +49,10 @@ impl Daemon {
 
     /// The metrics in the Prometheus text format.
     pub(super) fn metrics_text(&self) -> String {
-        metrics::text(
-            &self.session(),
-            &self.metrics_findings(),
-            self.metrics_outbox_depth(),
-            self.metrics_pitr(),
-        )
+        let mut snap = metrics::gather(&self.session());
+        snap.pitr = self.metrics_pitr();
+        snap.offsite = self.offsite_status();
+        metrics::render(&snap, &self.metrics_findings(), self.metrics_outbox_depth())
     }
 
     /// `METRICS`: the text as a JSON string, so the reply stays one line.

@@ -7,7 +7,8 @@
 //! job into calls of the operations layer; `handler` answers one request
 //! line (parse, roles, audit, dispatch); `reports` builds the read-only
 //! replies (status, health, list); `metrics` the `METRICS` reply and the
-//! node_exporter textfile; `socket` binds the control socket.
+//! node_exporter textfile; `socket` binds the control socket; `offsite`
+//! the offsite sync lane beside the job runner.
 //!
 //! Everything runs as tasks on one `LocalExecutor`: the accept loop and one
 //! task per connection, the job runner, the scheduler tick, the signal
@@ -27,6 +28,7 @@ pub mod jobs;
 mod metrics;
 mod monitor;
 pub mod notify;
+mod offsite;
 mod pitr;
 mod raise;
 mod reports;
@@ -76,6 +78,10 @@ pub struct Daemon {
     kicked: smol::channel::Receiver<()>,
     /// What the WAL shipper last reported (STATUS).
     pitr: RefCell<crate::pitr::PitrStatus>,
+    /// The offsite sync lane (see `offsite`), and its wake-up.
+    offsite: RefCell<offsite::Lane>,
+    wake_offsite: smol::channel::Sender<()>,
+    offsite_woken: smol::channel::Receiver<()>,
 }
 
 fn mono_ms(since: Instant) -> u64 {
@@ -128,6 +134,7 @@ impl Daemon {
         );
         let (wake_tx, wake_rx) = smol::channel::bounded(1);
         let (kick_tx, kick_rx) = smol::channel::bounded(1);
+        let (offsite_tx, offsite_rx) = smol::channel::bounded(1);
         let socket = cfg.socket.clone();
         let alerting = Rc::new(crate::alerting::Alerting::open(cfg)?);
         Ok((
@@ -147,6 +154,9 @@ impl Daemon {
                 kick_monitor: kick_tx,
                 kicked: kick_rx,
                 pitr: RefCell::new(crate::pitr::PitrStatus::default()),
+                offsite: RefCell::new(offsite::Lane::default()),
+                wake_offsite: offsite_tx,
+                offsite_woken: offsite_rx,
             },
             wake_rx,
         ))
@@ -218,6 +228,8 @@ pub fn run(config_path: &Path) -> Result<i32> {
         ex.spawn(monitor::task(daemon.clone(), daemon.kicked.clone()))
             .detach();
         ex.spawn(pitr::task(daemon.clone())).detach();
+        ex.spawn(offsite::task(daemon.clone(), daemon.offsite_woken.clone()))
+            .detach();
         notifier.send("READY=1");
         log::info!("daemon ready on {}", socket_path.display());
         tasks::signals(daemon.clone()).await

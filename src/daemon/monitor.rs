@@ -98,6 +98,13 @@ impl Daemon {
             Ok(self.pitr.borrow().clone()),
             Some(self.started_wall()),
         );
+        facts.offsite = self.offsite_status().and_then(|status| {
+            let interval = session.config().offsite.as_ref()?.interval();
+            Some(crate::monitor::facts::OffsiteFacts {
+                interval_s: interval.as_secs().max(1),
+                status,
+            })
+        });
         let now = crate::timefmt::now_unix();
         let findings = rules::evaluate(&facts, &session.config().monitoring, now);
         (facts, findings, now)

@@ -84,7 +84,12 @@ pub(super) async fn task(d: Rc<Daemon>) {
             }
             started
         } else {
+            let before = (s.status.generation.clone(), s.status.segments);
             s.step(&session);
+            // A new segment goes offsite at once (coalesced there).
+            if (s.status.generation.clone(), s.status.segments) != before {
+                d.request_offsite();
+            }
             Ok(())
         };
         match result {

@@ -67,6 +67,7 @@ impl Daemon {
                 .map_or(Value::Null, last_export_json),
             "next_export_in_s": sched.export_due_in(now_mono).map(|ms| ms / 1000),
             "pitr": pitr,
+            "offsite": self.offsite_json(),
             "uptime_s": self.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
         })

@@ -131,6 +131,10 @@ pub(super) async fn runner(d: Rc<Daemon>, wake: smol::channel::Receiver<()>) {
             _ => {}
         }
         d.jobs.borrow_mut().finish(id, state, text.clone());
+        // A new archive goes offsite at once.
+        if backup && state == JobState::Done {
+            d.request_offsite();
+        }
         // The monitor looks at once (a failed backup is news).
         let _ = d.kick_monitor.try_send(());
         d.audit_quietly(
@@ -257,8 +261,13 @@ impl Daemon {
         if let Some((_, tx)) = self.cancel.borrow().as_ref() {
             let _ = tx.try_send(());
         }
+        self.cancel_offsite(None);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.jobs.borrow().running().is_some() && Instant::now() < deadline {
+        let busy = || {
+            let jobs = self.jobs.borrow();
+            jobs.running().is_some() || jobs.running_offsite().is_some()
+        };
+        while busy() && Instant::now() < deadline {
             Timer::after(Duration::from_millis(5)).await;
         }
     }
@@ -270,5 +279,6 @@ impl Daemon {
                 let _ = tx.try_send(());
             }
         }
+        self.cancel_offsite(Some(id));
     }
 }

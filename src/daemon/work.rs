@@ -129,6 +129,11 @@ impl Daemon {
                     .inspect_err(|e| log::warn!("export failed: {e}"))?;
                 Ok(r.describe())
             }
+            // Syncs run in the offsite lane (`super::offsite`), not here.
+            JobKind::Offsite => session
+                .offsite_sync()
+                .await
+                .map(|r| super::offsite::describe(&r)),
             JobKind::Prune { dry_run } => {
                 let report = session.prune(*dry_run)?;
                 let ids: Vec<&str> = report.dropped().collect();

@@ -43,6 +43,17 @@ pub struct Facts {
     /// WAL shipping, when `[database] pitr` is on (filled by the caller:
     /// the shipper lives in the daemon).
     pub pitr: Option<PitrFacts>,
+    /// The daemon's offsite syncs, when `[offsite]` is configured (filled
+    /// by the caller: the syncs run in the daemon).
+    pub offsite: Option<OffsiteFacts>,
+}
+
+/// What the offsite rules judge.
+#[derive(Clone, Debug)]
+pub struct OffsiteFacts {
+    /// `[offsite] interval` in seconds.
+    pub interval_s: u64,
+    pub status: crate::offsite::status::OffsiteStatus,
 }
 
 /// What the `pitr` rule judges: the daemon's shipper.
@@ -245,5 +256,6 @@ pub async fn gather(
         running,
         watch_since,
         pitr: None,
+        offsite: None,
     }
 }

@@ -46,6 +46,10 @@ pub struct MonitoringSection {
     export_critical: Option<BoundedCount<1, 1000>>,
     pitr_lag_warning: Option<MonitorDuration>,
     pitr_lag_critical: Option<MonitorDuration>,
+    offsite_lag_warning: Option<MonitorDuration>,
+    offsite_lag_critical: Option<MonitorDuration>,
+    offsite_failures_warning: Option<BoundedCount<1, 1000>>,
+    offsite_failures_critical: Option<BoundedCount<1, 1000>>,
     confirm: Option<BoundedCount<1, 100>>,
     repeat: Option<MonitorDuration>,
 }
@@ -100,6 +104,14 @@ pub struct Thresholds {
     /// (default 1 minute and 10 minutes).
     pub pitr_lag_warning: Duration,
     pub pitr_lag_critical: Duration,
+    /// Offsite store: the oldest restore point (archive file or WAL
+    /// segment) not yet confirmed remotely may be this old (default
+    /// `None`: 2 `[offsite] interval`s plus an hour, and 4 plus a day).
+    pub offsite_lag_warning: Option<Duration>,
+    pub offsite_lag_critical: Option<Duration>,
+    /// Offsite syncs failed in a row (default 2 and 6).
+    pub offsite_failures_warning: u32,
+    pub offsite_failures_critical: u32,
     /// Evaluations in a row that must agree before a change of state is
     /// believed (default 2; 1 believes every change at once).
     pub confirm: u32,
@@ -143,6 +155,10 @@ impl MonitoringSection {
             pitr_lag_critical: self
                 .pitr_lag_critical
                 .map_or(Duration::from_secs(600), |d| d.0),
+            offsite_lag_warning: self.offsite_lag_warning.map(|d| d.0),
+            offsite_lag_critical: self.offsite_lag_critical.map(|d| d.0),
+            offsite_failures_warning: self.offsite_failures_warning.map_or(2, |v| v.0),
+            offsite_failures_critical: self.offsite_failures_critical.map_or(6, |v| v.0),
             confirm: self.confirm.map_or(2, |v| v.0),
             repeat: self.repeat.map_or(Duration::from_secs(12 * 3600), |d| d.0),
         }
@@ -153,7 +169,14 @@ impl Thresholds {
     /// Warning thresholds must come before critical ones: the message
     /// names both keys.
     pub fn check(&self) -> Result<(), String> {
-        let pairs: [(&str, u32, &str, u32, bool); 6] = [
+        let pairs: [(&str, u32, &str, u32, bool); 7] = [
+            (
+                "offsite_failures_warning",
+                self.offsite_failures_warning,
+                "offsite_failures_critical",
+                self.offsite_failures_critical,
+                true,
+            ),
             (
                 "age_warning",
                 self.age_warning,
@@ -212,6 +235,15 @@ impl Thresholds {
                 self.pitr_lag_warning.as_secs(),
                 self.pitr_lag_critical.as_secs()
             ));
+        }
+        if let (Some(w), Some(c)) = (self.offsite_lag_warning, self.offsite_lag_critical) {
+            if w > c {
+                return Err(format!(
+                    "[monitoring] offsite_lag_warning = {}s must be at most offsite_lag_critical = {}s: a warning comes before the critical state",
+                    w.as_secs(),
+                    c.as_secs()
+                ));
+            }
         }
         Ok(())
     }

@@ -115,8 +115,9 @@ impl Body<'_> {
 
     /// The hex SHA-256 (for the signature) and the base64 MD5 (for
     /// `Content-MD5`, which the server checks) of the body: one pass over
-    /// a file range.
-    fn digests(&self) -> Result<(String, Option<String>), S3Error> {
+    /// a file range, yielding to the executor after each chunk (the
+    /// daemon answers its socket while a large part is hashed).
+    async fn digests(&self) -> Result<(String, Option<String>), S3Error> {
         let mut h = Sha256::new();
         let mut m = Md5::new();
         match self {
@@ -133,6 +134,7 @@ impl Body<'_> {
                     h.update(&buf[..n]);
                     m.update(&buf[..n]);
                     done += n as u64;
+                    smol::future::yield_now().await;
                 }
             }
         }
@@ -257,7 +259,7 @@ impl S3 {
         mut sink: Option<&mut Sink<'_>>,
         what: &str,
     ) -> Result<Reply, S3Error> {
-        let (payload, content_md5) = body.digests()?;
+        let (payload, content_md5) = body.digests().await?;
         let mut extra: Vec<(&str, &str)> = extra.to_vec();
         if let Some(m) = &content_md5 {
             extra.push(("content-md5", m));
@@ -445,6 +447,9 @@ impl S3 {
                         pacer.take(n).await;
                         conn.send(&buf[..n]).await?;
                         done += n as u64;
+                        // A fast link never makes the send wait: let the
+                        // daemon's other tasks in after each chunk.
+                        smol::future::yield_now().await;
                     }
                 }
             }

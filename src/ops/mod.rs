@@ -28,6 +28,7 @@ mod disaster;
 mod drill;
 mod export;
 mod offsite;
+mod offsite_pending;
 pub mod offsite_prune;
 mod pitr;
 mod prune;

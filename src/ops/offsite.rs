@@ -70,8 +70,9 @@ pub struct OffsiteVerifyReport {
     pub failures: Vec<String>,
 }
 
+/// Keeps the kind (credentials, unreachable, …) for the daemon's monitor.
 pub(super) fn s3_err(e: S3Error) -> crate::error::Error {
-    msg(e.to_string())
+    crate::error::Error::Offsite(e)
 }
 
 pub(super) struct Target {
@@ -91,7 +92,7 @@ impl Session {
         })
     }
 
-    fn offsite_target(&self) -> Result<Target> {
+    pub(super) fn offsite_target(&self) -> Result<Target> {
         let o = self.offsite_section()?;
         let creds = Credentials {
             access_key_id: o.access_key_id.0.clone(),
@@ -128,7 +129,7 @@ impl Session {
         })
     }
 
-    fn store_id(&self, t: &Target) -> String {
+    pub(super) fn store_id(&self, t: &Target) -> String {
         format!("{} {} {}", t.s3.endpoint(), t.s3.bucket(), t.prefix)
     }
 
@@ -340,7 +341,7 @@ async fn ship(
     let resuming = rec.upload.as_ref().is_some_and(|u| u.key == full);
     if !resuming {
         if let Some(obj) = t.s3.head(full).await.map_err(s3_err)? {
-            return same_object(full, &obj, file, size).map(|()| false);
+            return same_object(full, &obj, file, size).await.map(|()| false);
         }
     }
     if size <= t.part_size {
@@ -448,7 +449,7 @@ async fn ship(
 /// [`same_object`]).
 async fn found(t: &mut Target, full: &str, file: &std::fs::File, size: u64) -> Result<bool> {
     match t.s3.head(full).await.map_err(s3_err)? {
-        Some(obj) => same_object(full, &obj, file, size).map(|()| false),
+        Some(obj) => same_object(full, &obj, file, size).await.map(|()| false),
         None => Err(msg(format!(
             "{full}: the store refused to overwrite it but does not show it; sync again"
         ))),
@@ -458,7 +459,8 @@ async fn found(t: &mut Target, full: &str, file: &std::fs::File, size: u64) -> R
 /// An object found in the store counts as this file's when the sizes
 /// match and, where its ETag is a plain MD5 (a single PUT; a multipart
 /// ETag ends in `-N`), the local file's MD5 is that ETag.
-fn same_object(full: &str, obj: &Object, file: &std::fs::File, size: u64) -> Result<()> {
+/// Yields after each chunk (the daemon answers its socket meanwhile).
+async fn same_object(full: &str, obj: &Object, file: &std::fs::File, size: u64) -> Result<()> {
     same_size(full, obj, size)?;
     let etag = obj.etag.trim_matches('"');
     if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -480,6 +482,7 @@ fn same_object(full: &str, obj: &Object, file: &std::fs::File, size: u64) -> Res
         }
         m.update(&buf[..n]);
         at += n as u64;
+        smol::future::yield_now().await;
     }
     if crate::offsite::sigv4::hex(&m.finish()).eq_ignore_ascii_case(etag) {
         Ok(())

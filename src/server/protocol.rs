@@ -32,6 +32,7 @@ pub enum Verb {
     Metrics,
     Drill,
     Export,
+    Offsite,
     TestAlert,
 }
 
@@ -47,7 +48,7 @@ pub struct VerbSpec {
     pub help: &'static str,
 }
 
-pub const VERBS: [VerbSpec; 18] = [
+pub const VERBS: [VerbSpec; 19] = [
     VerbSpec {
         verb: Verb::Ping,
         name: "PING",
@@ -151,6 +152,12 @@ pub const VERBS: [VerbSpec; 18] = [
         help: "EXPORT [DIR] — queue an export of a verified recovery set onto the stick mounted at DIR (default: export_dir)",
     },
     VerbSpec {
+        verb: Verb::Offsite,
+        name: "OFFSITE",
+        needs: Some(Role::Operator),
+        help: "OFFSITE — sync with the [offsite] store now: ship what it does not hold yet (joins a sync queued or running)",
+    },
+    VerbSpec {
         verb: Verb::TestAlert,
         name: "TEST-ALERT",
         needs: Some(Role::Operator),
@@ -184,6 +191,7 @@ impl Verb {
                 | Verb::Cancel
                 | Verb::Drill
                 | Verb::Export
+                | Verb::Offsite
                 | Verb::TestAlert
         )
     }

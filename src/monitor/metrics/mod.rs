@@ -79,6 +79,8 @@ pub struct Snapshot {
     pub space: Option<Space>,
     /// The daemon's WAL shipper, when point-in-time recovery is on.
     pub pitr: Option<PitrStatus>,
+    /// The daemon's offsite syncs, when `[offsite]` is configured.
+    pub offsite: Option<crate::offsite::status::OffsiteStatus>,
 }
 
 /// Read the figures: `state.json`, one pass over the store, `statvfs`.
@@ -132,6 +134,7 @@ pub fn gather(session: &Session) -> Snapshot {
         unreadable,
         space: space_of(&cfg.backup_dir),
         pitr: None,
+        offsite: None,
     }
 }
 
@@ -217,6 +220,64 @@ fn render_pitr(e: &mut Expo, p: &PitrStatus) {
         "1 if the last copy of WAL segments to the recovery stick failed, else 0.",
     );
     e.sample(&[], Num::U(u64::from(p.stick_error.is_some())));
+}
+
+/// The offsite syncs' figures.
+fn render_offsite(e: &mut Expo, o: &crate::offsite::status::OffsiteStatus) {
+    e.family(
+        "rvm_backup_offsite_shipped_bytes_total",
+        "counter",
+        "Bytes shipped to the offsite store since the daemon started.",
+    );
+    e.sample(&[], Num::U(o.bytes_shipped));
+    e.family(
+        "rvm_backup_offsite_shipped_objects_total",
+        "counter",
+        "Objects shipped to the offsite store since the daemon started.",
+    );
+    e.sample(&[], Num::U(o.objects_shipped));
+    if let Some(p) = &o.pending {
+        e.family(
+            "rvm_backup_offsite_pending_bytes",
+            "gauge",
+            "Bytes of local archive files and WAL segments not yet confirmed in the offsite store.",
+        );
+        e.sample(&[], Num::U(p.bytes));
+        e.family(
+            "rvm_backup_offsite_pending_objects",
+            "gauge",
+            "Local archive files and WAL segments not yet confirmed in the offsite store.",
+        );
+        e.sample(&[], Num::U(p.objects));
+        e.family(
+            "rvm_backup_offsite_oldest_pending_timestamp_seconds",
+            "gauge",
+            "Unix time the oldest file not yet in the offsite store was written (absent: none pending).",
+        );
+        if let Some(t) = p.oldest {
+            e.sample(&[], Num::I(t));
+        }
+    }
+    e.family(
+        "rvm_backup_offsite_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time the last offsite sync succeeded.",
+    );
+    if let Some(t) = o.last_success {
+        e.sample(&[], Num::I(t));
+    }
+    e.family(
+        "rvm_backup_offsite_consecutive_failures",
+        "gauge",
+        "Offsite syncs that failed in a row since the last success.",
+    );
+    e.sample(&[], Num::U(u64::from(o.consecutive_failures)));
+    e.family(
+        "rvm_backup_offsite_credentials_rejected",
+        "gauge",
+        "1 if the offsite store rejected the credentials at the last sync, else 0.",
+    );
+    e.sample(&[], Num::U(u64::from(o.credentials_rejected())));
 }
 
 type Figure = fn(&PerStrategy) -> Option<Num>;
@@ -345,6 +406,9 @@ pub fn render(snap: &Snapshot, findings: &[Finding], outbox_depth: Option<u64>) 
     }
     if let Some(p) = &snap.pitr {
         render_pitr(&mut e, p);
+    }
+    if let Some(o) = &snap.offsite {
+        render_offsite(&mut e, o);
     }
     e.family(
         "rvm_backup_rule_state",

@@ -52,6 +52,7 @@ fn snapshot() -> Snapshot {
             total: 8 << 30,
         }),
         pitr: None,
+        offsite: None,
     }
 }
 
@@ -270,4 +271,38 @@ fn pitr_gauges_when_the_shipper_runs() {
     }
     // Unknown: no sample.
     assert!(!text.contains("rvm_backup_pitr_stick_segments "), "{text}");
+}
+
+#[test]
+fn offsite_figures_when_the_daemon_syncs() {
+    let mut snap = snapshot();
+    assert!(!render(&snap, &[], None).contains("rvm_backup_offsite_"));
+    snap.offsite = Some(crate::offsite::status::OffsiteStatus {
+        enabled: true,
+        bytes_shipped: 12_345,
+        objects_shipped: 4,
+        last_success: Some(1_795_000_000),
+        consecutive_failures: 3,
+        last_error_kind: Some(crate::offsite::status::FailureKind::Credentials),
+        pending: Some(crate::offsite::pending::Pending {
+            objects: 2,
+            bytes: 900,
+            oldest: Some(1_794_999_000),
+        }),
+        ..Default::default()
+    });
+    let text = render(&snap, &[], None);
+    for line in [
+        "# TYPE rvm_backup_offsite_shipped_bytes_total counter",
+        "rvm_backup_offsite_shipped_bytes_total 12345",
+        "rvm_backup_offsite_shipped_objects_total 4",
+        "rvm_backup_offsite_pending_bytes 900",
+        "rvm_backup_offsite_pending_objects 2",
+        "rvm_backup_offsite_oldest_pending_timestamp_seconds 1794999000",
+        "rvm_backup_offsite_last_success_timestamp_seconds 1795000000",
+        "rvm_backup_offsite_consecutive_failures 3",
+        "rvm_backup_offsite_credentials_rejected 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
 }

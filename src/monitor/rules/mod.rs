@@ -14,6 +14,7 @@ mod duration;
 mod export;
 mod failures;
 mod integrity;
+mod offsite;
 mod pitr;
 mod size;
 mod storage;
@@ -35,6 +36,9 @@ pub const DURATION: &str = "duration";
 pub const DRILL: &str = "drill";
 pub const EXPORT: &str = "export";
 pub const PITR: &str = "pitr";
+pub const OFFSITE_LAG: &str = "offsite_lag";
+pub const OFFSITE_FAILURES: &str = "offsite_failures";
+pub const OFFSITE_CREDENTIALS: &str = "offsite_credentials";
 pub const DATABASE_CHECK: &str = "database_check";
 pub const KEY_FILE: &str = "key_file";
 pub const SIDECARS: &str = "sidecars";
@@ -63,6 +67,7 @@ pub fn evaluate(f: &Facts, t: &Thresholds, now: i64) -> Vec<Finding> {
         out.push(x);
     }
     out.extend(pitr::pitr(f, t, now));
+    out.extend(offsite::offsite(f, t, now));
     out.push(integrity::key_file(f));
     out
 }
