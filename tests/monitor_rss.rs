@@ -148,7 +148,12 @@ fn own_clean_file_kib(pid: u32) -> u64 {
     let exe = exe.to_str().unwrap().to_owned();
     let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
     let kib = |l: &str, key: &str| -> Option<u64> {
-        l.strip_prefix(key)?.trim().trim_end_matches("kB").trim().parse().ok()
+        l.strip_prefix(key)?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
     };
     let (mut ours, mut total, mut dirty) = (false, 0u64, 0u64);
     for l in smaps.lines() {
