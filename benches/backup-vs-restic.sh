@@ -23,11 +23,8 @@ scale=${1:-1.0}
 measure=(python3 "$repo/benches/measure.py")
 mkdata="$repo/../shared/bench/mkdata.py"
 
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
-section() { printf '\n== %s\n' "$*"; }
+# shellcheck source=benches/lib.sh
+. "$repo/benches/lib.sh"
 
 [[ $scale =~ ^[0-9]+([.][0-9]+)?$ ]] || die "SCALE must be a number like 1.0, not '$scale'"
 [ -f "$mkdata" ] || die "data set generator not found: $mkdata"
@@ -54,20 +51,10 @@ cleanup() {
 trap cleanup EXIT
 
 need_mib=$(awk -v s="$scale" 'BEGIN { printf "%d", 1300 * s + 100 }')
-avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
-[ "$avail_mib" -ge "$need_mib" ] || die "need about $need_mib MiB free in $WORK, have $avail_mib MiB"
+need_free_mib "$WORK" "$need_mib"
 
 # ---- binary -----------------------------------------------------------------------
-if [ -n "${RVM_BACKUP_BIN:-}" ]; then
-    bin=$RVM_BACKUP_BIN
-else
-    section "cargo build --release"
-    (cd "$repo" && cargo build --release)
-    target_dir=${CARGO_TARGET_DIR:-target}
-    [[ $target_dir == /* ]] || target_dir="$repo/$target_dir"
-    bin="$target_dir/release/rvm-backup"
-fi
-[ -x "$bin" ] || die "no executable at $bin"
+bench_binary
 
 # ---- data set and config ------------------------------------------------------------
 section "data set (scale $scale) in $WORK/data"

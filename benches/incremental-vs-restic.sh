@@ -48,11 +48,8 @@ runs=${2:-5}
 measure=(python3 "$repo/benches/measure.py")
 mkdata="$repo/../shared/bench/mkdata.py"
 
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
-section() { printf '\n== %s\n' "$*"; }
+# shellcheck source=benches/lib.sh
+. "$repo/benches/lib.sh"
 
 [[ $scale =~ ^[0-9]+([.][0-9]+)?$ ]] || die "SCALE must be a number like 1.0, not '$scale'"
 # Each run adds 4 incrementals to each tree chain; full_every_count = 63 is the most a chain holds.
@@ -81,24 +78,10 @@ trap cleanup EXIT
 
 # Two full copies of the data, the restic repository, and the incrementals (small).
 need_mib=$(awk -v s="$scale" -v r="$runs" 'BEGIN { printf "%d", (1400 + 60 * r) * s + 100 }')
-avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
-[ "$avail_mib" -ge "$need_mib" ] || die "need about $need_mib MiB free in $WORK, have $avail_mib MiB"
+need_free_mib "$WORK" "$need_mib"
 
 # ---- binary -----------------------------------------------------------------------
-if [ -n "${RVM_BACKUP_BIN:-}" ]; then
-    bin=$RVM_BACKUP_BIN
-else
-    section "cargo build --release"
-    if [ -x /work/cargo-locked ]; then
-        (cd "$repo" && /work/cargo-locked build --release)
-    else
-        (cd "$repo" && cargo build --release)
-    fi
-    target_dir=${CARGO_TARGET_DIR:-target}
-    [[ $target_dir == /* ]] || target_dir="$repo/$target_dir"
-    bin="$target_dir/release/rvm-backup"
-fi
-[ -x "$bin" ] || die "no executable at $bin"
+bench_binary
 
 # ---- data set and config ------------------------------------------------------------
 section "data set (scale $scale) in $WORK/data"

@@ -24,11 +24,8 @@ rate_mib=${RATE_MIB:-24}
 limit_kib=$((16 * 1024))
 weed=${WEED:-$repo/../.venv-s3/bin/weed}
 
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
-section() { printf '\n== %s\n' "$*"; }
+# shellcheck source=benches/lib.sh
+. "$repo/benches/lib.sh"
 
 [[ $big_mib =~ ^[1-9][0-9]*$ && $rate_mib =~ ^[1-9][0-9]*$ ]] || die "BIG_MIB and RATE_MIB must be positive integers"
 command -v python3 >/dev/null 2>&1 || die "python3 is required"
@@ -57,19 +54,9 @@ trap cleanup EXIT
 
 # Source file, archive and the server's copy exist at the same time.
 need_mib=$((big_mib * 3 + 400))
-avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
-[ "$avail_mib" -ge "$need_mib" ] || die "need about $need_mib MiB free in $WORK, have $avail_mib MiB"
+need_free_mib "$WORK" "$need_mib"
 
-if [ -n "${RVM_BACKUP_BIN:-}" ]; then
-    bin=$RVM_BACKUP_BIN
-else
-    section "cargo build --release"
-    (cd "$repo" && cargo build --release)
-    target_dir=${CARGO_TARGET_DIR:-target}
-    [[ $target_dir == /* ]] || target_dir="$repo/$target_dir"
-    bin="$target_dir/release/rvm-backup"
-fi
-[ -x "$bin" ] || die "no executable at $bin"
+bench_binary
 
 # Free loopback ports for weed mini's 12 listeners.
 mapfile -t ports < <(python3 - <<'EOF'

@@ -31,11 +31,8 @@ runs=${2:-3}
 measure=(python3 "$repo/benches/measure.py")
 mkdata="$repo/../shared/bench/mkdata.py"
 
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
-section() { printf '\n== %s\n' "$*"; }
+# shellcheck source=benches/lib.sh
+. "$repo/benches/lib.sh"
 
 [[ $scale =~ ^[0-9]+([.][0-9]+)?$ ]] || die "SCALE must be a number like 1.0, not '$scale'"
 [[ $runs =~ ^[1-9][0-9]?$ ]] || die "RUNS must be 1..99, not '$runs'"
@@ -61,19 +58,9 @@ cleanup() {
 trap cleanup EXIT
 
 need_mib=$(awk -v s="$scale" 'BEGIN { printf "%d", 1600 * s + 100 }')
-avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
-[ "$avail_mib" -ge "$need_mib" ] || die "need about $need_mib MiB free in $WORK, have $avail_mib MiB"
+need_free_mib "$WORK" "$need_mib"
 
-if [ -n "${RVM_BACKUP_BIN:-}" ]; then
-    bin=$RVM_BACKUP_BIN
-else
-    section "cargo build --release"
-    (cd "$repo" && cargo build --release)
-    target_dir=${CARGO_TARGET_DIR:-target}
-    [[ $target_dir == /* ]] || target_dir="$repo/$target_dir"
-    bin="$target_dir/release/rvm-backup"
-fi
-[ -x "$bin" ] || die "no executable at $bin"
+bench_binary
 baseline=${BASELINE_BIN:-}
 [ -z "$baseline" ] || [ -x "$baseline" ] || die "no executable at BASELINE_BIN=$baseline"
 

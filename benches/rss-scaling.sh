@@ -22,11 +22,8 @@ big_mib=${BIG_MIB:-1600}
 limit_kib=$((16 * 1024))
 growth_kib=$((2 * 1024))
 
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
-section() { printf '\n== %s\n' "$*"; }
+# shellcheck source=benches/lib.sh
+. "$repo/benches/lib.sh"
 
 [[ $small_mib =~ ^[1-9][0-9]*$ && $big_mib =~ ^[1-9][0-9]*$ ]] || die "SMALL_MIB and BIG_MIB must be positive integers"
 command -v python3 >/dev/null 2>&1 || die "python3 is required"
@@ -50,19 +47,9 @@ trap cleanup EXIT
 # Source, archive (about half the source: half of it is incompressible) and restored
 # copy of the big file exist at the same time; the small run is removed before it.
 need_mib=$((big_mib * 27 / 10 + 200))
-avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
-[ "$avail_mib" -ge "$need_mib" ] || die "need about $need_mib MiB free in $WORK, have $avail_mib MiB"
+need_free_mib "$WORK" "$need_mib"
 
-if [ -n "${RVM_BACKUP_BIN:-}" ]; then
-    bin=$RVM_BACKUP_BIN
-else
-    section "cargo build --release"
-    (cd "$repo" && cargo build --release)
-    target_dir=${CARGO_TARGET_DIR:-target}
-    [[ $target_dir == /* ]] || target_dir="$repo/$target_dir"
-    bin="$target_dir/release/rvm-backup"
-fi
-[ -x "$bin" ] || die "no executable at $bin"
+bench_binary
 
 # make_file PATH MIB: alternating 1 MiB blocks of random bytes (incompressible) and of
 # log-like text (deflate has work to do), so both paths of the pipeline are exercised.

@@ -576,8 +576,27 @@ impl S3 {
         prefix: &str,
         token: Option<&str>,
     ) -> Result<(Vec<Object>, Option<String>), S3Error> {
-        let mut q: Vec<(&str, &str)> =
-            vec![("list-type", "2"), ("prefix", prefix), ("max-keys", PAGE)];
+        self.list_keys(prefix, token, PAGE).await
+    }
+
+    /// Check credentials, clock and bucket with the smallest request that
+    /// needs all three: a listing of at most one key (a sync may start
+    /// every few seconds over a metered link; a full page is ~300 KB).
+    pub async fn probe(&mut self, prefix: &str) -> Result<(), S3Error> {
+        self.list_keys(prefix, None, "1").await.map(|_| ())
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: &str,
+        token: Option<&str>,
+        max_keys: &str,
+    ) -> Result<(Vec<Object>, Option<String>), S3Error> {
+        let mut q: Vec<(&str, &str)> = vec![
+            ("list-type", "2"),
+            ("prefix", prefix),
+            ("max-keys", max_keys),
+        ];
         if let Some(t) = token {
             q.push(("continuation-token", t));
         }
@@ -786,36 +805,36 @@ impl S3 {
     /// DELETE an object (`offsite prune`, with its own credentials); an
     /// object already gone counts as deleted.
     pub async fn delete(&mut self, key: &str) -> Result<(), S3Error> {
-        match self
-            .call(
-                "DELETE",
-                Some(key),
-                &[],
-                &[],
-                Body::Empty,
-                &mut Pacer::new(None),
-                None,
-                "a DELETE",
-            )
-            .await
-        {
-            Ok(_) | Err(S3Error::Http { status: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.delete_gone_ok(key, &[], "a DELETE").await
     }
 
     /// Abort a multipart upload (its parts are dropped by the server).
     pub async fn abort(&mut self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        self.delete_gone_ok(
+            key,
+            &[("uploadId", upload_id)],
+            "aborting a multipart upload",
+        )
+        .await
+    }
+
+    /// A DELETE for which 404 (already gone) is success.
+    async fn delete_gone_ok(
+        &mut self,
+        key: &str,
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<(), S3Error> {
         match self
             .call(
                 "DELETE",
                 Some(key),
-                &[("uploadId", upload_id)],
+                query,
                 &[],
                 Body::Empty,
                 &mut Pacer::new(None),
                 None,
-                "aborting a multipart upload",
+                what,
             )
             .await
         {

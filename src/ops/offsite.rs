@@ -139,7 +139,7 @@ impl Session {
         let dir = self.cfg.backup_dir.clone();
         let _lock = record::lock(&dir)?;
         // Credentials, clock and bucket are checked once, up front.
-        t.s3.list_page(&t.prefix, None).await.map_err(s3_err)?;
+        t.s3.probe(&t.prefix).await.map_err(s3_err)?;
         let mut rec = record::load(&dir, &self.store_id(&t))?;
         let loaded = rec.clone();
         let (items, problems) = local::items(&self.store, self.key.as_ref(), &dir);
@@ -244,7 +244,7 @@ impl Session {
             failures: problems,
             ..OffsiteVerifyReport::default()
         };
-        t.s3.list_page(&t.prefix, None).await.map_err(s3_err)?;
+        t.s3.probe(&t.prefix).await.map_err(s3_err)?;
         let root = Dir::open_path(&dir).map_err(|e| {
             msg(format!(
                 "cannot open backup directory {}: {e}",
@@ -284,7 +284,7 @@ impl Session {
                 continue;
             }
             if read {
-                let local = file_sha256(&file, size)?;
+                let local = file_sha256(&file, size).await?;
                 let mut h = Sha256::new();
                 let mut got = 0u64;
                 t.s3.get(&full, None, &mut |b| {
@@ -306,9 +306,10 @@ impl Session {
     }
 }
 
-fn file_sha256(file: &std::fs::File, size: u64) -> Result<[u8; 32]> {
+/// Feed the first `size` bytes of `file` to `f` in [`s3::CHUNK`] pieces,
+/// yielding after each (the daemon answers its socket meanwhile).
+async fn each_chunk(file: &std::fs::File, size: u64, mut f: impl FnMut(&[u8])) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let mut h = Sha256::new();
     let mut buf = vec![0u8; s3::CHUNK];
     let mut at = 0u64;
     while at < size {
@@ -321,9 +322,16 @@ fn file_sha256(file: &std::fs::File, size: u64) -> Result<[u8; 32]> {
         if n == 0 {
             return Err(msg("a local file became shorter while it was read"));
         }
-        h.update(&buf[..n]);
+        f(&buf[..n]);
         at += n as u64;
+        smol::future::yield_now().await;
     }
+    Ok(())
+}
+
+async fn file_sha256(file: &std::fs::File, size: u64) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    each_chunk(file, size, |b| h.update(b)).await?;
     Ok(h.finalize().into())
 }
 
@@ -466,24 +474,8 @@ async fn same_object(full: &str, obj: &Object, file: &std::fs::File, size: u64) 
     if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(());
     }
-    use std::os::unix::fs::FileExt;
     let mut m = crate::offsite::md5::Md5::new();
-    let mut buf = vec![0u8; s3::CHUNK];
-    let mut at = 0u64;
-    while at < size {
-        let want = buf
-            .len()
-            .min(usize::try_from(size - at).unwrap_or(usize::MAX));
-        let n = file
-            .read_at(&mut buf[..want], at)
-            .map_err(|e| msg(format!("cannot read a local file: {e}")))?;
-        if n == 0 {
-            return Err(msg("a local file became shorter while it was read"));
-        }
-        m.update(&buf[..n]);
-        at += n as u64;
-        smol::future::yield_now().await;
-    }
+    each_chunk(file, size, |b| m.update(b)).await?;
     if crate::offsite::sigv4::hex(&m.finish()).eq_ignore_ascii_case(etag) {
         Ok(())
     } else {

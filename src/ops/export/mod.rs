@@ -184,20 +184,7 @@ impl Session {
         let chosen = self.choose_for_export(progress).await?;
         let encrypted =
             self.cfg.encryption_enabled || chosen.iter().any(|c| c.listed.meta.encrypted);
-        let keys = if encrypted {
-            let ring = self
-                .key
-                .as_ref()
-                .ok_or_else(|| msg("the archives are encrypted but no key ring is loaded"))?;
-            let public = self
-                .cfg
-                .recovery_public_key
-                .as_ref()
-                .ok_or_else(|| self.no_recovery_key())?;
-            Some((ring, public))
-        } else {
-            None
-        };
+        let keys = self.set_keys(encrypted)?;
         let identity = BoardIdentity::current(&self.cfg.machine_id_file)?;
         let mut io = StickIo {
             stick: &stick,
@@ -290,30 +277,23 @@ impl Session {
         let set = create_set_dir(&board, &existing, &io)?;
         let set_dir = board.join(&set);
         let written = async {
-            let sealed_key = match keys {
-                Some((ring, public)) => {
-                    let bytes = crate::recovery::seal(ring, public)
-                        .map_err(|e| msg(format!("cannot seal the key ring: {e}")))?;
+            let sealed_key = match sealed_ring(keys)? {
+                Some(bytes) => {
                     copy::write_small(&set_dir.join(SEALED_KEY_FILE), &bytes, &io, progress)
                         .await?;
                     Some(manifest_file(SEALED_KEY_FILE.into(), &bytes))
                 }
                 None => None,
             };
-            let manifest = Manifest {
-                version: 1,
-                set: set.clone(),
-                board: identity.dir_name(),
-                hostname: identity.hostname.chars().take(255).collect(),
-                machine_id: identity.machine_id.clone(),
-                tool_version: env!("CARGO_PKG_VERSION").into(),
-                created: crate::timefmt::now_unix(),
+            let archives = chosen.iter().map(manifest_archive).collect();
+            let manifest = new_manifest(
+                set.clone(),
+                &identity,
                 encrypted,
-                key_id: keys.map(|(r, _)| r.writing().id().to_string()),
-                recovery_key_id: keys.map(|(_, p)| p.id().to_string()),
+                keys,
                 sealed_key,
-                archives: chosen.iter().map(manifest_archive).collect(),
-            };
+                archives,
+            );
             let bytes = manifest.seal(keys.map(|(r, _)| r.writing()));
             if !stick.still_there() {
                 return Err(io.error(
@@ -368,9 +348,27 @@ impl Session {
         Ok(report)
     }
 
+    /// What a set of encrypted archives is sealed with: the loaded key
+    /// ring and the configured recovery public key (`None` unencrypted).
+    pub(in crate::ops) fn set_keys(&self, encrypted: bool) -> Result<SetKeys<'_>> {
+        if !encrypted {
+            return Ok(None);
+        }
+        let ring = self
+            .key
+            .as_ref()
+            .ok_or_else(|| msg("the archives are encrypted but no key ring is loaded"))?;
+        let public = self
+            .cfg
+            .recovery_public_key
+            .as_ref()
+            .ok_or_else(|| self.no_recovery_key())?;
+        Ok(Some((ring, public)))
+    }
+
     fn no_recovery_key(&self) -> crate::error::Error {
         msg(format!(
-            "encryption is on but no recovery_public_key is configured, and a set without the sealed key dies with the card: make the fleet's recovery key once with `rvm-backup keygen --recovery --out FILE` (keep FILE off the board), put the recovery_public_key line it prints into {}, and export again",
+            "encryption is on but no recovery_public_key is configured, and a set without the sealed key dies with the card: make the fleet's recovery key once with `rvm-backup keygen --recovery --out FILE` (keep FILE off the board), put the recovery_public_key line it prints into {}, and export (or sync) again",
             self.cfg.file.display()
         ))
     }
@@ -680,6 +678,48 @@ fn archive_files(listed: &Listed) -> Result<ArchiveFiles> {
         ));
     }
     Ok(files)
+}
+
+/// What a set is sealed with: the key ring and the fleet's recovery
+/// public key (`None`: the archives are not encrypted).
+pub(in crate::ops) type SetKeys<'a> = Option<(
+    &'a crate::crypto::KeyRing,
+    &'a crate::recovery::RecoveryPublicKey,
+)>;
+
+/// The key ring sealed to the recovery public key (`key.sealed`), if any.
+pub(in crate::ops) fn sealed_ring(keys: SetKeys<'_>) -> Result<Option<Vec<u8>>> {
+    keys.map(|(ring, public)| {
+        crate::recovery::seal(ring, public)
+            .map_err(|e| msg(format!("cannot seal the key ring: {e}")))
+    })
+    .transpose()
+}
+
+/// A set's manifest, on a stick or in the offsite store: this board, now,
+/// the sealed key ring's file and the archives it names.
+pub(in crate::ops) fn new_manifest(
+    set: String,
+    identity: &BoardIdentity,
+    encrypted: bool,
+    keys: SetKeys<'_>,
+    sealed_key: Option<ManifestFile>,
+    archives: Vec<ManifestArchive>,
+) -> Manifest {
+    Manifest {
+        version: 1,
+        set,
+        board: identity.dir_name(),
+        hostname: identity.hostname.chars().take(255).collect(),
+        machine_id: identity.machine_id.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        created: crate::timefmt::now_unix(),
+        encrypted,
+        key_id: keys.map(|(r, _)| r.writing().id().to_string()),
+        recovery_key_id: keys.map(|(_, p)| p.id().to_string()),
+        sealed_key,
+        archives,
+    }
 }
 
 pub(in crate::ops) fn manifest_file(name: String, bytes: &[u8]) -> ManifestFile {

@@ -32,7 +32,9 @@ use crate::offsite::local::Item;
 use crate::offsite::pace::Pacer;
 use crate::offsite::record::Record;
 use crate::offsite::s3::{Body, Object, Put};
-use crate::ops::export::{chosen, manifest_archive, manifest_file, Chosen};
+use crate::ops::export::{
+    chosen, manifest_archive, manifest_file, new_manifest, sealed_ring, Chosen,
+};
 use crate::ops::Session;
 use crate::recovery_set::manifest::MAX_MANIFEST_LEN;
 use crate::recovery_set::{
@@ -228,18 +230,7 @@ impl Session {
         let archives: Vec<ManifestArchive> = chosen.iter().map(manifest_archive).collect();
         let encrypted =
             self.cfg.encryption_enabled || chosen.iter().any(|c| c.listed.meta.encrypted);
-        let keys = if encrypted {
-            let ring = self
-                .key
-                .as_ref()
-                .ok_or_else(|| msg("the archives are encrypted but no key ring is loaded"))?;
-            let public = self.cfg.recovery_public_key.as_ref().ok_or_else(|| {
-                msg("the archives are encrypted but no recovery_public_key is configured")
-            })?;
-            Some((ring, public))
-        } else {
-            None
-        };
+        let keys = self.set_keys(encrypted)?;
 
         // The newest remote set that opens: is it these archives? Sets
         // that do not open (damaged, or forged by someone else who can
@@ -281,10 +272,8 @@ impl Session {
         for _ in 0..MAX_NAME_TRIES {
             let set = recovery_set::set_name(when);
             when += 1;
-            let sealed_key = match keys {
-                Some((ring, public)) => {
-                    let bytes = crate::recovery::seal(ring, public)
-                        .map_err(|e| msg(format!("cannot seal the key ring: {e}")))?;
+            let sealed_key = match sealed_ring(keys)? {
+                Some(bytes) => {
                     let key = set_key(&t.prefix, &set, SEALED_KEY_FILE);
                     match t
                         .s3
@@ -300,20 +289,14 @@ impl Session {
                 }
                 None => None,
             };
-            let manifest = Manifest {
-                version: 1,
-                set: set.clone(),
-                board: identity.dir_name(),
-                hostname: identity.hostname.chars().take(255).collect(),
-                machine_id: identity.machine_id.clone(),
-                tool_version: env!("CARGO_PKG_VERSION").into(),
-                created: crate::timefmt::now_unix(),
+            let manifest = new_manifest(
+                set.clone(),
+                &identity,
                 encrypted,
-                key_id: keys.map(|(r, _)| r.writing().id().to_string()),
-                recovery_key_id: keys.map(|(_, p)| p.id().to_string()),
+                keys,
                 sealed_key,
-                archives: archives.clone(),
-            };
+                archives.clone(),
+            );
             let bytes = manifest.seal(keys.map(|(r, _)| r.writing()));
             let key = set_key(&t.prefix, &set, MANIFEST_FILE);
             match t
