@@ -20,7 +20,8 @@ use crate::config::{AbsPath, BoundedDuration, BoundedSize, ByteSize, IntervalDur
 use crate::error::{msg, Result};
 use crate::net::url::HttpUrl;
 
-/// `interval` when absent: a sync every 15 minutes (the daemon, later).
+/// `interval` when absent: the daemon syncs every 15 minutes (besides after
+/// each backup and WAL segment).
 pub const DEFAULT_INTERVAL_S: u64 = 900;
 /// S3's smallest multipart part (except the last).
 pub const MIN_PART: u64 = 5 << 20;
