@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::stick::{new_result, results, Stick};
-use common::{bin, db_dump, recovery_keygen, test_seed, xorshift, Board, TempDir};
+use common::{bin, db_dump, recovery_keygen, test_seed, text, xorshift, Board, TempDir};
 
 const MIB: u64 = 64;
 
@@ -159,14 +159,6 @@ fn kill(b: &Board) {
     }
     let _ = fs::remove_dir_all(&b.backups);
     fs::remove_file(&b.key).unwrap();
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn stick_listing(stick: &Path) -> Vec<(PathBuf, u64)> {

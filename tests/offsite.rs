@@ -8,84 +8,18 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::offsite::{ok, one_error_line, run, shippable};
 use common::s3::Seaweed;
-use common::{bin, output_within, Board};
+use common::{bin, Board};
 
 const PREFIX: &str = "fleet/board-1/";
 
 /// Add an `[offsite]` section to the board's config (and a secret file).
 fn configure(b: &Board, endpoint: &str, bucket: &str, secret: &str, extra: &str) -> PathBuf {
-    let secret_file = b.tmp.path().join("s3.secret");
-    fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
-    let mut text = fs::read_to_string(&b.config).unwrap();
-    if let Some(i) = text.find("\n[offsite]") {
-        text.truncate(i);
-    }
-    text.push_str(&format!(
-        "\n[offsite]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"{PREFIX}\"\naccess_key_id = \"{}\"\nsecret_key_file = \"{}\"\n{extra}\n",
-        common::s3::ACCESS_KEY,
-        secret_file.display()
-    ));
-    fs::write(&b.config, text).unwrap();
-    secret_file
-}
-
-/// Run without `--quiet` (the summary lines are what is checked).
-fn run(b: &Board, args: &[&str]) -> Output {
-    let mut c = bin();
-    c.arg("--config").arg(&b.config).args(args);
-    output_within(c, &format!("rvm-backup {args:?}"))
-}
-
-fn ok(b: &Board, args: &[&str]) -> String {
-    let o = run(b, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Every file sync ships, relative to the backup directory.
-fn shippable(backups: &Path) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![backups.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(backups)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else if rel.ends_with(".rvb") || rel.ends_with(".meta") || rel.ends_with(".rvw") {
-                out.push((rel, e.metadata().unwrap().len()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// One clear error line, no panic.
-fn one_error_line(o: &Output) -> String {
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "not one line: {err}");
-    assert!(lines[0].contains("error:"), "{err}");
-    err
+    common::offsite::configure(b, endpoint, bucket, PREFIX, secret, extra)
 }
 
 #[test]
@@ -338,11 +272,8 @@ fn wal_segments_are_shipped_after_the_archives() {
     };
     let b = Board::with_config("offsite-wal", "backup_enabled = false");
     let socket = b.tmp.path().join("rvm.sock");
-    let cfg = fs::read_to_string(&b.config).unwrap().replacen(
-        "pitr = false\n",
-        "pitr = true\npitr_sync_interval = \"200ms\"\n",
-        1,
-    );
+    b.enable_pitr();
+    let cfg = fs::read_to_string(&b.config).unwrap();
     fs::write(
         &b.config,
         format!("socket = \"{}\"\n{cfg}", socket.display()),

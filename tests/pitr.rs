@@ -146,14 +146,8 @@ fn show_log(b: &Board) {
 
 fn board() -> Board {
     let b = Board::with_config("pitr", "backup_enabled = false");
-    let cfg = fs::read_to_string(&b.config).unwrap();
     // The shared board turns shipping off for the other suites.
-    let cfg = cfg.replacen(
-        "pitr = false\n",
-        "pitr = true\npitr_sync_interval = \"200ms\"\n",
-        1,
-    );
-    fs::write(&b.config, cfg).unwrap();
+    b.enable_pitr();
     fs::create_dir_all(b.db_path().parent().unwrap()).unwrap();
     b
 }

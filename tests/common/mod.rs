@@ -5,6 +5,7 @@
 pub mod craft;
 pub mod daemon;
 pub mod http;
+pub mod offsite;
 pub mod prom;
 pub mod proxy;
 pub mod s3;
@@ -57,6 +58,15 @@ pub fn bin() -> Command {
         }
         _ => Command::new(exe),
     }
+}
+
+/// A run's stdout then stderr, as text (for checks and failure messages).
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// How long one run of the binary may take before a test calls it hung:
@@ -216,6 +226,17 @@ impl Board {
             self.key.display()
         );
         fs::write(&self.config, text).unwrap();
+    }
+
+    /// Turn WAL shipping on (the shared config has it off), at a short
+    /// sync interval.
+    pub fn enable_pitr(&self) {
+        let cfg = fs::read_to_string(&self.config).unwrap().replacen(
+            "pitr = false\n",
+            "pitr = true\npitr_sync_interval = \"200ms\"\n",
+            1,
+        );
+        fs::write(&self.config, cfg).unwrap();
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
