@@ -22,15 +22,29 @@ fn configure(b: &Board, endpoint: &str, bucket: &str, secret: &str, extra: &str)
     common::offsite::configure(b, endpoint, bucket, PREFIX, secret, extra)
 }
 
+/// A populated board with a backup of each of `strategies`.
+fn backed_up(name: &str, strategies: &[&str]) -> Board {
+    let b = Board::new(name);
+    b.populate();
+    for s in strategies {
+        b.ok(&["backup", s]);
+    }
+    b
+}
+
+/// [`backed_up`], with an `[offsite]` section for `s3`'s bucket.
+fn backed_up_for(s3: &Seaweed, name: &str, strategies: &[&str]) -> Board {
+    let b = backed_up(name, strategies);
+    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    b
+}
+
 #[test]
 fn sync_ships_every_archive_as_ciphertext_once() {
     let Some(s3) = Seaweed::new("ship") else {
         return;
     };
-    let b = Board::new("offsite-ship");
-    b.populate();
-    b.ok(&["backup", "--all"]);
-    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let b = backed_up_for(&s3, "offsite-ship", &["--all"]);
     let out = ok(&b, &["offsite", "sync"]);
     assert!(out.contains("shipped"), "{out}");
     let local = shippable(&b.backups);
@@ -111,10 +125,7 @@ fn an_object_of_another_size_is_never_overwritten() {
     let Some(s3) = Seaweed::new("clash") else {
         return;
     };
-    let b = Board::new("offsite-clash");
-    b.populate();
-    b.ok(&["backup", "config"]);
-    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let b = backed_up_for(&s3, "offsite-clash", &["config"]);
     let (first, _) = shippable(&b.backups).into_iter().next().unwrap();
     let key = format!("{PREFIX}{first}");
     s3.put(&key, b"not the archive");
@@ -126,10 +137,7 @@ fn an_object_of_another_size_is_never_overwritten() {
     );
     assert_eq!(s3.get(&key), b"not the archive");
     // The same size with other bytes: refused too (its ETag is an MD5).
-    let b2 = Board::new("offsite-clash2");
-    b2.populate();
-    b2.ok(&["backup", "config"]);
-    configure(&b2, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let b2 = backed_up_for(&s3, "offsite-clash2", &["config"]);
     let (first, size) = shippable(&b2.backups).into_iter().next().unwrap();
     let key = format!("{PREFIX}{first}");
     s3.put(&key, &vec![0u8; usize::try_from(size).unwrap()]);
@@ -142,9 +150,7 @@ fn wrong_credentials_missing_bucket_and_no_server_are_one_clear_line() {
     let Some(s3) = Seaweed::new("refuse") else {
         return;
     };
-    let b = Board::new("offsite-refuse");
-    b.populate();
-    b.ok(&["backup", "config"]);
+    let b = backed_up("offsite-refuse", &["config"]);
     // No [offsite] section; a wrong subcommand (a usage error, exit 2).
     let err = one_error_line(&run(&b, &["offsite", "sync"]));
     assert!(err.contains("has no [offsite] section"), "{err}");
@@ -271,14 +277,8 @@ fn wal_segments_are_shipped_after_the_archives() {
         return;
     };
     let b = Board::with_config("offsite-wal", "backup_enabled = false");
-    let socket = b.tmp.path().join("rvm.sock");
     b.enable_pitr();
-    let cfg = fs::read_to_string(&b.config).unwrap();
-    fs::write(
-        &b.config,
-        format!("socket = \"{}\"\n{cfg}", socket.display()),
-    )
-    .unwrap();
+    let socket = b.add_socket();
     b.populate();
     let mut w = common::writer::Writer::open(&b.db_path());
     w.commit(20);
@@ -323,9 +323,7 @@ fn https_with_the_fleet_ca_and_refused_without_it() {
         return;
     };
     let ca = s3.ca.clone().unwrap();
-    let b = Board::new("offsite-tls");
-    b.populate();
-    b.ok(&["backup", "config"]);
+    let b = backed_up("offsite-tls", &["config"]);
     // The test CA is in no system bundle: the certificate is refused.
     configure(&b, &s3.https_endpoint(), &s3.bucket, common::s3::SECRET, "");
     let err = one_error_line(&run(&b, &["offsite", "sync"]));
@@ -398,11 +396,7 @@ fn a_file_that_cannot_be_read_holds_back_its_archive_only() {
     let Some(s3) = Seaweed::new("held") else {
         return;
     };
-    let b = Board::new("offsite-held");
-    b.populate();
-    b.ok(&["backup", "config"]);
-    b.ok(&["backup", "logs"]);
-    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let b = backed_up_for(&s3, "offsite-held", &["config", "logs"]);
     // The config archive's part is replaced by a symbolic link (never
     // followed in the backup directory).
     let local = shippable(&b.backups);

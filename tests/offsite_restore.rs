@@ -12,19 +12,19 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::daemon::{patience, Daemon};
 use common::offsite::{one_error_line, run};
+use common::reference::{assert_restored, reference};
 use common::s3::Seaweed;
 use common::writer::Writer;
-use common::{bin, db_dump, output_within, recovery_keygen, text, Board, TempDir};
+use common::{bin, output_within, recovery_keygen, text, Board, TempDir};
 use rvm_backup::offsite::pace::Pacer;
 use rvm_backup::offsite::s3::Body;
 
 const PREFIX: &str = "fleet/board-7/";
-const TREES: [&str; 3] = ["etc/myrvm", "opt/myrvm", "var/log/myrvm"];
 const MID: &str = "3d1219c7c4c5404aaa1f6d2a48adfda4";
 
 /// The board's config with `extra` top-level lines, a machine id, and an
@@ -64,38 +64,6 @@ fn remote_sets(s3: &Seaweed, prefix: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// A copy of the board's trees (modes, times, links kept) and its rows.
-struct Reference {
-    copy: TempDir,
-    db: Vec<String>,
-}
-
-fn reference(b: &Board, name: &str) -> Reference {
-    let copy = TempDir::new(name);
-    for t in TREES {
-        let to = copy.path().join(t);
-        fs::create_dir_all(to.parent().unwrap()).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(b.root.join(t))
-            .arg(&to)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    Reference {
-        db: db_dump(&b.db_path()),
-        copy,
-    }
-}
-
-fn assert_restored(b: &Board, r: &Reference) {
-    for t in TREES {
-        common::assert_same_tree(&r.copy.path().join(t), &b.root.join(t));
-    }
-    assert_eq!(db_dump(&b.db_path()), r.db, "database rows differ");
 }
 
 /// The card died: trees, database, backup_dir and master key are gone;

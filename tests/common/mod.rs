@@ -8,6 +8,7 @@ pub mod http;
 pub mod offsite;
 pub mod prom;
 pub mod proxy;
+pub mod reference;
 pub mod s3;
 pub mod stick;
 pub mod writer;
@@ -237,6 +238,19 @@ impl Board {
             1,
         );
         fs::write(&self.config, cfg).unwrap();
+    }
+
+    /// Put `socket = "<scratch>/rvm.sock"` at the top of the config (for
+    /// a daemon); its path.
+    pub fn add_socket(&self) -> PathBuf {
+        let socket = self.tmp.path().join("rvm.sock");
+        let cfg = fs::read_to_string(&self.config).unwrap();
+        fs::write(
+            &self.config,
+            format!("socket = \"{}\"\n{cfg}", socket.display()),
+        )
+        .unwrap();
+        socket
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
