@@ -8,11 +8,12 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
+use common::reference::{assert_restored, reference, TREES};
 use common::stick::{new_result, results, Stick};
-use common::{bin, db_dump, recovery_keygen, test_seed, xorshift, Board, TempDir};
+use common::{bin, db_dump, recovery_keygen, test_seed, text, xorshift, Board, TempDir};
 
 const MIB: u64 = 64;
 
@@ -118,40 +119,6 @@ fn export(b: &Board, stick: &Path) {
     b.ok(&["export", "--to", stick.to_str().unwrap()]);
 }
 
-/// The live board's state: its three trees and the database rows.
-struct Reference {
-    copy: TempDir,
-    db: Vec<String>,
-}
-
-const TREES: [&str; 3] = ["etc/myrvm", "opt/myrvm", "var/log/myrvm"];
-
-fn reference(b: &Board) -> Reference {
-    let copy = TempDir::new("reference");
-    for t in TREES {
-        let to = copy.path().join(t);
-        fs::create_dir_all(to.parent().unwrap()).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(b.root.join(t))
-            .arg(&to)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    Reference {
-        db: db_dump(&b.db_path()),
-        copy,
-    }
-}
-
-fn assert_restored(b: &Board, r: &Reference) {
-    for t in TREES {
-        common::assert_same_tree(&r.copy.path().join(t), &b.root.join(t));
-    }
-    assert_eq!(db_dump(&b.db_path()), r.db, "database rows differ");
-}
-
 /// The card died: trees, database, backup_dir and master key are gone.
 fn kill(b: &Board) {
     for d in ["etc", "opt", "var"] {
@@ -159,14 +126,6 @@ fn kill(b: &Board) {
     }
     let _ = fs::remove_dir_all(&b.backups);
     fs::remove_file(&b.key).unwrap();
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn stick_listing(stick: &Path) -> Vec<(PathBuf, u64)> {
@@ -202,7 +161,7 @@ fn dead_board_comes_back_from_the_stick_and_the_recovery_key() {
     };
     let f = Fixture::new("disaster-main", MID_A);
     f.export_to(&stick.dir);
-    let r = reference(&f.b);
+    let r = reference(&f.b, "reference");
     kill(&f.b);
     // The freshly imaged card has a new machine id.
     fs::write(&f.machine_id, format!("{MID_NEW}\n")).unwrap();
@@ -282,7 +241,7 @@ fn without_the_right_recovery_key_nothing_is_restored() {
     };
     let f = Fixture::new("disaster-nokey", MID_A);
     f.export_to(&stick.dir);
-    let r = reference(&f.b);
+    let r = reference(&f.b, "reference");
     kill(&f.b);
     let out = f.disaster(&stick.dir, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -458,7 +417,7 @@ fn sigkill_at_random_instants_then_rerun() {
     let seed = test_seed("sigkill_at_random_instants_then_rerun");
     let f = Fixture::new("disaster-kill", MID_A);
     f.export_to(&stick.dir);
-    let r = reference(&f.b);
+    let r = reference(&f.b, "reference");
     kill(&f.b);
     fs::write(
         stick.dir.join("rvm-recovery.key"),
@@ -605,7 +564,7 @@ fn other_boards_sets_are_refused_listing_the_boards() {
     );
     assert!(!c.b.root.join("etc").exists());
     // Board B's own machine id picks board B's sets.
-    let r = reference(&b.b);
+    let r = reference(&b.b, "reference");
     kill(&b.b);
     let out = b.disaster(
         &stick.dir,
@@ -625,7 +584,7 @@ fn healthy_board_dry_run_and_target() {
     };
     let f = Fixture::new("disaster-healthy", MID_A);
     f.export_to(&stick.dir);
-    let r = reference(&f.b);
+    let r = reference(&f.b, "reference");
     // The platform keeps writing: the live database is newer than the set.
     std::thread::sleep(Duration::from_millis(1100));
     common::make_db(&f.b.db_path(), 3);
@@ -779,7 +738,7 @@ fn a_read_only_stick_still_restores() {
     };
     let f = Fixture::new("disaster-ro", MID_A);
     f.export_to(&stick.dir);
-    let r = reference(&f.b);
+    let r = reference(&f.b, "reference");
     kill(&f.b);
     stick.unmount();
     stick.mount_read_only();

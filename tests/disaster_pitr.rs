@@ -49,25 +49,6 @@ fn show_log(b: &Board) -> String {
 
 /// Wait until everything committed before `committed_at_ms` was shipped
 /// to the store and every segment of the generation is on the stick.
-/// Commit `n` rows, the last one alone after a pause longer than a tick of
-/// the kernel's coarse clock, and return the WAL's modification time then
-/// (ms): the clock the shipper dates its batches by. A batch dated at or
-/// after it was read after the last commit; one read before is dated
-/// earlier (the pause), so a wait on it cannot end with rows unshipped.
-fn commit_and_date(w: &mut Writer, db: &Path, n: i64) -> i64 {
-    w.commit(n - 1);
-    std::thread::sleep(Duration::from_millis(50));
-    w.commit(1);
-    let wal = PathBuf::from(format!("{}-wal", db.display()));
-    fs::metadata(&wal)
-        .unwrap()
-        .modified()
-        .unwrap()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 fn wait_on_stick(b: &Board, d: &Daemon, committed_at_ms: i64) -> serde_json::Value {
     let deadline = Instant::now() + patience();
     loop {
@@ -149,13 +130,7 @@ fn a_dead_card_comes_back_to_the_last_shipped_commit() {
         stick.dir.display(),
         mid.display()
     ));
-    let cfg = fs::read_to_string(&b.config).unwrap();
-    let cfg = cfg.replacen(
-        "pitr = false\n",
-        "pitr = true\npitr_sync_interval = \"200ms\"\n",
-        1,
-    );
-    fs::write(&b.config, cfg).unwrap();
+    b.enable_pitr();
     b.populate();
     let mut w = Writer::open(&b.db_path());
     w.commit(20);
@@ -187,10 +162,10 @@ fn a_dead_card_comes_back_to_the_last_shipped_commit() {
 
     // More commits, shipped to the store and the stick, in two batches
     // (so the second is in later segments than the first).
-    let t = commit_and_date(&mut w, &b.db_path(), 150);
+    let t = w.commit_and_date(&b.db_path(), 150);
     wait_on_stick(&b, &d, t);
     let first_batch = w.last();
-    let t = commit_and_date(&mut w, &b.db_path(), 150);
+    let t = w.commit_and_date(&b.db_path(), 150);
     let s = wait_on_stick(&b, &d, t);
     let shipped = w.last();
     eprintln!("generation {g}, status {s}");

@@ -8,84 +8,35 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::offsite::{ok, one_error_line, run, shippable};
 use common::s3::Seaweed;
-use common::{bin, output_within, Board};
+use common::{bin, Board};
 
 const PREFIX: &str = "fleet/board-1/";
 
 /// Add an `[offsite]` section to the board's config (and a secret file).
 fn configure(b: &Board, endpoint: &str, bucket: &str, secret: &str, extra: &str) -> PathBuf {
-    let secret_file = b.tmp.path().join("s3.secret");
-    fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
-    let mut text = fs::read_to_string(&b.config).unwrap();
-    if let Some(i) = text.find("\n[offsite]") {
-        text.truncate(i);
+    common::offsite::configure(b, endpoint, bucket, PREFIX, secret, extra)
+}
+
+/// A populated board with a backup of each of `strategies`.
+fn backed_up(name: &str, strategies: &[&str]) -> Board {
+    let b = Board::new(name);
+    b.populate();
+    for s in strategies {
+        b.ok(&["backup", s]);
     }
-    text.push_str(&format!(
-        "\n[offsite]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"{PREFIX}\"\naccess_key_id = \"{}\"\nsecret_key_file = \"{}\"\n{extra}\n",
-        common::s3::ACCESS_KEY,
-        secret_file.display()
-    ));
-    fs::write(&b.config, text).unwrap();
-    secret_file
+    b
 }
 
-/// Run without `--quiet` (the summary lines are what is checked).
-fn run(b: &Board, args: &[&str]) -> Output {
-    let mut c = bin();
-    c.arg("--config").arg(&b.config).args(args);
-    output_within(c, &format!("rvm-backup {args:?}"))
-}
-
-fn ok(b: &Board, args: &[&str]) -> String {
-    let o = run(b, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Every file sync ships, relative to the backup directory.
-fn shippable(backups: &Path) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![backups.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(backups)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else if rel.ends_with(".rvb") || rel.ends_with(".meta") || rel.ends_with(".rvw") {
-                out.push((rel, e.metadata().unwrap().len()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// One clear error line, no panic.
-fn one_error_line(o: &Output) -> String {
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "not one line: {err}");
-    assert!(lines[0].contains("error:"), "{err}");
-    err
+/// [`backed_up`], with an `[offsite]` section for `s3`'s bucket.
+fn backed_up_for(s3: &Seaweed, name: &str, strategies: &[&str]) -> Board {
+    let b = backed_up(name, strategies);
+    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    b
 }
 
 #[test]
@@ -93,10 +44,7 @@ fn sync_ships_every_archive_as_ciphertext_once() {
     let Some(s3) = Seaweed::new("ship") else {
         return;
     };
-    let b = Board::new("offsite-ship");
-    b.populate();
-    b.ok(&["backup", "--all"]);
-    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let b = backed_up_for(&s3, "offsite-ship", &["--all"]);
     let out = ok(&b, &["offsite", "sync"]);
     assert!(out.contains("shipped"), "{out}");
     let local = shippable(&b.backups);
@@ -177,10 +125,7 @@ fn an_object_of_another_size_is_never_overwritten() {
     let Some(s3) = Seaweed::new("clash") else {
         return;
     };
-    let b = Board::new("offsite-clash");
-    b.populate();
-    b.ok(&["backup", "config"]);
-    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let b = backed_up_for(&s3, "offsite-clash", &["config"]);
     let (first, _) = shippable(&b.backups).into_iter().next().unwrap();
     let key = format!("{PREFIX}{first}");
     s3.put(&key, b"not the archive");
@@ -192,10 +137,7 @@ fn an_object_of_another_size_is_never_overwritten() {
     );
     assert_eq!(s3.get(&key), b"not the archive");
     // The same size with other bytes: refused too (its ETag is an MD5).
-    let b2 = Board::new("offsite-clash2");
-    b2.populate();
-    b2.ok(&["backup", "config"]);
-    configure(&b2, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let b2 = backed_up_for(&s3, "offsite-clash2", &["config"]);
     let (first, size) = shippable(&b2.backups).into_iter().next().unwrap();
     let key = format!("{PREFIX}{first}");
     s3.put(&key, &vec![0u8; usize::try_from(size).unwrap()]);
@@ -208,9 +150,7 @@ fn wrong_credentials_missing_bucket_and_no_server_are_one_clear_line() {
     let Some(s3) = Seaweed::new("refuse") else {
         return;
     };
-    let b = Board::new("offsite-refuse");
-    b.populate();
-    b.ok(&["backup", "config"]);
+    let b = backed_up("offsite-refuse", &["config"]);
     // No [offsite] section; a wrong subcommand (a usage error, exit 2).
     let err = one_error_line(&run(&b, &["offsite", "sync"]));
     assert!(err.contains("has no [offsite] section"), "{err}");
@@ -337,17 +277,8 @@ fn wal_segments_are_shipped_after_the_archives() {
         return;
     };
     let b = Board::with_config("offsite-wal", "backup_enabled = false");
-    let socket = b.tmp.path().join("rvm.sock");
-    let cfg = fs::read_to_string(&b.config).unwrap().replacen(
-        "pitr = false\n",
-        "pitr = true\npitr_sync_interval = \"200ms\"\n",
-        1,
-    );
-    fs::write(
-        &b.config,
-        format!("socket = \"{}\"\n{cfg}", socket.display()),
-    )
-    .unwrap();
+    b.enable_pitr();
+    let socket = b.add_socket();
     b.populate();
     let mut w = common::writer::Writer::open(&b.db_path());
     w.commit(20);
@@ -392,9 +323,7 @@ fn https_with_the_fleet_ca_and_refused_without_it() {
         return;
     };
     let ca = s3.ca.clone().unwrap();
-    let b = Board::new("offsite-tls");
-    b.populate();
-    b.ok(&["backup", "config"]);
+    let b = backed_up("offsite-tls", &["config"]);
     // The test CA is in no system bundle: the certificate is refused.
     configure(&b, &s3.https_endpoint(), &s3.bucket, common::s3::SECRET, "");
     let err = one_error_line(&run(&b, &["offsite", "sync"]));
@@ -467,11 +396,7 @@ fn a_file_that_cannot_be_read_holds_back_its_archive_only() {
     let Some(s3) = Seaweed::new("held") else {
         return;
     };
-    let b = Board::new("offsite-held");
-    b.populate();
-    b.ok(&["backup", "config"]);
-    b.ok(&["backup", "logs"]);
-    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let b = backed_up_for(&s3, "offsite-held", &["config", "logs"]);
     // The config archive's part is replaced by a symbolic link (never
     // followed in the backup directory).
     let local = shippable(&b.backups);

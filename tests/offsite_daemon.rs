@@ -10,7 +10,6 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,16 +28,16 @@ fn configure(b: &Board, top: &str, endpoint: &str, secret: &str, offsite: &str, 
         "socket = \"{}\"\nenvironment = \"development\"\nbackup_jitter = \"1s\"\nbackup_monitoring_interval = \"1s\"\n{top}",
         socket.display()
     ));
-    let secret_file = b.tmp.path().join("s3.secret");
-    fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
+    let monitoring = "\n[monitoring]\nconfirm = 1\nfree_warning_percent = 0\nfree_critical_percent = 0\noffsite_failures_warning = 1\noffsite_failures_critical = 1";
+    common::offsite::configure(
+        b,
+        endpoint,
+        "rvm-fleet",
+        PREFIX,
+        secret,
+        &format!("{offsite}\n{monitoring}"),
+    );
     let mut text = fs::read_to_string(&b.config).unwrap();
-    text.push_str(&format!(
-        "\n[offsite]\nendpoint = \"{endpoint}\"\nbucket = \"rvm-fleet\"\nprefix = \"{PREFIX}\"\naccess_key_id = \"{}\"\nsecret_key_file = \"{}\"\n{offsite}\n\
-         \n[monitoring]\nconfirm = 1\nfree_warning_percent = 0\nfree_critical_percent = 0\noffsite_failures_warning = 1\noffsite_failures_critical = 1\n",
-        common::s3::ACCESS_KEY,
-        secret_file.display()
-    ));
     if let Some(port) = hook {
         text.push_str(&format!(
             "\n[[alert]]\ntype = \"webhook\"\nname = \"platform\"\nurl = \"http://127.0.0.1:{port}/rvm\"\nmin_severity = \"warning\"\n"
@@ -69,26 +68,10 @@ fn wait_for(b: &Board, what: &str, mut done: impl FnMut() -> bool) {
 
 /// The local files a sync ships (relative to the backup directory).
 fn shippable(backups: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![backups.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(backups)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else if rel.ends_with(".rvb") || rel.ends_with(".meta") || rel.ends_with(".rvw") {
-                out.push(rel);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::offsite::shippable(backups)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// A webhook receiver on its own thread: every request body it got.
@@ -426,13 +409,7 @@ fn shipped_wal_segments_go_offsite_without_waiting_for_the_interval() {
         "interval = \"1d\"",
         None,
     );
-    let cfg = fs::read_to_string(&b.config).unwrap();
-    let cfg = cfg.replacen(
-        "pitr = false\n",
-        "pitr = true\npitr_sync_interval = \"200ms\"\n",
-        1,
-    );
-    fs::write(&b.config, cfg).unwrap();
+    b.enable_pitr();
     fs::create_dir_all(b.db_path().parent().unwrap()).unwrap();
     let mut w = common::writer::Writer::open(&b.db_path());
     w.commit(50);

@@ -10,48 +10,19 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::offsite::{ok_both as ok, run, shippable};
 use common::proxy::Proxy;
 use common::s3::Seaweed;
-use common::{bin, output_within, Board};
+use common::{bin, Board};
 
 const PREFIX: &str = "fleet/board-1/";
 
 /// Add an `[offsite]` section to the board's config (and a secret file).
 fn configure(b: &Board, endpoint: &str, bucket: &str, extra: &str) {
-    let secret_file = b.tmp.path().join("s3.secret");
-    fs::write(&secret_file, format!("{}\n", common::s3::SECRET)).unwrap();
-    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
-    let mut text = fs::read_to_string(&b.config).unwrap();
-    if let Some(i) = text.find("\n[offsite]") {
-        text.truncate(i);
-    }
-    text.push_str(&format!(
-        "\n[offsite]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"{PREFIX}\"\naccess_key_id = \"{}\"\nsecret_key_file = \"{}\"\n{extra}\n",
-        common::s3::ACCESS_KEY,
-        secret_file.display()
-    ));
-    fs::write(&b.config, text).unwrap();
-}
-
-fn run(b: &Board, args: &[&str]) -> Output {
-    let mut c = bin();
-    c.arg("--config").arg(&b.config).args(args);
-    output_within(c, &format!("rvm-backup {args:?}"))
-}
-
-fn ok(b: &Board, args: &[&str]) -> (String, String) {
-    let o = run(b, args);
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    );
-    assert!(o.status.success(), "{args:?}: {out}{err}");
-    (out, err)
+    common::offsite::configure(b, endpoint, bucket, PREFIX, common::s3::SECRET, extra);
 }
 
 /// One clear error line (the log's info lines aside), no panic.
@@ -62,28 +33,6 @@ fn error_line(o: &Output) -> String {
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
     assert_eq!(lines.len(), 1, "not one error line: {err}");
     lines[0].to_string()
-}
-
-/// The archive parts and sidecars in the backup directory, with sizes.
-fn shippable(backups: &Path) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    for d in fs::read_dir(backups).unwrap().flatten() {
-        if !d.file_type().unwrap().is_dir() {
-            continue;
-        }
-        for e in fs::read_dir(d.path()).unwrap().flatten() {
-            let rel = format!(
-                "{}/{}",
-                d.file_name().to_string_lossy(),
-                e.file_name().to_string_lossy()
-            );
-            if rel.ends_with(".rvb") || rel.ends_with(".meta") {
-                out.push((rel, e.metadata().unwrap().len()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A board whose application archive holds `mib` MiB that do not compress.

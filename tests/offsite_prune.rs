@@ -12,24 +12,15 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
+use common::offsite::{ok, run};
 use common::s3::Seaweed;
-use common::{bin, output_within, Board};
+use common::Board;
 
 const PREFIX: &str = "fleet/board-1/";
 
 fn configure(b: &Board, endpoint: &str, bucket: &str) {
-    let secret_file = b.tmp.path().join("s3.secret");
-    fs::write(&secret_file, format!("{}\n", common::s3::SECRET)).unwrap();
-    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
-    let mut text = fs::read_to_string(&b.config).unwrap();
-    text.push_str(&format!(
-        "\n[offsite]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"{PREFIX}\"\naccess_key_id = \"{}\"\nsecret_key_file = \"{}\"\n",
-        common::s3::ACCESS_KEY,
-        secret_file.display()
-    ));
-    fs::write(&b.config, text).unwrap();
+    common::offsite::configure(b, endpoint, bucket, PREFIX, common::s3::SECRET, "");
 }
 
 fn credentials(b: &Board, id: &str, secret: &str) -> PathBuf {
@@ -40,23 +31,6 @@ fn credentials(b: &Board, id: &str, secret: &str) -> PathBuf {
     fs::write(&p, format!("{id}\n{secret}\n")).unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
     p
-}
-
-fn run(b: &Board, args: &[&str]) -> Output {
-    let mut c = bin();
-    c.arg("--config").arg(&b.config).args(args);
-    output_within(c, &format!("rvm-backup {args:?}"))
-}
-
-fn ok(b: &Board, args: &[&str]) -> String {
-    let o = run(b, args);
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{args:?}: {out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
 }
 
 fn fails(b: &Board, args: &[&str]) -> String {

@@ -11,20 +11,20 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::process::Output;
+use std::time::{Duration, Instant};
 
 use common::daemon::{patience, Daemon};
+use common::offsite::{one_error_line, run};
+use common::reference::{assert_restored, reference};
 use common::s3::Seaweed;
 use common::writer::Writer;
-use common::{bin, db_dump, output_within, recovery_keygen, Board, TempDir};
+use common::{bin, output_within, recovery_keygen, text, Board, TempDir};
 use rvm_backup::offsite::pace::Pacer;
 use rvm_backup::offsite::s3::Body;
 
 const PREFIX: &str = "fleet/board-7/";
-const TREES: [&str; 3] = ["etc/myrvm", "opt/myrvm", "var/log/myrvm"];
 const MID: &str = "3d1219c7c4c5404aaa1f6d2a48adfda4";
 
 /// The board's config with `extra` top-level lines, a machine id, and an
@@ -40,61 +40,14 @@ fn configure(b: &Board, extra: &str, endpoint: &str, bucket: &str, prefix: &str,
 }
 
 fn set_offsite(b: &Board, endpoint: &str, bucket: &str, prefix: &str, secret: &str) {
-    let secret_file = b.tmp.path().join("s3.secret");
-    fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
-    let mut text = fs::read_to_string(&b.config).unwrap();
-    if let Some(i) = text.find("\n[offsite]") {
-        text.truncate(i);
-    }
-    text.push_str(&format!(
-        "\n[offsite]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"{prefix}\"\naccess_key_id = \"{}\"\nsecret_key_file = \"{}\"\n",
-        common::s3::ACCESS_KEY,
-        secret_file.display()
-    ));
-    fs::write(&b.config, text).unwrap();
-}
-
-fn enable_pitr(b: &Board) {
-    let cfg = fs::read_to_string(&b.config).unwrap().replacen(
-        "pitr = false\n",
-        "pitr = true\npitr_sync_interval = \"200ms\"\n",
-        1,
-    );
-    fs::write(&b.config, cfg).unwrap();
-}
-
-fn run(b: &Board, args: &[&str]) -> Output {
-    let mut c = bin();
-    c.arg("--config").arg(&b.config).args(args);
-    output_within(c, &format!("rvm-backup {args:?}"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::offsite::configure(b, endpoint, bucket, prefix, secret, "");
 }
 
 fn ok(b: &Board, args: &[&str]) -> String {
-    let o = run(b, args);
-    let t = text(&o);
+    let (out, err) = common::offsite::ok_both(b, args);
+    let t = format!("{out}{err}");
     assert!(!t.contains("panicked"), "{t}");
-    assert!(o.status.success(), "{args:?}: {t}");
     t
-}
-
-/// One clear error line, no panic; the line.
-fn one_error_line(o: &Output) -> String {
-    assert!(!o.status.success(), "{}", text(o));
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "not one line: {err}");
-    assert!(lines[0].contains("error:"), "{err}");
-    lines[0].to_string()
 }
 
 /// The names of the complete sets (with a MANIFEST) in the store.
@@ -111,38 +64,6 @@ fn remote_sets(s3: &Seaweed, prefix: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// A copy of the board's trees (modes, times, links kept) and its rows.
-struct Reference {
-    copy: TempDir,
-    db: Vec<String>,
-}
-
-fn reference(b: &Board, name: &str) -> Reference {
-    let copy = TempDir::new(name);
-    for t in TREES {
-        let to = copy.path().join(t);
-        fs::create_dir_all(to.parent().unwrap()).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(b.root.join(t))
-            .arg(&to)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    Reference {
-        db: db_dump(&b.db_path()),
-        copy,
-    }
-}
-
-fn assert_restored(b: &Board, r: &Reference) {
-    for t in TREES {
-        common::assert_same_tree(&r.copy.path().join(t), &b.root.join(t));
-    }
-    assert_eq!(db_dump(&b.db_path()), r.db, "database rows differ");
 }
 
 /// The card died: trees, database, backup_dir and master key are gone;
@@ -180,22 +101,6 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// Commit `n` rows, the last alone after a pause, and return the WAL's
-/// modification time then (ms), the clock the shipper dates batches by.
-fn commit_and_date(w: &mut Writer, db: &Path, n: i64) -> i64 {
-    w.commit(n - 1);
-    std::thread::sleep(Duration::from_millis(50));
-    w.commit(1);
-    let wal = PathBuf::from(format!("{}-wal", db.display()));
-    fs::metadata(&wal)
-        .unwrap()
-        .modified()
-        .unwrap()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// Wait until the daemon shipped everything committed before `at_ms`.
@@ -242,7 +147,7 @@ fn a_dead_board_comes_back_from_the_store_to_the_last_shipped_commit() {
         PREFIX,
         common::s3::SECRET,
     );
-    enable_pitr(&b);
+    b.enable_pitr();
     b.populate();
     let mut w = Writer::open(&b.db_path());
     w.commit(20);
@@ -257,9 +162,9 @@ fn a_dead_board_comes_back_from_the_store_to_the_last_shipped_commit() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let at_snapshot = w.last();
-    let t = commit_and_date(&mut w, &b.db_path(), 100);
+    let t = w.commit_and_date(&b.db_path(), 100);
     wait_shipped(&b, &d, t);
-    let t = commit_and_date(&mut w, &b.db_path(), 100);
+    let t = w.commit_and_date(&b.db_path(), 100);
     let s = wait_shipped(&b, &d, t);
     d.terminate();
     let shipped = w.last();

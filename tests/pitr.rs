@@ -146,14 +146,8 @@ fn show_log(b: &Board) {
 
 fn board() -> Board {
     let b = Board::with_config("pitr", "backup_enabled = false");
-    let cfg = fs::read_to_string(&b.config).unwrap();
     // The shared board turns shipping off for the other suites.
-    let cfg = cfg.replacen(
-        "pitr = false\n",
-        "pitr = true\npitr_sync_interval = \"200ms\"\n",
-        1,
-    );
-    fs::write(&b.config, cfg).unwrap();
+    b.enable_pitr();
     fs::create_dir_all(b.db_path().parent().unwrap()).unwrap();
     b
 }
@@ -161,13 +155,7 @@ fn board() -> Board {
 #[test]
 fn restore_to_points_in_time_across_checkpoints_restarts_and_kills() {
     let b = board();
-    let socket = b.tmp.path().join("rvm.sock");
-    let cfg = fs::read_to_string(&b.config).unwrap();
-    fs::write(
-        &b.config,
-        format!("socket = \"{}\"\n{cfg}", socket.display()),
-    )
-    .unwrap();
+    let socket = b.add_socket();
     let mut w = Writer::open(&b.db_path());
     w.commit(50);
     let d = Daemon::start(&b, &socket);
@@ -454,13 +442,7 @@ fn the_wal_stays_near_the_checkpoint_threshold_between_ticks() {
 #[test]
 fn restore_all_at_a_time_replays_the_wal() {
     let b = board();
-    let socket = b.tmp.path().join("rvm.sock");
-    let cfg = fs::read_to_string(&b.config).unwrap();
-    fs::write(
-        &b.config,
-        format!("socket = \"{}\"\n{cfg}", socket.display()),
-    )
-    .unwrap();
+    let socket = b.add_socket();
     b.populate();
     let mut w = Writer::open(&b.db_path());
     w.commit(30);

@@ -5,8 +5,10 @@
 pub mod craft;
 pub mod daemon;
 pub mod http;
+pub mod offsite;
 pub mod prom;
 pub mod proxy;
+pub mod reference;
 pub mod s3;
 pub mod stick;
 pub mod writer;
@@ -57,6 +59,15 @@ pub fn bin() -> Command {
         }
         _ => Command::new(exe),
     }
+}
+
+/// A run's stdout then stderr, as text (for checks and failure messages).
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// How long one run of the binary may take before a test calls it hung:
@@ -216,6 +227,30 @@ impl Board {
             self.key.display()
         );
         fs::write(&self.config, text).unwrap();
+    }
+
+    /// Turn WAL shipping on (the shared config has it off), at a short
+    /// sync interval.
+    pub fn enable_pitr(&self) {
+        let cfg = fs::read_to_string(&self.config).unwrap().replacen(
+            "pitr = false\n",
+            "pitr = true\npitr_sync_interval = \"200ms\"\n",
+            1,
+        );
+        fs::write(&self.config, cfg).unwrap();
+    }
+
+    /// Put `socket = "<scratch>/rvm.sock"` at the top of the config (for
+    /// a daemon); its path.
+    pub fn add_socket(&self) -> PathBuf {
+        let socket = self.tmp.path().join("rvm.sock");
+        let cfg = fs::read_to_string(&self.config).unwrap();
+        fs::write(
+            &self.config,
+            format!("socket = \"{}\"\n{cfg}", socket.display()),
+        )
+        .unwrap();
+        socket
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -2,8 +2,8 @@
 //! transaction each: what the point-in-time tests restore to a time and
 //! count (`t(n INTEGER PRIMARY KEY, pad BLOB)`, `n` = 1, 2, 3, …).
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
@@ -39,6 +39,26 @@ impl Writer {
             self.next += 1;
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Commit `n` rows into `db` (this writer's database), the last one
+    /// alone after a pause longer than a tick of the kernel's coarse clock,
+    /// and return the WAL's modification time then (ms): the clock the
+    /// shipper dates its batches by. A batch dated at or after it was read
+    /// after the last commit; one read before is dated earlier (the pause),
+    /// so a wait on it cannot end with rows unshipped.
+    pub fn commit_and_date(&mut self, db: &Path, n: i64) -> i64 {
+        self.commit(n - 1);
+        std::thread::sleep(Duration::from_millis(50));
+        self.commit(1);
+        let wal = PathBuf::from(format!("{}-wal", db.display()));
+        std::fs::metadata(&wal)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
     }
 
     pub fn last(&self) -> i64 {
