@@ -39,6 +39,53 @@ fn backed_up_for(s3: &Seaweed, name: &str, strategies: &[&str]) -> Board {
     b
 }
 
+/// Nothing leaves the board in plaintext: with encryption off the sync
+/// refuses with one line and ships nothing; once it is on, an archive made
+/// while it was off stays home (named, exit 1) while the rest ships.
+#[test]
+fn nothing_unencrypted_is_ever_shipped() {
+    let Some(s3) = Seaweed::new("plain") else {
+        return;
+    };
+    let b = Board::with_config("offsite-plain", "encryption_enabled = false");
+    b.populate();
+    b.ok(&["backup", "config"]);
+    let plain_id = b.ids("config")[0].clone();
+    configure(&b, &s3.endpoint(), &s3.bucket, common::s3::SECRET, "");
+    let e = one_error_line(&run(&b, &["offsite", "sync"]));
+    assert!(
+        e.contains("plaintext") && e.contains("encryption_enabled"),
+        "{e}"
+    );
+    assert!(s3.objects(PREFIX).is_empty(), "shipped with encryption off");
+
+    let text = fs::read_to_string(&b.config).unwrap();
+    fs::write(
+        &b.config,
+        text.replace("encryption_enabled = false", "encryption_enabled = true"),
+    )
+    .unwrap();
+    b.ok(&["backup", "config", "--full"]);
+    let o = run(&b, &["offsite", "sync"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("not shipped:")
+            && l.contains(&plain_id)
+            && l.contains("not encrypted")),
+        "{out}"
+    );
+    let keys: Vec<String> = s3.objects(PREFIX).into_iter().map(|o| o.key).collect();
+    assert!(
+        keys.iter().any(|k| k.ends_with(".meta")),
+        "the encrypted archive did not ship: {keys:?}"
+    );
+    assert!(
+        keys.iter().all(|k| !k.contains(&plain_id)),
+        "the plaintext archive went offsite: {keys:?}"
+    );
+}
+
 #[test]
 fn sync_ships_every_archive_as_ciphertext_once() {
     let Some(s3) = Seaweed::new("ship") else {

@@ -186,6 +186,91 @@ fn a_link_cut_mid_multipart_upload_resumes_without_resending_confirmed_parts() {
     assert!(s3.get(&key) == fs::read(b.backups.join(&part)).unwrap());
 }
 
+/// The server completed a multipart upload but its answer never came back
+/// (the link dropped, or the power went, before the record was saved): the
+/// record still names the upload, which the server no longer knows. The
+/// next sync finds the object whole and sends nothing again.
+#[test]
+fn a_completed_upload_whose_answer_was_lost_is_not_sent_again() {
+    let Some(s3) = Seaweed::new("lostanswer") else {
+        return;
+    };
+    let proxy = Proxy::start(s3.port());
+    let b = board_with_big_archive("offsite-lostanswer", 14, 23);
+    configure(
+        &b,
+        &proxy.endpoint(),
+        &s3.bucket,
+        "multipart_size = \"5M\"\ntimeout = \"5s\"",
+    );
+    ok(&b, &["offsite", "sync"]);
+    let (part, size) = shippable(&b.backups)
+        .into_iter()
+        .find(|(k, s)| k.ends_with(".rvb") && *s > 10 << 20)
+        .expect("a part of three multipart pieces");
+    // The record as it was between the completion and its answer.
+    let rec_path = b.backups.join("offsite.json");
+    let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&rec_path).unwrap()).unwrap();
+    let key = format!("{PREFIX}{part}");
+    assert!(
+        rec["confirmed"]
+            .as_object_mut()
+            .unwrap()
+            .remove(&part)
+            .is_some(),
+        "{rec}"
+    );
+    rec["upload"] = serde_json::json!({
+        "key": key,
+        "upload_id": "completed-and-forgotten",
+        "size": size,
+        "part_size": 5u64 << 20,
+    });
+    fs::write(&rec_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let before = proxy.up_bytes();
+    let (out, log) = ok(&b, &["offsite", "sync"]);
+    let sent = proxy.up_bytes() - before;
+    assert!(
+        sent < 1 << 20,
+        "sent {sent} bytes of a {size}-byte object the store already held whole\n{out}{log}"
+    );
+    assert!(out.contains("1 found in the store"), "{out}");
+    let rec: serde_json::Value = serde_json::from_slice(&fs::read(&rec_path).unwrap()).unwrap();
+    assert!(rec["upload"].is_null(), "{rec}");
+    assert!(s3.get(&key) == fs::read(b.backups.join(&part)).unwrap());
+}
+
+/// A slow link downward: `verify --read` of an object that takes longer
+/// than five idle bounds still finishes (a download gets the time an
+/// upload of its size gets).
+#[test]
+fn a_slow_download_finishes_within_its_own_time_allowance() {
+    let Some(s3) = Seaweed::new("slowdown") else {
+        return;
+    };
+    let proxy = Proxy::start(s3.port());
+    let b = board_with_big_archive("offsite-slowdown", 3, 24);
+    configure(&b, &proxy.endpoint(), &s3.bucket, "timeout = \"1s\"");
+    ok(&b, &["offsite", "sync"]);
+    let big: u64 = shippable(&b.backups)
+        .iter()
+        .filter(|(k, _)| k.ends_with(".rvb"))
+        .map(|(_, s)| *s)
+        .max()
+        .unwrap();
+    // Well over the 5 s an exchange had before (five idle bounds).
+    let rate = big / 8;
+    proxy.throttle_down(rate);
+    let started = Instant::now();
+    let (out, _) = ok(&b, &["offsite", "verify", "--read"]);
+    proxy.throttle_down(0);
+    assert!(
+        out.contains("0 problem(s)"),
+        "{out} (after {:?})",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_link_cut_during_a_single_put_is_resent_whole_and_never_half_listed() {
     let Some(s3) = Seaweed::new("cutput") else {

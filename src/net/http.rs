@@ -201,6 +201,12 @@ impl Conn {
         self.deadline = Instant::now() + self.t.total.saturating_add(extra);
     }
 
+    /// More time for the exchange under way (a long answer announced by
+    /// its `Content-Length`); the idle bound still ends a stalled one.
+    pub fn extend(&mut self, extra: Duration) {
+        self.deadline = self.deadline.checked_add(extra).unwrap_or(self.deadline);
+    }
+
     /// Whether the last response was read to its end and the connection
     /// may carry another request.
     pub fn reusable(&self) -> bool {

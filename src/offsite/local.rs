@@ -60,12 +60,16 @@ impl Item {
 }
 
 /// Everything to ship, oldest first, and the problems met (sidecars that
-/// cannot be read are reported, not shipped).
+/// cannot be read are reported, not shipped). Nothing leaves the board in
+/// plaintext: an archive made while encryption was off is refused by the
+/// store's listing, and a WAL generation whose first segment is not
+/// encrypted (or does not open) is reported and not listed here.
 pub fn items(store: &Store, key: Option<&KeyRing>, backup_dir: &Path) -> (Vec<Item>, Vec<String>) {
     let listing = store.list(None, key);
     let mut archives = listing.archives;
     archives.sort_by(|a, b| (a.meta.created, &a.meta.id).cmp(&(b.meta.created, &b.meta.id)));
     let mut out = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
     for a in &archives {
         let dir = a.meta.strategy.name().to_string();
         for p in &a.meta.parts {
@@ -84,6 +88,22 @@ pub fn items(store: &Store, key: Option<&KeyRing>, backup_dir: &Path) -> (Vec<It
         });
     }
     for g in crate::pitr::store::generations(backup_dir) {
+        // A generation begun while encryption was off holds plaintext
+        // segments: its first one tells (sidecars are already refused by
+        // the store's listing when encryption is on).
+        if let Some(first) = g.seqs.first() {
+            let p = backup_dir
+                .join(crate::pitr::store::WAL_DIR)
+                .join(&g.id)
+                .join(crate::pitr::segment::file_name(*first));
+            if let Err(e) = crate::pitr::segment::open(&p, key, true) {
+                problems.push(format!(
+                    "WAL generation {}: its segments never go offsite: {e}",
+                    g.id
+                ));
+                continue;
+            }
+        }
         for seq in &g.seqs {
             out.push(Item {
                 dirs: vec![crate::pitr::store::WAL_DIR.to_string(), g.id.clone()],
@@ -93,10 +113,11 @@ pub fn items(store: &Store, key: Option<&KeyRing>, backup_dir: &Path) -> (Vec<It
             });
         }
     }
-    let problems = listing
-        .problems
-        .iter()
-        .map(|(p, e)| format!("{}: {e}", p.display()))
-        .collect();
+    problems.extend(
+        listing
+            .problems
+            .iter()
+            .map(|(p, e)| format!("{}: {e}", p.display())),
+    );
     (out, problems)
 }

@@ -112,12 +112,19 @@ pub fn load(backup_dir: &Path, store: &str) -> Result<Record> {
             )))
         }
     };
-    let r: Record = serde_json::from_slice(&bytes).map_err(|e| {
-        msg(format!(
-            "the offsite record {} is damaged ({e}); remove it (the next sync then checks every object with the store)",
-            p.display()
-        ))
-    })?;
+    // Only a cache of what the store confirmed: a damaged one (a card that
+    // lost a block) is started again, not a reason to stop shipping on a
+    // board nobody tends; the next sync asks the store about every object.
+    let r: Record = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!(
+                "the offsite record {} is damaged ({e}); starting a new one: this sync checks every object with the store",
+                p.display()
+            );
+            return Ok(fresh(store));
+        }
+    };
     if r.version != 1 || r.store != store {
         log::info!(
             "offsite record {} is about another store ({:?}); starting a new one",
@@ -199,8 +206,10 @@ mod tests {
         save(&dir, &r).unwrap();
         assert_eq!(load(&dir, "s").unwrap(), r);
         assert!(load(&dir, "other").unwrap().confirmed.is_empty());
+        // A damaged record is a cache lost, not a reason to stop shipping.
         std::fs::write(path(&dir), b"{").unwrap();
-        assert!(load(&dir, "s").unwrap_err().to_string().contains("damaged"));
+        let fresh = load(&dir, "s").unwrap();
+        assert!(fresh.confirmed.is_empty() && fresh.upload.is_none() && fresh.store == "s");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -24,7 +24,7 @@ use super::md5::{self, Md5};
 use super::pace::Pacer;
 use super::sigv4::{self, Credentials};
 use super::xml;
-use crate::net::http::{head_text, Conn, Head, Timeouts};
+use crate::net::http::{head_text, Conn, Framing, Head, Timeouts};
 use crate::net::url::HttpUrl;
 use crate::net::NetError;
 
@@ -321,7 +321,9 @@ impl S3 {
                     });
                 }
             };
-            if (200..300).contains(&reply.status) || reply.status == 304 {
+            // Only 2xx: a 304 (from a confused proxy) would otherwise confirm
+            // a PUT that stored nothing.
+            if (200..300).contains(&reply.status) {
                 return Ok(reply);
             }
             let events = xml::parse(&reply.body).unwrap_or_default();
@@ -465,6 +467,10 @@ impl S3 {
         let ok = (200..300).contains(&head.status);
         let body = match (ok, sink) {
             (true, Some(sink)) => {
+                // A download may take as long as an upload of its size.
+                if let Framing::Length(n) = head.framing {
+                    conn.extend(Duration::from_secs(n / MIN_RATE));
+                }
                 conn.read_body(head.framing, sink)
                     .await
                     .map_err(|e| (e, true))?;

@@ -135,6 +135,12 @@ impl Session {
 
     /// `offsite sync`: ship what is not confirmed yet.
     pub async fn offsite_sync(&self) -> Result<SyncReport> {
+        if !self.cfg.encryption_enabled {
+            return Err(msg(format!(
+                "encryption_enabled is off in {}: the offsite store would receive the board's data in plaintext, so nothing is shipped; turn encryption on (key_file) before using [offsite]",
+                self.cfg.file.display()
+            )));
+        }
         let mut t = self.offsite_target()?;
         let dir = self.cfg.backup_dir.clone();
         let _lock = record::lock(&dir)?;
@@ -289,6 +295,12 @@ impl Session {
                 let mut got = 0u64;
                 t.s3.get(&full, None, &mut |b| {
                     got += b.len() as u64;
+                    if got > size {
+                        // Never read more than the file it must equal.
+                        return Err(crate::net::NetError::Protocol(format!(
+                            "{full}: the store sends more than the {size} bytes it listed"
+                        )));
+                    }
                     h.update(b);
                     Ok(())
                 })
@@ -346,11 +358,17 @@ async fn ship(
     size: u64,
     pacer: &mut Pacer,
 ) -> Result<bool> {
-    let resuming = rec.upload.as_ref().is_some_and(|u| u.key == full);
-    if !resuming {
-        if let Some(obj) = t.s3.head(full).await.map_err(s3_err)? {
-            return same_object(full, &obj, file, size).await.map(|()| false);
+    // Asked even when resuming: the server may have completed the upload
+    // and the answer been lost (a cut link, a power cut before the record
+    // was saved); then the object is there whole and nothing is sent again.
+    if let Some(obj) = t.s3.head(full).await.map_err(s3_err)? {
+        same_object(full, &obj, file, size).await?;
+        if let Some(u) = rec.upload.take_if(|u| u.key == full) {
+            // Its id is spent (or someone else's object stands there): drop it.
+            t.s3.abort(full, &u.upload_id).await.map_err(s3_err)?;
+            record::save(dir, rec)?;
         }
+        return Ok(false);
     }
     if size <= t.part_size {
         let body = Body::File {

@@ -34,6 +34,8 @@ struct State {
     down_link: AtomicBool,
     /// Upward bytes per second (0: unlimited).
     throttle: AtomicU64,
+    /// Downward bytes per second (0: unlimited).
+    throttle_down: AtomicU64,
     stalled: AtomicBool,
     /// Requests answered with an error by the proxy itself.
     failed: AtomicU64,
@@ -107,6 +109,11 @@ impl Proxy {
     /// Upward bytes per second; 0: unlimited.
     pub fn throttle(&self, rate: u64) {
         self.st.throttle.store(rate, Ordering::SeqCst);
+    }
+
+    /// Downward bytes per second (answers); 0: unlimited.
+    pub fn throttle_down(&self, rate: u64) {
+        self.st.throttle_down.store(rate, Ordering::SeqCst);
     }
 
     pub fn stall(&self, on: bool) {
@@ -333,12 +340,20 @@ fn pump_down(mut s: TcpStream, mut c: TcpStream, st: Arc<State>) {
                 return;
             }
             Ok(n) => {
-                wait_while_stalled(&st);
-                if st.down_link.load(Ordering::SeqCst) || c.write_all(&buf[..n]).is_err() {
-                    close(&c, &s);
-                    return;
+                for piece in buf[..n].chunks(8 << 10) {
+                    wait_while_stalled(&st);
+                    let rate = st.throttle_down.load(Ordering::SeqCst);
+                    if rate > 0 {
+                        std::thread::sleep(Duration::from_secs_f64(
+                            piece.len() as f64 / rate as f64,
+                        ));
+                    }
+                    if st.down_link.load(Ordering::SeqCst) || c.write_all(piece).is_err() {
+                        close(&c, &s);
+                        return;
+                    }
+                    st.down.fetch_add(piece.len() as u64, Ordering::SeqCst);
                 }
-                st.down.fetch_add(n as u64, Ordering::SeqCst);
             }
         }
     }

@@ -149,15 +149,21 @@ impl Seaweed {
             s.ca = Some(make_certs(s.tmp.path()));
         }
         // A port picked here may be taken by someone else before the
-        // server binds it: then again with other ports.
-        for _ in 0..5 {
+        // server binds it (weed says so in more than one way): then again
+        // with other ports and a fresh data directory.
+        let mut last = String::new();
+        for attempt in 0..5 {
             match s.try_start() {
                 Ok(()) => return Some(s),
-                Err(e) if e.contains("address already in use") => s.ports = free_ports(13),
-                Err(e) => panic!("{e}"),
+                Err(e) => {
+                    eprintln!("weed mini, attempt {attempt}: {e}");
+                    last = e;
+                    s.ports = free_ports(13);
+                    let _ = std::fs::remove_dir_all(s.tmp.path().join("data"));
+                }
             }
         }
-        panic!("weed mini: no free ports after 5 tries: {}", s.log_tail())
+        panic!("weed mini did not start in 5 tries; the last: {last}")
     }
 
     pub fn port(&self) -> u16 {

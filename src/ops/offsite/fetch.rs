@@ -26,8 +26,12 @@
 //! what is missing; the free space is checked before the first download;
 //! the staged `MANIFEST` is written only after every file it names is in
 //! place, so the staged set is complete exactly when the remote one was;
-//! nothing is written before a set opened with a key; only names of our
-//! shapes are ever removed, and only inside the staging directory.
+//! before a set opened with a key, only its `key.sealed` is written (to
+//! open it; checked against the manifest's hash, removed when no set
+//! opens); only names of our shapes are ever removed, and only inside the
+//! staging directory; sizes from the store's listing are bounded (a
+//! segment by [`MAX_SEGMENT_OBJECT`]; the fetching pass by what the
+//! counting pass found, for which the room was checked).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -64,6 +68,11 @@ const RANGE_TRIES: u32 = 3;
 const MAX_WAL_PAGES: usize = 1024;
 /// Room kept free beyond the downloads.
 const SPARE_ROOM: u64 = 16 << 20;
+/// The largest WAL segment object downloaded: a segment holds at most
+/// 4096 frames of at most 64 KiB pages (about 256 MiB before compression);
+/// a listing that says more is the store's mistake or an attack on the
+/// board's disk.
+const MAX_SEGMENT_OBJECT: u64 = 512 << 20;
 
 /// A set brought down from the store into the staging directory.
 #[derive(Debug)]
@@ -313,13 +322,14 @@ pub(super) async fn download(t: &mut Target, w: &Want, progress: &mut Progress) 
 
 /// One pass over the segments under `base` in the store (names of our
 /// shape only), page by page: with `fetch`, download each one not staged
-/// in `dir` yet (adding bytes downloaded and bytes found staged to it);
-/// without, only count. The number of segments, and the bytes not staged.
+/// in `dir` yet (adding bytes downloaded and bytes found staged to it,
+/// at most its third figure downloaded); without, only count. The number
+/// of segments, and the bytes not staged.
 async fn wal_pass(
     t: &mut Target,
     base: &str,
     dir: &Path,
-    mut fetch: Option<&mut (u64, u64)>,
+    mut fetch: Option<&mut (u64, u64, u64)>,
     progress: &mut Progress,
 ) -> Result<(u64, u64)> {
     let mut token: Option<String> = None;
@@ -336,6 +346,12 @@ async fn wal_pass(
             if segment::parse_name(name).is_none() {
                 continue;
             }
+            if o.size > MAX_SEGMENT_OBJECT {
+                return Err(msg(format!(
+                    "{} in the offsite store is {} bytes, more than a WAL segment can be: not downloaded",
+                    o.key, o.size
+                )));
+            }
             n += 1;
             let w = Want {
                 key: o.key.clone(),
@@ -351,6 +367,13 @@ async fn wal_pass(
                 if there {
                     tally.1 += w.bytes;
                 } else {
+                    // No more than the counting pass found (and the room
+                    // was checked for): a listing that grew is refused.
+                    if tally.0.saturating_add(w.bytes) > tally.2 {
+                        return Err(msg(format!(
+                            "the WAL segments under {base} in the offsite store grew while they were downloaded; run the restore again"
+                        )));
+                    }
                     download(t, &w, progress).await?;
                     tally.0 += w.bytes;
                 }
@@ -617,8 +640,10 @@ pub async fn stage_from_offsite(
         }
     }
     let mut needed: u64 = todo.iter().map(|w| w.bytes).sum();
+    let mut wal_bytes = 0u64;
     if let Some((base, dir, id)) = &wal {
         let (n, bytes) = wal_pass(&mut t, base, dir, None, progress).await?;
+        wal_bytes = bytes;
         if n > 0 {
             ensure_dir(&ensure_dir(&board_dir, WAL_DIR)?, id)?;
             staged.wal_dir = Some(dir.clone());
@@ -637,7 +662,7 @@ pub async fn stage_from_offsite(
         staged.files.push(w.dest);
     }
     if let (Some((base, dir, _)), true) = (&wal, staged.wal_dir.is_some()) {
-        let mut tally = (0u64, 0u64);
+        let mut tally = (0u64, 0u64, wal_bytes);
         let n = wal_pass(&mut t, base, dir, Some(&mut tally), progress)
             .await?
             .0;

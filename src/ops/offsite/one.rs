@@ -52,6 +52,14 @@ impl Session {
             if !crate::store::is_archive_id(s, id) {
                 continue;
             }
+            // The listing's size is the store's word: a sidecar is small,
+            // and a huge one must not fill the board's disk.
+            if o.size > crate::format::sidecar::MAX_SIDECAR_LEN as u64 {
+                return Err(msg(format!(
+                    "{} in the offsite store is {} bytes, more than a sidecar can be: not downloaded",
+                    o.key, o.size
+                )));
+            }
             let w = Want {
                 key: o.key.clone(),
                 dest: dir.join(name),
